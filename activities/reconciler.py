@@ -1,0 +1,66 @@
+"""Reconciler activity: void reservations whose lease expired and whose saga is closed.
+
+A saga terminated from the UI or timed out never runs its compensation; this pass is what gives
+its slot back. A saga that is still running keeps its slot, whatever its lease says.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.issuance import void_ticket
+from golden_press.models import PublishInput, ReconcileResult, VoidInput
+from service.events import OutboxPublisher
+from service.ledger_store import LedgerStore
+
+
+class ReconcilerActivities:
+    """Needs the Temporal client to ask whether a reservation's saga is still alive."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, ledger: LedgerStore, client: Client, publisher: OutboxPublisher
+    ) -> None:
+        self._pool = pool
+        self._ledger = ledger
+        self._client = client
+        self._publisher = publisher
+
+    async def _saga_closed(self, workflow_id: str) -> bool:
+        try:
+            desc = await self._client.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return True
+            raise
+        return desc.status != WorkflowExecutionStatus.RUNNING
+
+    @activity.defn(name="void_expired_reservations")
+    async def void_expired_reservations(self) -> ReconcileResult:
+        """One pass: every row short of the ledger, past its lease, whose saga is closed, is voided."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT ticket_id, workflow_id FROM tickets"
+                " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
+                " AND reserved_until < now() ORDER BY serial"
+            )
+        voided = []
+        for row in rows:
+            activity.heartbeat(str(row["ticket_id"]))
+            if not await self._saga_closed(row["workflow_id"]):
+                continue
+            result = await void_ticket(
+                self._pool,
+                self._ledger,
+                VoidInput(ticket_id=row["ticket_id"], reason="reservation lease expired"),
+            )
+            if result.voided:
+                voided.append(row["ticket_id"])
+        return ReconcileResult(voided=voided)
+
+    @activity.defn(name="publish_pending_events")
+    async def publish_pending_events(self, req: PublishInput) -> int:
+        """Drain the whole outbox (up_to_leaf < 0 means everything)."""
+        return await self._publisher.drain(None if req.up_to_leaf < 0 else req.up_to_leaf)

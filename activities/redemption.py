@@ -1,0 +1,196 @@
+"""Redemption saga activities: verify signature, verify ledger proof, redeem once, in order."""
+
+from __future__ import annotations
+
+import base64
+
+import asyncpg
+from temporalio import activity
+
+from activities.faults import NO_FAULTS, Faults
+from activities.tickets import lock_ticket, notify_slots
+from golden_press.bundle import LedgerTrust, TrustRoots, verify_bundle
+from golden_press.checkpoint import Checkpoint
+from golden_press.errors import GoldenError, Reason
+from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
+from golden_press.merkle import verify_consistency
+from golden_press.models import (
+    CheckResult,
+    RedeemInput,
+    RedeemResult,
+    TicketState,
+    VerifyBundleInput,
+)
+from golden_press.signing import canonical_payload, verify_payload
+from service.db import GOLDEN_KEY
+from service.events import events_pb2, timestamp, write_outbox
+from service.ledger_store import LedgerStore
+
+#: Reasons a ticket's stored state gives before any proof is looked at.
+STATE_REJECTIONS = {
+    TicketState.REDEEMED: (Reason.ALREADY_REDEEMED, "ticket was already redeemed"),
+    TicketState.VOIDED: (Reason.TICKET_NOT_REDEEMABLE, "ticket was voided"),
+    TicketState.REVOKED: (Reason.TICKET_NOT_REDEEMABLE, "ticket was revoked"),
+    TicketState.RESERVED: (Reason.TICKET_NOT_REDEEMABLE, "ticket is not issued yet"),
+}
+
+
+def _fail(reason: Reason, message: str) -> CheckResult:
+    return CheckResult(reason=reason.value, message=message)
+
+
+async def load_trust_roots(conn: asyncpg.Connection, origin: str) -> TrustRoots:
+    """Every issuer key ever registered (retired keys still verify old tickets) + the ledger key."""
+    rows = await conn.fetch(
+        "SELECT key_id, purpose, public_key, name FROM signing_keys ORDER BY created_at"
+    )
+    issuer = {
+        r["key_id"]: base64.b64encode(bytes(r["public_key"])).decode()
+        for r in rows
+        if r["purpose"] == "issuer"
+    }
+    ledger = [r for r in rows if r["purpose"] == "ledger"]
+    if not ledger:
+        raise GoldenError(Reason.BAD_CHECKPOINT, "no ledger key is registered")
+    current = ledger[-1]
+    return TrustRoots(
+        issuer_keys=issuer,
+        ledger=LedgerTrust(
+            origin=origin,
+            name=current["name"] or origin,
+            public_key=base64.b64encode(bytes(current["public_key"])).decode(),
+        ),
+    )
+
+
+class RedemptionActivities:
+    """Checks and the once-only redemption transaction of RedeemTicketWorkflow."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, ledger: LedgerStore, origin: str, faults: Faults = NO_FAULTS
+    ) -> None:
+        self._pool = pool
+        self._ledger = ledger
+        self._origin = origin
+        self._faults = faults
+
+    @activity.defn(name="verify_ticket_signature")
+    async def verify_ticket_signature(self, req: VerifyBundleInput) -> CheckResult:
+        """Step 1: the ticket exists and the bundle's ticket carries a valid issuer signature."""
+        ticket = req.bundle.ticket
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", req.ticket_id)
+            key = await conn.fetchval(
+                "SELECT public_key FROM signing_keys WHERE key_id = $1 AND purpose = 'issuer'",
+                ticket.key_id,
+            )
+        if row is None:
+            return _fail(Reason.TICKET_NOT_FOUND, f"no ticket {req.ticket_id}")
+        if ticket.ticket_id != req.ticket_id:
+            return _fail(Reason.BAD_PROOF, "the bundle is for another ticket")
+        if key is None:
+            return _fail(Reason.BAD_SIGNATURE, f"unknown issuer key id {ticket.key_id!r}")
+        payload = canonical_payload(
+            ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
+        )
+        try:
+            verify_payload(bytes(key), payload, ticket.signature)
+        except GoldenError as err:
+            return _fail(err.reason, err.message)
+        if ticket.signature != row["signature"] or ticket.serial != row["serial"]:
+            return _fail(Reason.BAD_SIGNATURE, "the signed ticket differs from the stored one")
+        state = TicketState(row["state"])
+        if state in STATE_REJECTIONS:
+            reason, message = STATE_REJECTIONS[state]
+            return _fail(reason, message)
+        return CheckResult()
+
+    @activity.defn(name="verify_ledger_proof")
+    async def verify_ledger_proof(self, req: VerifyBundleInput) -> CheckResult:
+        """Step 2: inclusion against a ledger-signed checkpoint that is consistent with the head."""
+        async with self._pool.acquire() as conn:
+            try:
+                roots = await load_trust_roots(conn, self._origin)
+                checkpoint = verify_bundle(req.bundle, roots)
+            except GoldenError as err:
+                return _fail(err.reason, err.message)
+            head = await self._ledger.latest_checkpoint(conn)
+            try:
+                await self._check_consistent(conn, checkpoint, head.size, head.root)
+            except GoldenError as err:
+                return _fail(Reason.INCONSISTENT_CHECKPOINT, err.message)
+        return CheckResult()
+
+    async def _check_consistent(
+        self, conn: asyncpg.Connection, checkpoint: Checkpoint, head_size: int, head_root: bytes
+    ) -> None:
+        if checkpoint.size > head_size:
+            raise GoldenError(
+                Reason.INCONSISTENT_CHECKPOINT,
+                f"checkpoint size {checkpoint.size} is beyond the ledger head {head_size}",
+            )
+        if checkpoint.size == head_size:
+            proof: list[bytes] = []
+        else:
+            proof = await self._ledger.consistency_proof(conn, checkpoint.size, head_size)
+        verify_consistency(checkpoint.size, head_size, checkpoint.root, head_root, proof)
+
+    @activity.defn(name="redeem_ticket")
+    async def redeem_ticket(self, req: RedeemInput) -> RedeemResult:
+        """Step 3, ONE transaction under the advisory lock: checks, `redeemed`, ledger entry, event."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)
+            row = await lock_ticket(conn, req.ticket_id)
+            if row is None:
+                return RedeemResult(reason=Reason.TICKET_NOT_FOUND, message="no such ticket")
+            state = TicketState(row["state"])
+            if state == TicketState.REDEEMED and row["redeemed_by_workflow"] == req.workflow_id:
+                # Our own earlier attempt committed and its result was lost: report it again.
+                return RedeemResult(leaf_index=row["redeemed_leaf"])
+            if state in STATE_REJECTIONS:
+                reason, message = STATE_REJECTIONS[state]
+                return RedeemResult(reason=reason, message=message)
+            if row["user_id"] != req.user_id:
+                return RedeemResult(
+                    reason=Reason.NOT_ISSUEE, message="tickets are non-transferable"
+                )
+            redeemed = await conn.fetchrow(
+                "UPDATE tickets SET state = 'redeemed', redeemed_at = now(),"
+                " redeemed_by_workflow = $2, updated_at = now() WHERE ticket_id = $1 RETURNING *",
+                req.ticket_id,
+                req.workflow_id,
+            )
+            assert redeemed is not None
+            entry = LedgerEntry(
+                kind=EntryKind.REDEEMED,
+                ticket_id=redeemed["ticket_id"],
+                serial=redeemed["serial"],
+                key_id=redeemed["key_id"],
+                signature_digest="",
+                user_commitment=user_commitment(bytes(redeemed["user_salt"]), redeemed["user_id"]),
+                at=redeemed["redeemed_at"],
+                reason="",
+            )
+            appended = await self._ledger.append(conn, entry)
+            await conn.execute(
+                "UPDATE tickets SET redeemed_leaf = $2 WHERE ticket_id = $1",
+                req.ticket_id,
+                appended.leaf_index,
+            )
+            await write_outbox(
+                conn,
+                leaf_index=appended.leaf_index,
+                ticket_id=redeemed["ticket_id"],
+                kind="redeemed",
+                event=events_pb2.GoldenTicketRedeemed(
+                    leaf_index=appended.leaf_index,
+                    ticket_id=str(redeemed["ticket_id"]),
+                    serial=redeemed["serial"],
+                    user_id=redeemed["user_id"],
+                    redeemed_at=timestamp(redeemed["redeemed_at"]),
+                    proof_bundle_json=req.bundle_json,
+                ),
+            )
+            await notify_slots(conn, "redeemed")
+        self._faults.after_commit("redeem")
+        return RedeemResult(leaf_index=appended.leaf_index)

@@ -1,0 +1,188 @@
+"""Offline verification of a proof bundle against pinned trust roots (pure: no I/O).
+
+A bundle (golden_press.models.ProofBundle) proves, with no server: the issuer signed the ticket,
+the ledger's `issued` entry for exactly that ticket and holder is leaf `leaf_index` of a tree of
+`tree_size` leaves, and the ledger key signed a checkpoint of that tree. The caller keeps the
+returned checkpoint to check consistency with a later head (merkle.verify_consistency).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from golden_press.errors import GoldenError, Reason
+from golden_press.ledger_entry import (
+    EntryKind,
+    decode_entry,
+    signature_digest,
+    user_commitment,
+)
+from golden_press.merkle import leaf_hash, verify_inclusion
+from golden_press.models import ProofBundle
+from golden_press.signing import canonical_payload, key_id_for, verify_payload
+
+
+class LedgerTrust(BaseModel):
+    """One ledger checkpoint key; its note key name is `name`, defaulting to the ledger origin."""
+
+    model_config = ConfigDict(frozen=True)
+
+    public_key: str  # base64 of the 32-byte Ed25519 public key
+    name: str = ""
+    origin: str = ""  # may be given here or once on TrustRoots
+
+
+class TrustRoots(BaseModel):
+    """Keys an offline verifier pins: issuer keys by key id (retired ones too) and ledger keys.
+
+    Canonical JSON: {"version": 1, "origin": ..., "issuer_keys": {key_id: b64}, "ledger": [...]}.
+    Also accepted on input: "issuer" for "issuer_keys" and a single ledger object for the list.
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    version: int = 1
+    origin: str = ""
+    issuer_keys: dict[str, str] = Field(
+        default_factory=dict, validation_alias=AliasChoices("issuer_keys", "issuer")
+    )
+    ledger: list[LedgerTrust]
+
+    @field_validator("ledger", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return value if isinstance(value, list | tuple) else [value]
+
+    @model_validator(mode="after")
+    def _origin_known(self) -> TrustRoots:
+        origins = {k.origin for k in self.ledger if k.origin} | ({self.origin} - {""})
+        if len(origins) != 1:
+            raise ValueError(f"trust roots need exactly one ledger origin, got {sorted(origins)}")
+        if not self.ledger:
+            raise ValueError("trust roots need at least one ledger key")
+        return self
+
+    @property
+    def ledger_origin(self) -> str:
+        """The origin line every checkpoint of this ledger carries."""
+        return self.origin or next(k.origin for k in self.ledger if k.origin)
+
+    def ledger_verifiers(self) -> list[NoteVerifier]:
+        """Note verifiers of every pinned ledger key (key name defaults to the origin)."""
+        origin = self.ledger_origin
+        return [
+            NoteVerifier(
+                k.name or origin,
+                _b64(k.public_key, "ledger public key", 32, Reason.BAD_CHECKPOINT),
+            )
+            for k in self.ledger
+        ]
+
+
+def load_trust_roots(text: str) -> TrustRoots:
+    """Parse trust roots JSON."""
+    return TrustRoots.model_validate_json(text)
+
+
+def dump_trust_roots(roots: TrustRoots) -> str:
+    """Trust roots as indented JSON (what `golden-press` writes for offline verifiers)."""
+    return roots.model_dump_json(indent=2)
+
+
+def load_bundle(text: str) -> ProofBundle:
+    """Parse a proof bundle JSON (raises BadProof when it is not one)."""
+    try:
+        return ProofBundle.model_validate_json(text)
+    except ValueError as exc:
+        raise GoldenError(Reason.BAD_PROOF, f"not a proof bundle: {exc}") from exc
+
+
+def dump_bundle(bundle: ProofBundle) -> str:
+    """A proof bundle as indented JSON."""
+    return bundle.model_dump_json(indent=2)
+
+
+def _b64(
+    value: str, what: str, size: int | None = None, reason: Reason = Reason.BAD_PROOF
+) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GoldenError(reason, f"{what} is not valid base64") from exc
+    if size is not None and len(raw) != size:
+        raise GoldenError(reason, f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def verify_ticket_signature(bundle: ProofBundle, roots: TrustRoots) -> None:
+    """BadSignature unless a pinned issuer key signed the ticket's canonical payload."""
+    ticket = bundle.ticket
+    key_b64 = roots.issuer_keys.get(ticket.key_id)
+    if key_b64 is None:
+        raise GoldenError(Reason.BAD_SIGNATURE, f"unknown issuer key id {ticket.key_id!r}")
+    public_key = _b64(key_b64, "issuer public key", 32, Reason.BAD_SIGNATURE)
+    if key_id_for(public_key) != ticket.key_id:
+        raise GoldenError(
+            Reason.BAD_SIGNATURE,
+            f"trust root for key id {ticket.key_id} holds key {key_id_for(public_key)}",
+        )
+    payload = canonical_payload(
+        ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
+    )
+    verify_payload(public_key, payload, ticket.signature)
+
+
+def verify_bundle(bundle: ProofBundle, roots: TrustRoots) -> Checkpoint:
+    """Check signature, checkpoint, entry and inclusion; return the checkpoint verified against."""
+    verify_ticket_signature(bundle, roots)
+    ticket = bundle.ticket
+
+    checkpoint = open_checkpoint(bundle.checkpoint, roots.ledger_verifiers(), roots.ledger_origin)
+    if bundle.tree_size != checkpoint.size:
+        raise GoldenError(
+            Reason.BAD_PROOF,
+            f"bundle tree_size is {bundle.tree_size}, checkpoint size is {checkpoint.size}",
+        )
+
+    entry_bytes = _b64(bundle.entry, "ledger entry")
+    entry = decode_entry(entry_bytes)
+    salt = _b64(bundle.user_salt, "user salt")
+    try:
+        commitment = user_commitment(salt, ticket.user_id)
+    except ValueError as exc:
+        raise GoldenError(Reason.BAD_PROOF, str(exc)) from exc
+    expected = {
+        "kind": (entry.kind, EntryKind.ISSUED),
+        "ticket_id": (entry.ticket_id, ticket.ticket_id),
+        "serial": (entry.serial, ticket.serial),
+        "key_id": (entry.key_id, ticket.key_id),
+        "signature_digest": (entry.signature_digest, signature_digest(ticket.signature)),
+        "user_commitment": (entry.user_commitment, commitment),
+    }
+    for name, (actual, wanted) in expected.items():
+        if actual != wanted:
+            raise GoldenError(
+                Reason.BAD_PROOF, f"ledger entry {name} is {actual}, ticket gives {wanted}"
+            )
+
+    proof = [_b64(h, f"inclusion proof[{i}]", 32) for i, h in enumerate(bundle.inclusion_proof)]
+    verify_inclusion(
+        leaf_hash(entry_bytes), bundle.leaf_index, bundle.tree_size, proof, checkpoint.root
+    )
+    return checkpoint
+
+
+__all__ = [
+    "LedgerTrust",
+    "TrustRoots",
+    "dump_bundle",
+    "dump_trust_roots",
+    "load_bundle",
+    "load_trust_roots",
+    "verify_bundle",
+    "verify_ticket_signature",
+]

@@ -1,0 +1,249 @@
+"""Public ledger entries: a canonical, versioned byte encoding (pure: no I/O).
+
+Encoding, version 1. UTF-8, every line ends with a single LF (0x0A), no other whitespace, no
+blank lines, the nine lines always present and always in this order:
+
+    golden-press/ledger-entry/v1
+    kind=<issued | voided | redeemed | revoked>
+    ticket_id=<UUID, lowercase hex with hyphens (36 chars)>
+    serial=<decimal integer >= 0, no leading zeros>
+    key_id=<issuer key id: lowercase hex, 0-64 digits (empty when the ticket was never signed)>
+    signature_digest=<SHA-256 of the raw 64-byte ticket signature, 64 lowercase hex digits, for
+                      kind=issued; empty for every other kind>
+    user_commitment=<SHA-256(user_salt || user_id as UTF-8), 64 lowercase hex digits>
+    at=<UTC, YYYY-MM-DDTHH:MM:SS.ffffffZ (always 6 fraction digits)>
+    reason=<free text, 0-256 characters, no control characters; empty for kind=issued>
+
+Example (kind=issued):
+
+    golden-press/ledger-entry/v1\\n
+    kind=issued\\n
+    ticket_id=0f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a\\n
+    serial=3\\n
+    key_id=9c1e2d3f4a5b6c7d\\n
+    signature_digest=<64 hex>\\n
+    user_commitment=<64 hex>\\n
+    at=2024-05-01T12:00:00.000000Z\\n
+    reason=\\n
+
+The leaf hash of an entry is merkle.leaf_hash(these bytes). The raw user id never appears: only
+the salted commitment, so the public log does not reveal who holds a ticket, while the holder
+(who knows the salt from their proof bundle) can show the entry is theirs. A future version
+changes the header line; decoders reject every header they do not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import unicodedata
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from golden_press.errors import GoldenError, Reason
+from golden_press.models import Ticket
+from golden_press.signing import format_timestamp
+
+ENTRY_HEADER = "golden-press/ledger-entry/v1"
+FIELDS = (
+    "kind",
+    "ticket_id",
+    "serial",
+    "key_id",
+    "signature_digest",
+    "user_commitment",
+    "at",
+    "reason",
+)
+MIN_SALT_BYTES = 16
+MAX_REASON_CHARS = 256
+MAX_ENTRY_BYTES = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_KEY_ID = re.compile(r"^[0-9a-f]{0,64}$")
+_SERIAL = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+
+class EntryKind(StrEnum):
+    """What happened to a ticket; each kind appears at most once per ticket in the log."""
+
+    ISSUED = "issued"
+    VOIDED = "voided"
+    REDEEMED = "redeemed"
+    REVOKED = "revoked"
+
+
+class LedgerEntry(BaseModel):
+    """One public ledger record: binds a ticket event to the log without naming the user."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EntryKind
+    ticket_id: UUID
+    serial: int = Field(ge=0, lt=1 << 63)
+    key_id: str = ""
+    signature_digest: str = ""
+    user_commitment: str
+    at: datetime
+    reason: str = ""
+
+    @field_validator("key_id")
+    @classmethod
+    def _key_id(cls, value: str) -> str:
+        if not _KEY_ID.fullmatch(value):
+            raise ValueError("key_id must be 0-64 lowercase hex digits")
+        return value
+
+    @field_validator("user_commitment")
+    @classmethod
+    def _commitment(cls, value: str) -> str:
+        if not _HEX64.fullmatch(value):
+            raise ValueError("user_commitment must be 64 lowercase hex digits")
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("at must be timezone-aware")
+        return value.astimezone(UTC)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if len(value) > MAX_REASON_CHARS:
+            raise ValueError(f"reason must be at most {MAX_REASON_CHARS} characters")
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise ValueError("reason must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> LedgerEntry:
+        if self.kind is EntryKind.ISSUED:
+            if not _HEX64.fullmatch(self.signature_digest):
+                raise ValueError("an issued entry needs signature_digest (64 lowercase hex)")
+            if not self.key_id:
+                raise ValueError("an issued entry needs key_id")
+            if self.reason:
+                raise ValueError("an issued entry has no reason")
+        elif self.signature_digest:
+            raise ValueError(f"a {self.kind.value} entry has an empty signature_digest")
+        return self
+
+
+def user_commitment(salt: bytes, user_id: str) -> str:
+    """SHA-256(salt || user_id) hex: publishable, yet only the salt holder can link it to a user."""
+    if len(salt) < MIN_SALT_BYTES:
+        raise ValueError(f"user salt must be at least {MIN_SALT_BYTES} bytes, got {len(salt)}")
+    return hashlib.sha256(bytes(salt) + user_id.encode("utf-8")).hexdigest()
+
+
+def signature_digest(signature_b64: str) -> str:
+    """SHA-256 hex of a ticket's raw Ed25519 signature (decoded from its base64)."""
+    try:
+        raw = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GoldenError(Reason.BAD_SIGNATURE, "ticket signature is not valid base64") from exc
+    return hashlib.sha256(raw).hexdigest()
+
+
+def entry_for_ticket(
+    kind: EntryKind,
+    ticket: Ticket,
+    user_salt: bytes,
+    at: datetime,
+    reason: str = "",
+) -> LedgerEntry:
+    """The entry recording `kind` for a stored ticket (the signature digest only for issued)."""
+    return LedgerEntry(
+        kind=kind,
+        ticket_id=ticket.ticket_id,
+        serial=ticket.serial,
+        key_id=ticket.key_id,
+        signature_digest=signature_digest(ticket.signature) if kind is EntryKind.ISSUED else "",
+        user_commitment=user_commitment(user_salt, ticket.user_id),
+        at=at,
+        reason=reason,
+    )
+
+
+def encode_entry(e: LedgerEntry) -> bytes:
+    """The canonical v1 bytes of an entry (see the module docstring)."""
+    values = {
+        "kind": e.kind.value,
+        "ticket_id": str(e.ticket_id),
+        "serial": str(int(e.serial)),
+        "key_id": e.key_id,
+        "signature_digest": e.signature_digest,
+        "user_commitment": e.user_commitment,
+        "at": format_timestamp(e.at),
+        "reason": e.reason,
+    }
+    lines = [ENTRY_HEADER, *(f"{name}={values[name]}" for name in FIELDS)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _bad(message: str) -> GoldenError:
+    return GoldenError(Reason.BAD_PROOF, f"ledger entry: {message}")
+
+
+def decode_entry(b: bytes) -> LedgerEntry:
+    """Parse canonical v1 bytes; anything else (even a harmless variant) raises BadProof."""
+    if not isinstance(b, bytes | bytearray):
+        raise _bad(f"expected bytes, got {type(b).__name__}")
+    if len(b) > MAX_ENTRY_BYTES:
+        raise _bad(f"{len(b)} bytes, at most {MAX_ENTRY_BYTES}")
+    try:
+        text = bytes(b).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad("not UTF-8") from exc
+    if not text.endswith("\n"):
+        raise _bad("must end with a newline")
+    lines = text[:-1].split("\n")
+    if lines[0] != ENTRY_HEADER:
+        raise _bad(f"header is {lines[0][:64]!r}, expected {ENTRY_HEADER!r}")
+    if len(lines) != 1 + len(FIELDS):
+        raise _bad(f"{len(lines)} lines, expected {1 + len(FIELDS)}")
+    values: dict[str, str] = {}
+    for expected, line in zip(FIELDS, lines[1:], strict=True):
+        name, sep, value = line.partition("=")
+        if not sep or name != expected:
+            raise _bad(f"line {line[:64]!r}, expected field {expected!r}")
+        values[name] = value
+    if not _SERIAL.fullmatch(values["serial"]):
+        raise _bad(f"serial {values['serial']!r} is not a canonical decimal")
+    if not _TIMESTAMP.fullmatch(values["at"]):
+        raise _bad(f"at {values['at']!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    try:
+        entry = LedgerEntry(
+            kind=EntryKind(values["kind"]),
+            ticket_id=UUID(values["ticket_id"]),
+            serial=int(values["serial"]),
+            key_id=values["key_id"],
+            signature_digest=values["signature_digest"],
+            user_commitment=values["user_commitment"],
+            at=datetime.strptime(values["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+            reason=values["reason"],
+        )
+    except (ValueError, ValidationError) as exc:
+        raise _bad(str(exc).splitlines()[0]) from exc
+    if encode_entry(entry) != bytes(b):
+        raise _bad("not in canonical form")
+    return entry
+
+
+__all__ = [
+    "ENTRY_HEADER",
+    "EntryKind",
+    "LedgerEntry",
+    "decode_entry",
+    "encode_entry",
+    "entry_for_ticket",
+    "signature_digest",
+    "user_commitment",
+]

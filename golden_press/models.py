@@ -1,0 +1,275 @@
+"""Pydantic models: one in and one out for every workflow and activity, plus the public views."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: User ids are ASCII on purpose: no control characters, no unicode confusables, bounded length.
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def validate_user_id(value: str) -> str:
+    """Return the user id unchanged or raise ValueError naming what is wrong."""
+    if not isinstance(value, str) or not USER_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            "user_id must be 1-128 ASCII letters, digits or ._@:+- and start with a letter or digit"
+        )
+    return value
+
+
+def validate_request_id(value: str) -> str:
+    """Return the request id unchanged or raise ValueError naming what is wrong."""
+    if not isinstance(value, str) or not REQUEST_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            "request_id must be 1-128 ASCII letters, digits or ._:- and start with a letter or digit"
+        )
+    return value
+
+
+def request_hash(user_id: str) -> str:
+    """SHA-256 over the canonical issuance request, stored beside its idempotency key."""
+    return hashlib.sha256(f"golden-press/issue-request/v1\nuser_id={user_id}\n".encode()).hexdigest()
+
+
+def issue_workflow_id(request_id: str) -> str:
+    """Workflow id of an issuance (the interface sheet's `issue-<request_id>`)."""
+    return f"issue-{request_id}"
+
+
+def redeem_workflow_id(ticket_id: UUID | str) -> str:
+    """Workflow id of a redemption (`redeem-<ticket_id>`)."""
+    return f"redeem-{ticket_id}"
+
+
+class TicketState(StrEnum):
+    """Lifecycle of a ticket row; see the interface sheet's scope table."""
+
+    RESERVED = "reserved"
+    ISSUED = "issued"
+    REDEEMED = "redeemed"
+    VOIDED = "voided"
+    REVOKED = "revoked"
+
+
+class CapScope(StrEnum):
+    """Which ticket states count against the cap."""
+
+    LIVE = "live"
+    LIFETIME = "lifetime"
+
+
+class Outcome(StrEnum):
+    """How a saga ended; `rejected` and `compensated` are completions, not failures."""
+
+    ISSUED = "issued"
+    REDEEMED = "redeemed"
+    REJECTED = "rejected"
+    COMPENSATED = "compensated"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Ticket(Frozen):
+    """A ticket as stored and as shown to callers; the signed fields are the canonical payload's."""
+
+    ticket_id: UUID
+    serial: int
+    user_id: str
+    issued_at: datetime
+    key_id: str = ""
+    signature: str = ""  # base64 of the Ed25519 signature; empty while reserved
+    state: TicketState = TicketState.RESERVED
+    request_id: str = ""
+    leaf_index: int | None = None  # leaf of the `issued` ledger entry
+
+
+class ProofBundle(Frozen):
+    """Everything needed to check a ticket offline: one schema for API, CLI, verifier and events."""
+
+    version: Literal[1] = 1
+    ticket: Ticket
+    user_salt: str  # base64; the ledger entry commits to SHA-256(salt || user_id), never the id
+    entry: str  # base64 of the canonical `issued` ledger entry bytes
+    leaf_index: int
+    tree_size: int
+    inclusion_proof: list[str]  # base64 hashes, leaf to root
+    checkpoint: str  # C2SP signed note text of the checkpoint the proof verifies against
+
+
+# ---- workflow inputs and outputs -------------------------------------------------------------
+
+
+class IssueTicketInput(Frozen):
+    """What a caller asks for; request_hash binds the idempotency key to this exact request."""
+
+    user_id: str
+    request_id: str
+    request_hash: str
+
+    _check_user = field_validator("user_id")(validate_user_id)
+    _check_request = field_validator("request_id")(validate_request_id)
+
+
+class IssueTicketResult(Frozen):
+    """Outcome of one issuance saga."""
+
+    outcome: Outcome
+    ticket_id: UUID | None = None
+    serial: int | None = None
+    signature: str = ""
+    key_id: str = ""
+    issued_at: datetime | None = None
+    leaf_index: int | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class RedeemTicketInput(Frozen):
+    """A holder's redemption: the ticket, who presents it, and the proof they carry."""
+
+    ticket_id: UUID
+    user_id: str
+    bundle: ProofBundle
+
+    _check_user = field_validator("user_id")(validate_user_id)
+
+
+class RedeemTicketResult(Frozen):
+    """Outcome of one redemption saga."""
+
+    outcome: Outcome
+    ticket_id: UUID
+    leaf_index: int | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class Progress(Frozen):
+    """Answer of every workflow's `progress` query."""
+
+    steps_done: list[str] = Field(default_factory=list)
+    current_step: str = ""
+    last_error: str = ""
+
+
+# ---- activity inputs and outputs -------------------------------------------------------------
+
+
+class ReserveInput(Frozen):
+    """Reserve a slot under the advisory lock for this deterministic ticket id."""
+
+    ticket_id: UUID
+    user_id: str
+    request_id: str
+    request_hash: str
+    workflow_id: str
+
+
+class ReserveResult(Frozen):
+    """Either the reserved (or earlier) ticket, or a rejection reason."""
+
+    ticket: Ticket | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class TicketRef(Frozen):
+    """Names one ticket for an activity that loads the stored row itself."""
+
+    ticket_id: UUID
+
+
+class SignResult(Frozen):
+    """Ed25519 signature over the canonical payload of the stored row."""
+
+    signature: str
+    key_id: str
+
+
+class FinaliseInput(Frozen):
+    """Store the signature and move the ticket to `issued`."""
+
+    ticket_id: UUID
+    signature: str
+    key_id: str
+
+
+class LedgerAppendResult(Frozen):
+    """Where a ticket's entry sits in the ledger."""
+
+    leaf_index: int
+    tree_size: int
+
+
+class VoidInput(Frozen):
+    """Compensation: give the slot back and record the void in the ledger."""
+
+    ticket_id: UUID
+    reason: str
+
+
+class VoidResult(Frozen):
+    """Whether the void happened (False when the ticket had already passed the point of no return)."""
+
+    voided: bool
+    state: TicketState
+    leaf_index: int | None = None  # the `voided` ledger entry, when this call wrote or found it
+
+
+class PublishInput(Frozen):
+    """Publish every pending event up to (and including) this ledger leaf."""
+
+    up_to_leaf: int
+
+
+class PublishResult(Frozen):
+    """How many events this call put on the stream (0 when another drain already had)."""
+
+    published: int
+
+
+class VerifyBundleInput(Frozen):
+    """Checks made before the redemption transaction: signature, inclusion, checkpoint."""
+
+    ticket_id: UUID
+    bundle: ProofBundle
+
+
+class CheckResult(Frozen):
+    """Empty reason means the check passed."""
+
+    reason: str = ""
+    message: str = ""
+
+
+class RedeemInput(Frozen):
+    """Redeem once, under the advisory lock, with the `redeemed` ledger entry in the same tx."""
+
+    ticket_id: UUID
+    user_id: str
+    workflow_id: str
+    bundle_json: str  # carried by the GoldenTicketRedeemed event
+
+
+class RedeemResult(Frozen):
+    """Either the redeemed ledger leaf or a rejection."""
+
+    leaf_index: int | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class ReconcileResult(Frozen):
+    """What one reconciler pass voided."""
+
+    voided: list[UUID] = Field(default_factory=list)

@@ -1,0 +1,58 @@
+"""Settings from the environment (names fixed by the interface sheet). Workflows never read these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path(".golden")
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the API or the CLI needs to find its peers and keys."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    pg_dsn: str = Field("postgresql://postgres@127.0.0.1:5432/golden", alias="GOLDEN_PG_DSN")
+    nats_url: str = Field("nats://127.0.0.1:4222", alias="GOLDEN_NATS_URL")
+    temporal_address: str = Field("127.0.0.1:7233", alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", alias="TEMPORAL_NAMESPACE")
+    task_queue: str = Field("golden-press", alias="GOLDEN_TASK_QUEUE")
+    signing_key_file: Path = Field(
+        DEFAULT_STATE_DIR / "keys" / "issuer.key", alias="GOLDEN_SIGNING_KEY_FILE"
+    )
+    ledger_key_file: Path = Field(
+        DEFAULT_STATE_DIR / "keys" / "ledger.key", alias="GOLDEN_LEDGER_KEY_FILE"
+    )
+    ledger_origin: str = Field("golden-press.local/ledger", alias="GOLDEN_LEDGER_ORIGIN")
+    grpc_addr: str = Field("127.0.0.1:50051", alias="GOLDEN_GRPC_ADDR")
+    api_tokens_file: Path = Field(
+        DEFAULT_STATE_DIR / "api-tokens", alias="GOLDEN_API_TOKENS_FILE"
+    )
+    state_dir: Path = Field(DEFAULT_STATE_DIR, alias="GOLDEN_STATE_DIR")
+    #: NATS stream and subject prefix; tests use a fresh pair per run.
+    stream_name: str = Field("CHOCO_MONETIZATION", alias="GOLDEN_STREAM")
+    subject_prefix: str = Field("choco.events.monetization", alias="GOLDEN_SUBJECT_PREFIX")
+    #: Anti-gaming: attempts per user per window before `RateLimited`.
+    rate_limit_attempts: int = Field(5, alias="GOLDEN_RATE_LIMIT_ATTEMPTS")
+    rate_limit_window_s: float = Field(60.0, alias="GOLDEN_RATE_LIMIT_WINDOW_S")
+    #: How long a `reserved` slot may wait before the reconciler may void it.
+    reservation_lease_s: float = Field(300.0, alias="GOLDEN_RESERVATION_LEASE_S")
+    metrics_port: int = Field(0, alias="GOLDEN_METRICS_PORT")
+
+    @property
+    def issued_subject(self) -> str:
+        """Subject of GoldenTicketIssued."""
+        return f"{self.subject_prefix}.golden_ticket.issued"
+
+    @property
+    def redeemed_subject(self) -> str:
+        """Subject of GoldenTicketRedeemed."""
+        return f"{self.subject_prefix}.golden_ticket.redeemed"
+
+    @property
+    def revoked_subject(self) -> str:
+        """Subject of GoldenTicketRevoked (admin, fraud)."""
+        return f"{self.subject_prefix}.golden_ticket.revoked"

@@ -1,0 +1,89 @@
+"""PostgreSQL access: pool creation and versioned, idempotent migrations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import asyncpg
+
+#: Advisory lock keys. Lock order, always: GOLDEN_KEY, then LEDGER_KEY, then PUBLISH_KEY.
+GOLDEN_KEY = 0x601DE9  # the cap critical section: lock -> count -> insert
+LEDGER_KEY = 0x601DEA  # ledger appends: dense leaf indices
+PUBLISH_KEY = 0x601DEB  # outbox drain: events leave in leaf order
+MIGRATIONS_KEY = 0x601DEC
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration, in order."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.name, path.read_text()))
+    return found
+
+
+async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations in one transaction each; safe to run from many processes at once."""
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATIONS_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            applied.append(name)
+    return applied
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose sessions fail fast on lock waits instead of hanging an activity."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"lock_timeout": "10s", "statement_timeout": "20s"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in dsn if it does not exist (connects to `postgres` to do so)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        base, _, name = dsn.rpartition("/")
+        name = name.split("?")[0]
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+__all__ = [
+    "GOLDEN_KEY",
+    "LEDGER_KEY",
+    "PUBLISH_KEY",
+    "apply_migrations",
+    "create_pool",
+    "ensure_database",
+]

@@ -1,0 +1,226 @@
+"""The golden-press worker: registers the saga workflows and their activities on one task queue.
+
+Run many of these: the advisory lock in PostgreSQL keeps the cap across all of them.
+    python worker.py        (settings from the environment, see golden_press/settings.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import nats
+from nacl.signing import SigningKey
+from nats.aio.client import Client as NATS
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.faults import Faults
+from activities.issuance import IssuanceActivities
+from activities.publishing import PublishingActivities
+from activities.reconciler import ReconcilerActivities
+from activities.redemption import RedemptionActivities
+from golden_press.checkpoint import ledger_key_id
+from golden_press.settings import Settings
+from golden_press.signing import key_id_for
+from service.db import create_pool
+from service.events import OutboxPublisher, ensure_stream
+from service.keys import KeyFileError, load_key_file
+from service.ledger_store import LedgerStore
+from workflows.issue_ticket import IssueTicketWorkflow
+from workflows.reconcile import RECONCILE_SCHEDULE_ID, ReconcileReservationsWorkflow
+from workflows.redeem_ticket import RedeemTicketWorkflow
+
+log = logging.getLogger("golden_press.worker")
+
+WORKFLOWS = [IssueTicketWorkflow, RedeemTicketWorkflow, ReconcileReservationsWorkflow]
+
+
+@dataclass
+class Keys:
+    """The two private keys a worker signs with."""
+
+    issuer: SigningKey
+    ledger: SigningKey
+
+
+def load_keys(settings: Settings) -> Keys:
+    """Load both key files, refusing any that group or others can read."""
+    return Keys(
+        issuer=load_key_file(settings.signing_key_file),
+        ledger=load_key_file(settings.ledger_key_file),
+    )
+
+
+async def register_keys(pool: asyncpg.Pool, keys: Keys, origin: str) -> None:
+    """Publish our public keys; a newly rotated key becomes current and retires the previous one."""
+    rows = [
+        ("issuer", key_id_for(bytes(keys.issuer.verify_key)), bytes(keys.issuer.verify_key), ""),
+        (
+            "ledger",
+            ledger_key_id(origin, bytes(keys.ledger.verify_key)),
+            bytes(keys.ledger.verify_key),
+            origin,
+        ),
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        for purpose, key_id, public_key, name in rows:
+            inserted = await conn.fetchval(
+                "INSERT INTO signing_keys (key_id, purpose, public_key, name) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
+                key_id,
+                purpose,
+                public_key,
+                name,
+            )
+            if inserted:
+                await conn.execute(
+                    "UPDATE signing_keys SET status = 'retired', retired_at = now()"
+                    " WHERE purpose = $1 AND key_id <> $2 AND status = 'current'",
+                    purpose,
+                    key_id,
+                )
+
+
+async def ensure_reconciler_schedule(
+    client: Client, task_queue: str, every: timedelta = timedelta(seconds=30)
+) -> None:
+    """Create the reconciler's Temporal Schedule once; every worker may call this."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcileReservationsWorkflow.run,
+            id=f"reconcile-{task_queue}",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(f"{RECONCILE_SCHEDULE_ID}-{task_queue}", schedule)
+    except ScheduleAlreadyRunningError:
+        pass
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """A Temporal client with the pydantic data converter (same as every starter)."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def connect_nats(settings: Settings) -> NATS:
+    """A NATS connection that keeps reconnecting through outages (publish retries meanwhile)."""
+    return await nats.connect(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+
+
+@asynccontextmanager
+async def golden_worker(
+    settings: Settings,
+    client: Client,
+    pool: asyncpg.Pool,
+    nc: NATS,
+    keys: Keys,
+    faults: Faults | None = None,
+) -> AsyncIterator[Worker]:
+    """Build the activities from their dependencies and run a worker for the context's lifetime."""
+    faults = faults or Faults()
+    js = nc.jetstream()
+    await ensure_stream(js, settings)
+    await register_keys(pool, keys, settings.ledger_origin)
+    ledger = LedgerStore(keys.ledger, settings.ledger_origin)
+    publisher = OutboxPublisher(pool, js, settings)
+    issuance = IssuanceActivities(pool, keys.issuer, ledger, settings, faults)
+    redemption = RedemptionActivities(pool, ledger, settings.ledger_origin, faults)
+    publishing = PublishingActivities(publisher, faults)
+    reconciler = ReconcilerActivities(pool, ledger, client, publisher)
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            issuance.reserve_slot,
+            issuance.sign_ticket,
+            issuance.finalise_ticket,
+            issuance.append_issued_to_ledger,
+            issuance.void_reservation,
+            redemption.verify_ticket_signature,
+            redemption.verify_ledger_proof,
+            redemption.redeem_ticket,
+            publishing.publish_events,
+            reconciler.void_expired_reservations,
+            reconciler.publish_pending_events,
+        ],
+        max_concurrent_activities=50,
+    )
+    async with worker:
+        yield worker
+
+
+async def run(settings: Settings) -> int:
+    """Connect everything, run until SIGINT/SIGTERM."""
+    try:
+        keys = load_keys(settings)
+    except KeyFileError as err:
+        print(f"golden-press worker: {err}", file=sys.stderr)
+        return 2
+    client = await connect_temporal(settings)
+    pool = await create_pool(settings.pg_dsn, max_size=20)
+    nc = await connect_nats(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with golden_worker(settings, client, pool, nc, keys, Faults.from_env()):
+            await ensure_reconciler_schedule(client, settings.task_queue)
+            ready = os.environ.get("GOLDEN_WORKER_READY_FILE")
+            if ready:
+                with open(ready, "w") as handle:
+                    handle.write(str(os.getpid()))
+            log.info("worker running on task queue %s", settings.task_queue)
+            await stop.wait()
+    finally:
+        await nc.close()
+        await pool.close()
+    return 0
+
+
+def main() -> None:
+    """Entry point; os._exit avoids the SDK's exit-time crash hiding our exit code."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    code = asyncio.run(run(Settings()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""IssueTicketWorkflow: the issuance saga, step by step as in the seed's sequence diagram.
+
+    reserve -> sign -> finalise -> ledger_append (point of no return) -> publish
+
+Before the ledger holds the ticket, a permanent failure or a cancellation compensates (void the
+reservation: slot released, void recorded in the ledger). From the ledger append on, the saga only
+retries forward. Business rejections complete with outcome `rejected`; Failed means a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from golden_press import search_attributes as sa
+
+with workflow.unsafe.imports_passed_through():
+    from activities.issuance import IssuanceActivities
+    from activities.publishing import PublishingActivities
+    from golden_press.models import (
+        FinaliseInput,
+        IssueTicketInput,
+        IssueTicketResult,
+        Outcome,
+        Progress,
+        PublishInput,
+        ReserveInput,
+        Ticket,
+        TicketRef,
+        TicketState,
+        VoidInput,
+    )
+    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+
+#: ticket_id = uuid5(TICKET_NAMESPACE, request_id): every run and retry writes the same row.
+TICKET_NAMESPACE = uuid.UUID("5b1f7e1c-3a57-4d1e-9f5c-601de0000002")
+
+
+def ticket_id_for(request_id: str) -> uuid.UUID:
+    """Deterministic ticket id of an issuance request."""
+    return uuid.uuid5(TICKET_NAMESPACE, request_id)
+
+
+@workflow.defn
+class IssueTicketWorkflow:
+    """Mint one golden ticket, or complete with the reason it was refused."""
+
+    def __init__(self) -> None:
+        self._saga = SagaTracker()
+
+    @workflow.query
+    def progress(self) -> Progress:
+        """Steps done, current step, last error: what the Web UI's query tab shows."""
+        return self._saga.progress()
+
+    @workflow.run
+    async def run(self, req: IssueTicketInput) -> IssueTicketResult:
+        """Run the saga; the result says issued, rejected or compensated."""
+        ticket_id = ticket_id_for(req.request_id)
+        workflow.upsert_search_attributes(
+            [sa.TICKET_ID.value_set(str(ticket_id)), sa.USER_ID.value_set(req.user_id)]
+        )
+        try:
+            ticket = await self._reserve_sign_finalise(req, ticket_id)
+        except (ActivityError, asyncio.CancelledError) as err:
+            return await self._compensate(ticket_id, err)
+        if isinstance(ticket, IssueTicketResult):
+            return ticket
+
+        # Point of no return: from here the saga never compensates, it retries forward.
+        self._saga.step("ledger_append")
+        appended = await forward(
+            workflow.execute_activity_method(
+                IssuanceActivities.append_issued_to_ledger,
+                TicketRef(ticket_id=ticket_id),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+            )
+        )
+        self._saga.step("publish")
+        await forward(self._publish(appended.leaf_index))
+        self._saga.finish(Outcome.ISSUED)
+        return IssueTicketResult(
+            outcome=Outcome.ISSUED,
+            ticket_id=ticket.ticket_id,
+            serial=ticket.serial,
+            signature=ticket.signature,
+            key_id=ticket.key_id,
+            issued_at=ticket.issued_at,
+            leaf_index=appended.leaf_index,
+        )
+
+    async def _reserve_sign_finalise(
+        self, req: IssueTicketInput, ticket_id: uuid.UUID
+    ) -> Ticket | IssueTicketResult:
+        """Steps 1-3; returns a rejection result instead of a ticket when a rule refuses."""
+        self._saga.step("reserve")
+        reserved = await workflow.execute_activity_method(
+            IssuanceActivities.reserve_slot,
+            ReserveInput(
+                ticket_id=ticket_id,
+                user_id=req.user_id,
+                request_id=req.request_id,
+                request_hash=req.request_hash,
+                workflow_id=workflow.info().workflow_id,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        if reserved.ticket is None:
+            self._saga.finish(Outcome.REJECTED)
+            return IssueTicketResult(
+                outcome=Outcome.REJECTED, reason=reserved.reason, message=reserved.message
+            )
+        ticket = reserved.ticket
+        if ticket.state == TicketState.VOIDED:
+            # An earlier run of this request was compensated: that stays its result.
+            self._saga.finish(Outcome.COMPENSATED)
+            return IssueTicketResult(
+                outcome=Outcome.COMPENSATED, ticket_id=ticket.ticket_id, serial=ticket.serial,
+                reason="Voided", message="this request's reservation was voided",
+            )
+        if ticket.state != TicketState.RESERVED:
+            return ticket  # issued by an earlier run: continue forward from the ledger step
+        self._saga.step("sign")
+        signed = await workflow.execute_activity_method(
+            IssuanceActivities.sign_ticket,
+            TicketRef(ticket_id=ticket_id),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        self._saga.step("finalise")
+        return await workflow.execute_activity_method(
+            IssuanceActivities.finalise_ticket,
+            FinaliseInput(ticket_id=ticket_id, signature=signed.signature, key_id=signed.key_id),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+
+    async def _publish(self, leaf_index: int) -> None:
+        """Wait until every event up to this leaf is on the stream (retries through outages)."""
+        await workflow.execute_activity_method(
+            PublishingActivities.publish_events,
+            PublishInput(up_to_leaf=leaf_index),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=FOREVER_RETRY,
+        )
+
+    async def _compensate(
+        self, ticket_id: uuid.UUID, err: BaseException
+    ) -> IssueTicketResult:
+        """Release the slot and record the void, then report (or re-raise a cancellation)."""
+        failed_step = self._saga.current
+        self._saga.last_error = _describe(err)
+        self._saga.step("compensate")
+        voided = await forward(
+            workflow.execute_activity_method(
+                IssuanceActivities.void_reservation,
+                VoidInput(ticket_id=ticket_id, reason=f"compensated after {failed_step}"),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+            )
+        )
+        if voided.leaf_index is not None:
+            self._saga.step("publish")
+            await forward(self._publish(voided.leaf_index))
+        self._saga.finish(Outcome.COMPENSATED)
+        if isinstance(err, asyncio.CancelledError):
+            raise err
+        return IssueTicketResult(
+            outcome=Outcome.COMPENSATED,
+            ticket_id=ticket_id,
+            reason=_error_type(err),
+            message=f"{failed_step} failed: {self._saga.last_error}",
+        )
+
+
+def _error_type(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type:
+        return cause.type
+    return type(err).__name__
+
+
+def _describe(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else None
+    return str(cause or err) or type(err).__name__

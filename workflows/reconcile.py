@@ -1,0 +1,34 @@
+"""ReconcileReservationsWorkflow: run by a Temporal Schedule; reclaims slots of dead sagas."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.reconciler import ReconcilerActivities
+    from golden_press.models import PublishInput, ReconcileResult
+    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT
+
+RECONCILE_SCHEDULE_ID = "golden-press-reconciler"
+
+
+@workflow.defn
+class ReconcileReservationsWorkflow:
+    """One reconciler pass: void expired reservations of closed sagas, then flush their events."""
+
+    @workflow.run
+    async def run(self) -> ReconcileResult:
+        """Void, then drain the outbox so every void's event reaches the stream."""
+        result = await workflow.execute_activity_method(
+            ReconcilerActivities.void_expired_reservations,
+            start_to_close_timeout=DB_TIMEOUT * 4,
+            heartbeat_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        await workflow.execute_activity_method(
+            ReconcilerActivities.publish_pending_events,
+            PublishInput(up_to_leaf=-1),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        return result

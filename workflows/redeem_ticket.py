@@ -1,0 +1,106 @@
+"""RedeemTicketWorkflow: verify signature -> verify ledger proof -> redeem once -> publish.
+
+The checks write nothing; a failed check completes the workflow with outcome `rejected` and the
+check's reason type. The redeem transaction (state `redeemed` plus the `redeemed` ledger entry) is
+the point of no return: after it the saga only retries forward.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from golden_press import search_attributes as sa
+
+with workflow.unsafe.imports_passed_through():
+    from activities.publishing import PublishingActivities
+    from activities.redemption import RedemptionActivities
+    from golden_press.models import (
+        CheckResult,
+        Outcome,
+        Progress,
+        PublishInput,
+        RedeemInput,
+        RedeemTicketInput,
+        RedeemTicketResult,
+        VerifyBundleInput,
+    )
+    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+
+
+@workflow.defn
+class RedeemTicketWorkflow:
+    """Redeem one golden ticket at most once, for its original issuee only."""
+
+    def __init__(self) -> None:
+        self._saga = SagaTracker()
+
+    @workflow.query
+    def progress(self) -> Progress:
+        """Steps done, current step, last error."""
+        return self._saga.progress()
+
+    @workflow.run
+    async def run(self, req: RedeemTicketInput) -> RedeemTicketResult:
+        """Run the checks, then the once-only redemption and its event."""
+        workflow.upsert_search_attributes(
+            [sa.TICKET_ID.value_set(str(req.ticket_id)), sa.USER_ID.value_set(req.user_id)]
+        )
+        checks = VerifyBundleInput(ticket_id=req.ticket_id, bundle=req.bundle)
+
+        self._saga.step("verify_signature")
+        check: CheckResult = await workflow.execute_activity_method(
+            RedemptionActivities.verify_ticket_signature,
+            checks,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        if check.reason:
+            return self._reject(req, check.reason, check.message)
+
+        self._saga.step("verify_proof")
+        check = await workflow.execute_activity_method(
+            RedemptionActivities.verify_ledger_proof,
+            checks,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=BOUNDED_RETRY,
+        )
+        if check.reason:
+            return self._reject(req, check.reason, check.message)
+
+        self._saga.step("redeem")
+        redeemed = await forward(
+            workflow.execute_activity_method(
+                RedemptionActivities.redeem_ticket,
+                RedeemInput(
+                    ticket_id=req.ticket_id,
+                    user_id=req.user_id,
+                    workflow_id=workflow.info().workflow_id,
+                    bundle_json=req.bundle.model_dump_json(),
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+            )
+        )
+        if redeemed.leaf_index is None:
+            return self._reject(req, redeemed.reason, redeemed.message)
+
+        self._saga.step("publish")
+        await forward(
+            workflow.execute_activity_method(
+                PublishingActivities.publish_events,
+                PublishInput(up_to_leaf=redeemed.leaf_index),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+            )
+        )
+        self._saga.finish(Outcome.REDEEMED)
+        return RedeemTicketResult(
+            outcome=Outcome.REDEEMED, ticket_id=req.ticket_id, leaf_index=redeemed.leaf_index
+        )
+
+    def _reject(self, req: RedeemTicketInput, reason: str, message: str) -> RedeemTicketResult:
+        self._saga.last_error = f"{reason}: {message}"
+        self._saga.finish(Outcome.REJECTED)
+        return RedeemTicketResult(
+            outcome=Outcome.REJECTED, ticket_id=req.ticket_id, reason=reason, message=message
+        )

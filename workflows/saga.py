@@ -1,0 +1,77 @@
+"""Saga bookkeeping shared by the workflows: progress query state and search-attribute upserts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from golden_press import search_attributes as sa
+from golden_press.models import Progress
+
+#: Business steps before the point of no return: a few tries, then compensate.
+BOUNDED_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=6,
+)
+#: After the point of no return: retry forward until it works (DB or NATS outage).
+FOREVER_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+#: Longer than the pool's lock_timeout (10 s), so a lock wait fails inside the activity first.
+DB_TIMEOUT = timedelta(seconds=30)
+
+
+T = TypeVar("T")
+
+
+async def forward(step: Awaitable[T]) -> T:
+    """Run a step past the point of no return to completion, even if the workflow is cancelled."""
+    task = asyncio.ensure_future(step)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
+            continue
+
+
+class SagaTracker:
+    """Records the current step for the `progress` query and the GoldenSagaStep search attribute."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.current = ""
+        self.last_error = ""
+
+    def step(self, name: str) -> None:
+        """Enter a saga step; the Web UI can filter on it (GoldenSagaStep='publish')."""
+        if self.current:
+            self.done.append(self.current)
+        self.current = name
+        workflow.upsert_search_attributes([sa.SAGA_STEP.value_set(name)])
+
+    def finish(self, outcome: str) -> None:
+        """Close the saga: the step becomes `done` and GoldenOutcome is set."""
+        if self.current:
+            self.done.append(self.current)
+        self.current = "done"
+        workflow.upsert_search_attributes(
+            [sa.SAGA_STEP.value_set("done"), sa.OUTCOME.value_set(outcome)]
+        )
+
+    def progress(self) -> Progress:
+        """Snapshot for the `progress` query."""
+        return Progress(
+            steps_done=list(self.done), current_step=self.current, last_error=self.last_error
+        )
