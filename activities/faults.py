@@ -3,11 +3,13 @@
 Enabled only by GOLDEN_FAULTS (worker processes started by tests) or by passing a Faults object
 (in-process test workers). Format: comma-separated `step:action`, action one of
 `kill` (SIGKILL this worker process after the step's transaction committed, once per marker dir),
-`fail_once` (raise a retryable error after commit, once), `fail` (raise a non-retryable error).
+`fail_once` (raise a retryable error after commit, once), `fail` (raise a non-retryable error),
+`hang` (block before the step does anything, until the activity is cancelled or times out).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from dataclasses import dataclass, field
@@ -46,6 +48,11 @@ class Faults:
             return False
         self.fired.add(step)
         return True
+
+    async def before(self, step: str) -> None:
+        """Called first thing in an activity: `hang` keeps the saga parked at this step."""
+        if self.plan.get(step) == "hang":
+            await asyncio.sleep(3600)
 
     def after_commit(self, step: str) -> None:
         """Called by an activity once its work is durable: simulates a lost result or a crash."""

@@ -141,6 +141,7 @@ class IssuanceActivities:
     @activity.defn(name="sign_ticket")
     async def sign_ticket(self, ref: TicketRef) -> SignResult:
         """Ed25519 over the canonical payload built from the STORED row; retries sign the same bytes."""
+        await self._faults.before("sign")
         async with self._pool.acquire() as conn:
             row = await self._load(conn, ref.ticket_id)
         if row["state"] == TicketState.VOIDED:
@@ -161,6 +162,7 @@ class IssuanceActivities:
     @activity.defn(name="finalise_ticket")
     async def finalise_ticket(self, req: FinaliseInput) -> Ticket:
         """Store the signature and move `reserved` -> `issued` (a no-op when already done)."""
+        await self._faults.before("finalise")
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock_ticket(conn, req.ticket_id)
             if row is None:

@@ -18,6 +18,7 @@ class PublishingActivities:
     @activity.defn(name="publish_events")
     async def publish_events(self, req: PublishInput) -> PublishResult:
         """Idempotent: JetStream dedups by event id, so a retry after a crash sends nothing twice."""
+        await self._faults.before("publish")
         sent = await self._publisher.drain(up_to_leaf=req.up_to_leaf)
         self._faults.after_commit("publish")
         return PublishResult(published=sent)

@@ -55,7 +55,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"lock_timeout": "10s", "statement_timeout": "20s"},
+        server_settings={"lock_timeout": "4s", "statement_timeout": "8s"},
     )
     assert pool is not None
     return pool

@@ -1,4 +1,4 @@
-"""`golden-press dev up/down`: the embedded dev stack (PostgreSQL, NATS, Temporal, worker, gRPC API).
+"""`golden-press dev up/down`: the embedded dev stack (PostgreSQL, NATS, Temporal, worker, API).
 
 Each server comes from the environment when its variable is set (GOLDEN_PG_DSN, GOLDEN_NATS_URL,
 TEMPORAL_ADDRESS), else it is started privately with its state under GOLDEN_STATE_DIR. What was
@@ -74,7 +74,7 @@ class StackInfo(BaseModel):
 
     def settings(self) -> Settings:
         """Settings of a client of this stack (what the worker and the API were given)."""
-        return Settings(**self.env)  # type: ignore[arg-type]
+        return Settings(**self.env)  # type: ignore[arg-type,call-arg]
 
 
 @dataclass
@@ -166,6 +166,11 @@ class _Stack:
 # --------------------------------------------------------------------------- state dir
 
 
+def _settings() -> Settings:
+    """Settings from the environment (ignore: mypy without the pydantic plugin wants aliases)."""
+    return Settings()  # type: ignore[call-arg]
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (keys, tokens), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +237,7 @@ def _running(state_dir: Path) -> _Recorded | None:
 
 def running_stack(state_dir: Path | None = None) -> StackInfo | None:
     """The dev stack running from this state dir, if any (for CLI verbs that want its env)."""
-    state_dir = (state_dir or Settings().state_dir).resolve()
+    state_dir = (state_dir or _settings().state_dir).resolve()
     recorded = _running(state_dir)
     return recorded.info if recorded else None
 
@@ -552,8 +557,8 @@ def _supervise(stack: _Stack) -> int:
 
 
 def dev_up(detach: bool) -> int:
-    """`golden-press dev up [--detach]`: start the stack; detached, print one JSON line and return."""
-    settings = Settings()
+    """`golden-press dev up [--detach]`: start the stack; detached, print one JSON line, return."""
+    settings = _settings()
     state_dir = settings.state_dir.resolve()
     try:
         with _locked(state_dir):
@@ -588,7 +593,7 @@ def dev_up(detach: bool) -> int:
 
 def dev_down() -> int:
     """`golden-press dev down`: stop what `dev up` started from this state dir; leave nothing."""
-    state_dir = Settings().state_dir.resolve()
+    state_dir = _settings().state_dir.resolve()
     with _locked(state_dir):
         recorded = _read_state(state_dir)
         if recorded is None:
@@ -604,7 +609,7 @@ def dev_down() -> int:
 
 def ensure_stack() -> StackInfo:
     """The running dev stack, started detached first when there is none (`golden-press demo`)."""
-    settings = Settings()
+    settings = _settings()
     state_dir = settings.state_dir.resolve()
     with _locked(state_dir):
         recorded = _running(state_dir)

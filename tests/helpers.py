@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,17 +20,24 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.faults import Faults
+from activities.tickets import row_to_ticket
 from golden_press.models import (
     IssueTicketInput,
     IssueTicketResult,
+    ProofBundle,
+    RedeemTicketInput,
+    RedeemTicketResult,
     issue_workflow_id,
+    redeem_workflow_id,
     request_hash,
 )
 from golden_press.settings import Settings
 from service.db import create_pool
 from service.keys import generate_key_file
 from worker import Keys, golden_worker, load_keys
+from service.ledger_store import LedgerStore
 from workflows.issue_ticket import IssueTicketWorkflow
+from workflows.redeem_ticket import RedeemTicketWorkflow
 
 
 @dataclass
@@ -114,6 +124,42 @@ class Stack:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 
+    @property
+    def ledger(self) -> LedgerStore:
+        """A ledger store over this stack's key (for bundles and proofs in tests)."""
+        return LedgerStore(self.keys.ledger, self.settings.ledger_origin)
+
+    async def bundle_for(self, ticket_id: uuid.UUID) -> ProofBundle:
+        """The holder's proof bundle, built the way GetInclusionProof builds it."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", ticket_id)
+            assert row is not None
+            return await self.ledger.build_bundle(conn, row_to_ticket(row), bytes(row["user_salt"]))
+
+    async def redeem(
+        self,
+        ticket_id: uuid.UUID,
+        user_id: str,
+        bundle: ProofBundle,
+        workflow_id: str | None = None,
+    ) -> RedeemTicketResult:
+        """Run one redemption saga (own workflow id when given, bypassing the id guard)."""
+        return await self.client.execute_workflow(
+            RedeemTicketWorkflow.run,
+            RedeemTicketInput(ticket_id=ticket_id, user_id=user_id, bundle=bundle),
+            id=workflow_id or redeem_workflow_id(ticket_id),
+            task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+
+    async def snapshot(self) -> tuple[object, ...]:
+        """Database, ledger and outbox contents: equal snapshots mean nothing was written."""
+        tickets = await self.pool.fetch("SELECT * FROM tickets ORDER BY serial")
+        ledger = await self.pool.fetchval("SELECT count(*) FROM ledger_entries")
+        outbox = await self.pool.fetchval("SELECT count(*) FROM event_outbox")
+        info = await self.js.stream_info(self.settings.stream_name)
+        return ([dict(r) for r in tickets], ledger, outbox, info.state.messages)
+
     async def stream_messages(self, kind: str | None = None) -> list[nats.aio.msg.Msg]:
         """Every message on this stack's stream (optionally of one event kind), in stream order."""
         subject = f"{self.settings.subject_prefix}.golden_ticket.{kind or '*'}"
@@ -173,3 +219,74 @@ async def golden_stack(
         await nc.close()
         await pool.close()
         await asyncio.wait_for(drop_database(servers.pg_admin_dsn, db_name), 30)
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a worker process needs to join this stack (names from the settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    for name, field in Settings.model_fields.items():
+        if field.alias:
+            env[field.alias] = str(getattr(settings, name))
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """`python worker.py` as a separate OS process (for races across processes and SIGKILLs)."""
+
+    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str) -> None:
+        self.settings = settings
+        log_dir.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex[:8]
+        self.ready_file = log_dir / f"worker-{name}.ready"
+        self.log_path = log_dir / f"worker-{name}.log"
+        self.env = settings_env(
+            settings, GOLDEN_WORKER_READY_FILE=str(self.ready_file), **extra_env
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 30.0) -> WorkerProcess:
+        """Start and wait until the worker has registered and polls its task queue."""
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "worker.py")],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.ready_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            if loop.time() > deadline:
+                raise TimeoutError(f"worker not ready in {timeout}s: {self.log_path}")
+            await asyncio.sleep(0.05)
+        return self
+
+    async def wait_exit(self, timeout: float = 60.0) -> int:
+        """Wait for the process to end by itself (e.g. an injected SIGKILL)."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.proc.poll() is None:
+            if loop.time() > deadline:
+                raise TimeoutError("worker did not exit")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL; never leaves the process behind."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)

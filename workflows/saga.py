@@ -27,8 +27,9 @@ FOREVER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
-#: Longer than the pool's lock_timeout (10 s), so a lock wait fails inside the activity first.
-DB_TIMEOUT = timedelta(seconds=30)
+#: Longer than the pool's lock_timeout (4 s) and statement_timeout (8 s), so a lock wait fails
+#: inside the activity first; short enough that a SIGKILLed worker's activity is retried soon.
+DB_TIMEOUT = timedelta(seconds=10)
 
 
 T = TypeVar("T")

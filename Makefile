@@ -1,0 +1,44 @@
+# golden-press: `make demo` runs the demo, `make test` runs lint, type checks and the test suite.
+# Both create .venv on first use; later runs reinstall only when pyproject.toml changed.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.golden-press-installed
+
+.PHONY: demo test lint typecheck pytest proto dev-up dev-down clean-state
+
+demo: proto
+	$(BIN)/golden-press demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: proto
+	$(BIN)/mypy golden_press service activities workflows worker.py
+
+pytest: proto
+	$(BIN)/pytest -q
+
+dev-up: proto
+	$(BIN)/golden-press dev up
+
+dev-down: $(STAMP)
+	$(BIN)/golden-press dev down
+
+# Generated *_pb2*.py are not committed; protogen only regenerates stale ones (fast when fresh).
+proto: $(STAMP)
+	$(BIN)/python -m service.protogen
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+clean-state: dev-down
+	rm -rf .golden

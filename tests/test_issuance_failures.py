@@ -1,0 +1,192 @@
+"""Issuance under failure: compensation, lost results, terminations, SIGKILLed workers, races."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from activities.faults import Faults
+from golden_press.errors import Reason
+from golden_press.models import Outcome, TicketState
+from tests.conftest import temporal_binary
+from tests.helpers import Servers, Stack, WorkerProcess, golden_stack
+from workflows.issue_ticket import IssueTicketWorkflow
+from workflows.reconcile import ReconcileReservationsWorkflow
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def ticket_rows(stack: Stack) -> list[dict[str, object]]:
+    rows = await stack.pool.fetch("SELECT * FROM tickets ORDER BY serial")
+    return [dict(r) for r in rows]
+
+
+async def ledger_kinds(stack: Stack) -> list[str]:
+    rows = await stack.pool.fetch("SELECT kind FROM ledger_entries ORDER BY leaf_index")
+    return [r["kind"] for r in rows]
+
+
+async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.1)
+
+
+async def test_signing_failure_compensates(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    faults = Faults(plan={"sign": "fail"})
+    async with golden_stack(servers, session_dir, client, faults=faults) as stack:
+        result = await stack.issue("unlucky")
+        assert result.outcome == Outcome.COMPENSATED
+        assert result.reason == "InjectedFault"
+        rows = await ticket_rows(stack)
+        assert [r["state"] for r in rows] == [TicketState.VOIDED]
+        assert await ledger_kinds(stack) == ["voided"]
+        assert await stack.stream_messages("issued") == []
+        assert len(await stack.stream_messages("voided")) == 1
+        # The slot is free again: five more can still be minted once signing works.
+        faults.plan.clear()
+        results = [await stack.issue(f"next-{i}") for i in range(5)]
+        assert {r.outcome for r in results} == {Outcome.ISSUED}
+        assert (await stack.issue("sixth")).reason == Reason.CAP_REACHED
+        serials = [r["serial"] for r in await ticket_rows(stack)]
+        assert serials == [1, 2, 3, 4, 5, 6]  # the voided serial is never reused
+
+
+async def test_reserve_lost_result_still_one_ticket(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    faults = Faults(plan={"reserve": "fail_once", "finalise": "fail_once"})
+    async with golden_stack(servers, session_dir, client, faults=faults) as stack:
+        result = await stack.issue("retry-me")
+        assert result.outcome == Outcome.ISSUED
+        rows = await ticket_rows(stack)
+        assert len(rows) == 1 and rows[0]["state"] == TicketState.ISSUED
+        assert await ledger_kinds(stack) == ["issued"]
+        assert len(await stack.stream_messages()) == 1
+
+
+async def test_terminated_saga_is_reclaimed_by_reconciler(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    faults = Faults(plan={"sign": "hang"})
+    async with golden_stack(
+        servers, session_dir, client, faults=faults, reservation_lease_s=0.5
+    ) as stack:
+        handle = await stack.start_issue("parked")
+
+        async def reserved() -> bool:
+            return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
+
+        await wait_for(reserved)
+        subprocess.run(
+            [temporal_binary(), "workflow", "terminate", "--address",
+             stack.settings.temporal_address, "--workflow-id", handle.id, "--reason", "test"],
+            check=True, capture_output=True,
+        )
+        await asyncio.sleep(0.6)  # let the lease expire
+        result = await client.execute_workflow(
+            ReconcileReservationsWorkflow.run,
+            id=f"reconcile-{uuid.uuid4()}",
+            task_queue=stack.settings.task_queue,
+        )
+        assert len(result.voided) == 1
+        assert [r["state"] for r in await ticket_rows(stack)] == [TicketState.VOIDED]
+        assert await ledger_kinds(stack) == ["voided"]
+        assert len(await stack.stream_messages("voided")) == 1
+        # A second pass finds nothing: the reconciler is idempotent.
+        again = await client.execute_workflow(
+            ReconcileReservationsWorkflow.run,
+            id=f"reconcile-{uuid.uuid4()}",
+            task_queue=stack.settings.task_queue,
+        )
+        assert again.voided == []
+
+
+async def test_running_saga_keeps_its_slot(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    faults = Faults(plan={"sign": "hang"})
+    async with golden_stack(
+        servers, session_dir, client, faults=faults, reservation_lease_s=0.2
+    ) as stack:
+        handle = await stack.start_issue("slow")
+
+        async def reserved() -> bool:
+            return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
+
+        await wait_for(reserved)
+        await asyncio.sleep(0.3)
+        result = await client.execute_workflow(
+            ReconcileReservationsWorkflow.run,
+            id=f"reconcile-{uuid.uuid4()}",
+            task_queue=stack.settings.task_queue,
+        )
+        assert result.voided == []
+        await handle.cancel()
+        # Cancellation compensates in the workflow itself.
+        async def voided() -> bool:
+            return await stack.pool.fetchval("SELECT state FROM tickets") == TicketState.VOIDED
+
+        await wait_for(voided)
+        assert await ledger_kinds(stack) == ["voided"]
+
+
+@pytest.mark.parametrize("step", ["reserve", "finalise", "ledger_append", "publish"])
+async def test_worker_sigkilled_mid_saga_completes_once(
+    servers: Servers, session_dir: Path, client: Client, step: str
+) -> None:
+    async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
+        marker = session_dir / f"faults-{uuid.uuid4().hex}"
+        doomed = WorkerProcess(
+            stack.settings, session_dir / "logs",
+            GOLDEN_FAULTS=f"{step}:kill", GOLDEN_FAULTS_MARKER_DIR=str(marker),
+        )
+        await doomed.start()
+        handle = await stack.start_issue("survivor")
+        assert await doomed.wait_exit() != 0
+        rescuer = WorkerProcess(stack.settings, session_dir / "logs")
+        await rescuer.start()
+        try:
+            result = await asyncio.wait_for(handle.result(), 60)
+        finally:
+            rescuer.stop()
+        assert result.outcome == Outcome.ISSUED
+        rows = await ticket_rows(stack)
+        assert [r["state"] for r in rows] == [TicketState.ISSUED]
+        assert await ledger_kinds(stack) == ["issued"]
+        assert len(await stack.stream_messages()) == 1
+
+
+async def test_race_across_three_worker_processes(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    for _round in range(2):
+        async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
+            workers = [WorkerProcess(stack.settings, session_dir / "logs") for _ in range(3)]
+            await asyncio.gather(*(w.start() for w in workers))
+            try:
+                results = await asyncio.gather(
+                    *(stack.issue(f"racer-{i}") for i in range(50))
+                )
+            finally:
+                for w in workers:
+                    w.stop()
+            issued = [r for r in results if r.outcome == Outcome.ISSUED]
+            assert len(issued) == 5
+            assert {r.reason for r in results if r.outcome == Outcome.REJECTED} == {
+                Reason.CAP_REACHED
+            }
+            rows = await ticket_rows(stack)
+            assert len(rows) == 5 and {r["state"] for r in rows} == {TicketState.ISSUED}
+            assert len({r["serial"] for r in rows}) == 5
+            assert IssueTicketWorkflow  # the saga under test
