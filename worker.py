@@ -38,6 +38,7 @@ from activities.issuance import IssuanceActivities
 from activities.publishing import PublishingActivities
 from activities.reconciler import ReconcilerActivities
 from activities.redemption import RedemptionActivities
+from activities.revocation import RevocationActivities
 from golden_press.checkpoint import ledger_key_id
 from golden_press.settings import Settings
 from golden_press.signing import key_id_for
@@ -48,10 +49,16 @@ from service.ledger_store import LedgerStore
 from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import RECONCILE_SCHEDULE_ID, ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
+from workflows.revoke_ticket import RevokeTicketWorkflow
 
 log = logging.getLogger("golden_press.worker")
 
-WORKFLOWS = [IssueTicketWorkflow, RedeemTicketWorkflow, ReconcileReservationsWorkflow]
+WORKFLOWS = [
+    IssueTicketWorkflow,
+    RedeemTicketWorkflow,
+    RevokeTicketWorkflow,
+    ReconcileReservationsWorkflow,
+]
 
 
 @dataclass
@@ -158,6 +165,7 @@ async def golden_worker(
     redemption = RedemptionActivities(pool, ledger, settings.ledger_origin, faults)
     publishing = PublishingActivities(publisher, faults)
     reconciler = ReconcilerActivities(pool, ledger, client, publisher)
+    revocation = RevocationActivities(pool, ledger)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -172,6 +180,7 @@ async def golden_worker(
             redemption.verify_ledger_proof,
             redemption.redeem_ticket,
             publishing.publish_events,
+            revocation.revoke_ticket,
             reconciler.void_expired_reservations,
             reconciler.publish_pending_events,
         ],

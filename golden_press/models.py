@@ -273,3 +273,20 @@ class ReconcileResult(Frozen):
     """What one reconciler pass voided."""
 
     voided: list[UUID] = Field(default_factory=list)
+
+
+class RevokeTicketInput(Frozen):
+    """An administrator's revocation (fraud): the ticket and why."""
+
+    ticket_id: UUID
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class RevokeTicketResult(Frozen):
+    """Outcome of a revocation saga; `rejected` when the ticket cannot be revoked."""
+
+    outcome: Literal["revoked", "rejected"]
+    ticket_id: UUID
+    leaf_index: int | None = None
+    reason: str = ""
+    message: str = ""

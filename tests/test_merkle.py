@@ -220,7 +220,7 @@ def test_random_tree_all_sizes_roots_and_sampled_proofs() -> None:
     hashes = _random_tree(n, 7)
     roots = _prefix_roots(hashes)
     rng = random.Random(8)
-    for size in rng.sample(range(1, n + 1), 60) + [n, 1024, 1025, 2048]:
+    for size in [*rng.sample(range(1, n + 1), 60), n, 1024, 1025, 2048]:
         assert roots[size] == root_hash(hashes[:size])
         for index in [0, size - 1, *rng.sample(range(size), min(size, 10))]:
             verify_inclusion(
@@ -275,7 +275,10 @@ def _inclusion_mutations(index: int, size: int, proof: list[bytes], root: bytes,
             wrong = list(proof)
             wrong[i] = _flip(wrong[i], bit)
             yield f"proof[{i}] bit {bit}", (leaf, index, size, wrong, root)
-        yield f"proof[{i}] truncated", (leaf, index, size, [*proof[:i], proof[i][:31], *proof[i + 1 :]], root)
+        yield (
+            f"proof[{i}] truncated",
+            (leaf, index, size, [*proof[:i], proof[i][:31], *proof[i + 1 :]], root),
+        )
     if proof:
         yield "removed component", (leaf, index, size, proof[:-1], root)
     if len(proof) > 1:

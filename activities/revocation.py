@@ -1,0 +1,79 @@
+"""Revocation activity: an issued ticket becomes `revoked`, with its ledger entry and event."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+
+from activities.tickets import lock_ticket, notify_slots
+from golden_press.errors import Reason
+from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
+from golden_press.models import RevokeTicketInput, RevokeTicketResult, TicketState
+from service.db import GOLDEN_KEY
+from service.events import events_pb2, timestamp, write_outbox
+from service.ledger_store import LedgerStore
+
+
+class RevocationActivities:
+    """The revoke transaction; run by RevokeTicketWorkflow so its event is published like any other."""
+
+    def __init__(self, pool: asyncpg.Pool, ledger: LedgerStore) -> None:
+        self._pool = pool
+        self._ledger = ledger
+
+    @activity.defn(name="revoke_ticket")
+    async def revoke_ticket(self, req: RevokeTicketInput) -> RevokeTicketResult:
+        """ONE transaction under the advisory lock: state, `revoked` ledger entry, outbox event."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)
+            row = await lock_ticket(conn, req.ticket_id)
+            if row is None:
+                return RevokeTicketResult(
+                    outcome="rejected", ticket_id=req.ticket_id,
+                    reason=Reason.TICKET_NOT_FOUND, message="no such ticket",
+                )
+            if row["state"] == TicketState.REVOKED:
+                leaf = await self._ledger.find_leaf(conn, req.ticket_id, EntryKind.REVOKED)
+                return RevokeTicketResult(outcome="revoked", ticket_id=req.ticket_id, leaf_index=leaf)
+            if row["state"] != TicketState.ISSUED or row["issued_leaf"] is None:
+                return RevokeTicketResult(
+                    outcome="rejected", ticket_id=req.ticket_id,
+                    reason=Reason.TICKET_NOT_REDEEMABLE,
+                    message=f"only issued tickets can be revoked; this one is {row['state']}",
+                )
+            revoked = await conn.fetchrow(
+                "UPDATE tickets SET state = 'revoked', revoked_at = now(), revoke_reason = $2,"
+                " updated_at = now() WHERE ticket_id = $1 RETURNING *",
+                req.ticket_id,
+                req.reason,
+            )
+            assert revoked is not None
+            appended = await self._ledger.append(
+                conn,
+                LedgerEntry(
+                    kind=EntryKind.REVOKED,
+                    ticket_id=revoked["ticket_id"],
+                    serial=revoked["serial"],
+                    key_id=revoked["key_id"],
+                    user_commitment=user_commitment(bytes(revoked["user_salt"]), revoked["user_id"]),
+                    at=revoked["revoked_at"],
+                    reason=req.reason,
+                ),
+            )
+            await write_outbox(
+                conn,
+                leaf_index=appended.leaf_index,
+                ticket_id=revoked["ticket_id"],
+                kind="revoked",
+                event=events_pb2.GoldenTicketRevoked(
+                    leaf_index=appended.leaf_index,
+                    ticket_id=str(revoked["ticket_id"]),
+                    serial=revoked["serial"],
+                    reason=req.reason,
+                    revoked_at=timestamp(revoked["revoked_at"]),
+                ),
+            )
+            await notify_slots(conn, "revoked")
+        return RevokeTicketResult(
+            outcome="revoked", ticket_id=req.ticket_id, leaf_index=appended.leaf_index
+        )

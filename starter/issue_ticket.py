@@ -1,0 +1,60 @@
+"""Minimal starter: mint a Golden Ticket through the Temporal client. Copy this file to begin.
+
+    python -m starter.issue_ticket --user alice [--request-id my-key]
+
+It uses the same admission module as the gRPC API (service.admission), so the rules are the same:
+validate -> request_id lookup -> deny-list and rate limit -> sold-out flag -> in-flight gate ->
+start `IssueTicketWorkflow` (id `issue-<request_id>`) and wait for its result. A rejection prints
+`error: <Reason>: <message>` and exits 1. Connection settings come from the environment
+(GOLDEN_PG_DSN, TEMPORAL_ADDRESS, GOLDEN_TASK_QUEUE, ...; `golden-press dev up` prints them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from golden_press.errors import GoldenError
+from golden_press.settings import Settings
+from service.admission import Admission, SagaFailed, connect_client, new_request_id
+from service.db import create_pool
+
+
+async def issue(user_id: str, request_id: str) -> int:
+    """Admit one request and print the ticket."""
+    settings = Settings()  # type: ignore[call-arg]  # from the environment
+    client = await connect_client(settings)
+    pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    try:
+        async with Admission.from_settings(settings, pool, client) as admission:
+            outcome = await admission.issue(user_id, request_id)
+    except GoldenError as err:
+        print(f"error: {err.reason.value}: {err.message}", file=sys.stderr)
+        return 1
+    except SagaFailed as err:
+        print(f"error: SagaFailed: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    ticket = outcome.ticket
+    print(f"ticket {ticket.ticket_id} serial {ticket.serial} for {ticket.user_id}")
+    print(f"  signature {ticket.signature} (key {ticket.key_id})")
+    print(f"  workflow {outcome.workflow_id}{' (earlier result)' if outcome.replayed else ''}")
+    return 0
+
+
+def main() -> None:
+    """Parse arguments, run, exit with os._exit (the SDK may crash at interpreter exit)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--request-id", default=None, help="idempotency key (default: fresh)")
+    args = parser.parse_args()
+    code = asyncio.run(issue(args.user, args.request_id or new_request_id()))
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

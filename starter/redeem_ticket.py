@@ -1,0 +1,58 @@
+"""Minimal starter: redeem a Golden Ticket through the Temporal client.
+
+    python -m starter.redeem_ticket TICKET_ID --user alice --bundle bundle.json
+
+The bundle is the holder's proof (`golden-press proof TICKET_ID -o bundle.json`). Starts
+`RedeemTicketWorkflow` with id `redeem-<ticket_id>` through service.admission; a second redemption
+of the same ticket while one runs is refused with RedemptionInProgress. Settings come from the
+environment, as for starter/issue_ticket.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from golden_press.errors import GoldenError
+from golden_press.settings import Settings
+from service.admission import Admission, SagaFailed, connect_client
+from service.db import create_pool
+
+
+async def redeem(ticket_id: str, user_id: str, bundle_json: str) -> int:
+    """Run one redemption and print where it landed in the ledger."""
+    settings = Settings()  # type: ignore[call-arg]  # from the environment
+    client = await connect_client(settings)
+    pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    try:
+        async with Admission.from_settings(settings, pool, client) as admission:
+            result = await admission.redeem(ticket_id, user_id, bundle_json)
+    except GoldenError as err:
+        print(f"error: {err.reason.value}: {err.message}", file=sys.stderr)
+        return 1
+    except SagaFailed as err:
+        print(f"error: SagaFailed: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(f"ticket {result.ticket_id} redeemed by {user_id} (ledger leaf {result.leaf_index})")
+    return 0
+
+
+def main() -> None:
+    """Parse arguments, run, exit with os._exit (the SDK may crash at interpreter exit)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ticket_id")
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--bundle", required=True, type=Path)
+    args = parser.parse_args()
+    code = asyncio.run(redeem(args.ticket_id, args.user, args.bundle.read_text()))
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

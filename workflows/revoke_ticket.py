@@ -1,0 +1,52 @@
+"""RevokeTicketWorkflow: an administrator revokes an issued ticket (fraud), then its event leaves."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from golden_press import search_attributes as sa
+
+with workflow.unsafe.imports_passed_through():
+    from activities.publishing import PublishingActivities
+    from activities.revocation import RevocationActivities
+    from golden_press.models import Progress, PublishInput, RevokeTicketInput, RevokeTicketResult
+    from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+
+
+@workflow.defn
+class RevokeTicketWorkflow:
+    """revoke (state + ledger entry + outbox, one transaction) -> publish."""
+
+    def __init__(self) -> None:
+        self._saga = SagaTracker()
+
+    @workflow.query
+    def progress(self) -> Progress:
+        """Steps done, current step, last error."""
+        return self._saga.progress()
+
+    @workflow.run
+    async def run(self, req: RevokeTicketInput) -> RevokeTicketResult:
+        """Revoke once; a second revocation reports the first."""
+        workflow.upsert_search_attributes([sa.TICKET_ID.value_set(str(req.ticket_id))])
+        self._saga.step("revoke")
+        result = await forward(
+            workflow.execute_activity_method(
+                RevocationActivities.revoke_ticket,
+                req,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+            )
+        )
+        if result.leaf_index is not None:
+            self._saga.step("publish")
+            await forward(
+                workflow.execute_activity_method(
+                    PublishingActivities.publish_events,
+                    PublishInput(up_to_leaf=result.leaf_index),
+                    start_to_close_timeout=DB_TIMEOUT,
+                    retry_policy=FOREVER_RETRY,
+                )
+            )
+        self._saga.finish(result.outcome)
+        return result
