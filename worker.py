@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import nats
@@ -31,6 +32,7 @@ from temporalio.client import (
     ScheduleSpec,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.faults import Faults
@@ -91,7 +93,8 @@ async def register_keys(pool: asyncpg.Pool, keys: Keys, origin: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         for purpose, key_id, public_key, name in rows:
             inserted = await conn.fetchval(
-                "INSERT INTO signing_keys (key_id, purpose, public_key, name) VALUES ($1, $2, $3, $4)"
+                "INSERT INTO signing_keys (key_id, purpose, public_key, name)"
+                " VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
                 key_id,
                 purpose,
@@ -126,12 +129,22 @@ async def ensure_reconciler_schedule(
         pass
 
 
-async def connect_temporal(settings: Settings) -> Client:
+def metrics_runtime(port: int) -> Runtime | None:
+    """SDK metrics (and our activity counters) on a Prometheus endpoint when a port is set."""
+    if port <= 0:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
+    )
+
+
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A Temporal client with the pydantic data converter (same as every starter)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
 
 
@@ -197,7 +210,7 @@ async def run(settings: Settings) -> int:
     except KeyFileError as err:
         print(f"golden-press worker: {err}", file=sys.stderr)
         return 2
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, metrics_runtime(settings.metrics_port))
     pool = await create_pool(settings.pg_dsn, max_size=20)
     nc = await connect_nats(settings)
     stop = asyncio.Event()
@@ -209,8 +222,7 @@ async def run(settings: Settings) -> int:
             await ensure_reconciler_schedule(client, settings.task_queue)
             ready = os.environ.get("GOLDEN_WORKER_READY_FILE")
             if ready:
-                with open(ready, "w") as handle:
-                    handle.write(str(os.getpid()))
+                await asyncio.to_thread(Path(ready).write_text, str(os.getpid()))
             log.info("worker running on task queue %s", settings.task_queue)
             await stop.wait()
     finally:

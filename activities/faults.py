@@ -60,8 +60,9 @@ class Faults:
         if action is None:
             return
         if action == "fail":
-            raise ApplicationError(f"injected permanent failure at {step}", type="InjectedFault",
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"injected permanent failure at {step}", type="InjectedFault", non_retryable=True
+            )
         if not self._first_time(step):
             return
         if action == "kill":

@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.faults import NO_FAULTS, Faults
-from activities.tickets import COUNTED_STATES, lock_ticket, notify_slots, row_to_ticket
+from activities.tickets import COUNTED_STATES, count, lock_ticket, notify_slots, row_to_ticket
 from golden_press.errors import Reason
 from golden_press.ledger_entry import EntryKind, LedgerEntry, signature_digest, user_commitment
 from golden_press.models import (
@@ -39,6 +39,8 @@ from service.ledger_store import LedgerStore
 
 
 def _reject(reason: Reason, message: str) -> ReserveResult:
+    count("issuance_rejected_total", reason=reason.value)
+    activity.logger.info("reserve rejected: %s", reason.value)
     return ReserveResult(reason=reason.value, message=message)
 
 
@@ -62,7 +64,7 @@ class IssuanceActivities:
 
     @activity.defn(name="reserve_slot")
     async def reserve_slot(self, req: ReserveInput) -> ReserveResult:
-        """ONE transaction under pg_advisory_xact_lock: lock -> rules -> count -> insert `reserved`."""
+        """ONE transaction under the advisory lock: lock -> rules -> count -> insert `reserved`."""
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)
@@ -140,7 +142,7 @@ class IssuanceActivities:
 
     @activity.defn(name="sign_ticket")
     async def sign_ticket(self, ref: TicketRef) -> SignResult:
-        """Ed25519 over the canonical payload built from the STORED row; retries sign the same bytes."""
+        """Ed25519 over the canonical payload of the STORED row; retries sign the same bytes."""
         await self._faults.before("sign")
         async with self._pool.acquire() as conn:
             row = await self._load(conn, ref.ticket_id)
@@ -153,9 +155,7 @@ class IssuanceActivities:
         payload = canonical_payload(
             row["ticket_id"], row["serial"], row["user_id"], row["issued_at"], self._key_id
         )
-        result = SignResult(
-            signature=sign_payload(self._issuer_key, payload), key_id=self._key_id
-        )
+        result = SignResult(signature=sign_payload(self._issuer_key, payload), key_id=self._key_id)
         self._faults.after_commit("sign")
         return result
 
@@ -196,7 +196,8 @@ class IssuanceActivities:
             row = await lock_ticket(conn, ref.ticket_id)
             if row is None or row["state"] == TicketState.VOIDED:
                 raise ApplicationError(
-                    f"ticket {ref.ticket_id} is not issuable", type="TicketVoided",
+                    f"ticket {ref.ticket_id} is not issuable",
+                    type="TicketVoided",
                     non_retryable=True,
                 )
             if row["state"] == TicketState.RESERVED:
@@ -235,13 +236,19 @@ class IssuanceActivities:
                 kind="issued",
                 event=event,
             )
+        if appended.created:
+            count("tickets_issued_total")
+            activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)
         self._faults.after_commit("ledger_append")
         return LedgerAppendResult(leaf_index=appended.leaf_index, tree_size=appended.tree_size)
 
     @activity.defn(name="void_reservation")
     async def void_reservation(self, req: VoidInput) -> VoidResult:
-        """Compensation: release the slot and record the void, unless the ledger already holds it."""
-        return await void_ticket(self._pool, self._ledger, req)
+        """Compensation: release the slot and record the void, unless the ledger holds it."""
+        result = await void_ticket(self._pool, self._ledger, req)
+        count("tickets_voided_total", why="compensation")
+        activity.logger.info("ticket %s compensated: %s", req.ticket_id, req.reason)
+        return result
 
 
 async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -> VoidResult:
@@ -256,7 +263,10 @@ async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -
         if state == TicketState.VOIDED:
             leaf = await ledger.find_leaf(conn, req.ticket_id, EntryKind.VOIDED)
             return VoidResult(voided=True, state=state, leaf_index=leaf)
-        if state not in (TicketState.RESERVED, TicketState.ISSUED) or row["issued_leaf"] is not None:
+        if (
+            state not in (TicketState.RESERVED, TicketState.ISSUED)
+            or row["issued_leaf"] is not None
+        ):
             # Past the point of no return: the saga only retries forward from here.
             return VoidResult(voided=False, state=state)
         voided = await conn.fetchrow(

@@ -8,6 +8,7 @@ from activities.faults import NO_FAULTS, Faults
 from golden_press.models import PublishInput, PublishResult
 from service.events import OutboxPublisher
 
+
 class PublishingActivities:
     """Wraps the outbox publisher so sagas can wait until their event is on the stream."""
 
@@ -17,7 +18,7 @@ class PublishingActivities:
 
     @activity.defn(name="publish_events")
     async def publish_events(self, req: PublishInput) -> PublishResult:
-        """Idempotent: JetStream dedups by event id, so a retry after a crash sends nothing twice."""
+        """Idempotent: JetStream dedups by event id, so a retry sends nothing twice."""
         await self._faults.before("publish")
         sent = await self._publisher.drain(up_to_leaf=req.up_to_leaf)
         self._faults.after_commit("publish")

@@ -8,7 +8,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.faults import NO_FAULTS, Faults
-from activities.tickets import lock_ticket, notify_slots
+from activities.tickets import count, lock_ticket, notify_slots
 from golden_press.bundle import LedgerTrust, TrustRoots, verify_bundle
 from golden_press.checkpoint import Checkpoint
 from golden_press.errors import GoldenError, Reason
@@ -137,7 +137,7 @@ class RedemptionActivities:
 
     @activity.defn(name="redeem_ticket")
     async def redeem_ticket(self, req: RedeemInput) -> RedeemResult:
-        """Step 3, ONE transaction under the advisory lock: checks, `redeemed`, ledger entry, event."""
+        """Step 3, ONE transaction under the advisory lock: checks, state, ledger entry, event."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)
             row = await lock_ticket(conn, req.ticket_id)
@@ -192,5 +192,7 @@ class RedemptionActivities:
                 ),
             )
             await notify_slots(conn, "redeemed")
+        count("tickets_redeemed_total")
+        activity.logger.info("ticket %s redeemed at leaf %s", req.ticket_id, appended.leaf_index)
         self._faults.after_commit("redeem")
         return RedeemResult(leaf_index=appended.leaf_index)

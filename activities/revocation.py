@@ -15,7 +15,7 @@ from service.ledger_store import LedgerStore
 
 
 class RevocationActivities:
-    """The revoke transaction; run by RevokeTicketWorkflow so its event is published like any other."""
+    """The revoke transaction; run by RevokeTicketWorkflow so its event is published as usual."""
 
     def __init__(self, pool: asyncpg.Pool, ledger: LedgerStore) -> None:
         self._pool = pool
@@ -29,15 +29,20 @@ class RevocationActivities:
             row = await lock_ticket(conn, req.ticket_id)
             if row is None:
                 return RevokeTicketResult(
-                    outcome="rejected", ticket_id=req.ticket_id,
-                    reason=Reason.TICKET_NOT_FOUND, message="no such ticket",
+                    outcome="rejected",
+                    ticket_id=req.ticket_id,
+                    reason=Reason.TICKET_NOT_FOUND,
+                    message="no such ticket",
                 )
             if row["state"] == TicketState.REVOKED:
                 leaf = await self._ledger.find_leaf(conn, req.ticket_id, EntryKind.REVOKED)
-                return RevokeTicketResult(outcome="revoked", ticket_id=req.ticket_id, leaf_index=leaf)
+                return RevokeTicketResult(
+                    outcome="revoked", ticket_id=req.ticket_id, leaf_index=leaf
+                )
             if row["state"] != TicketState.ISSUED or row["issued_leaf"] is None:
                 return RevokeTicketResult(
-                    outcome="rejected", ticket_id=req.ticket_id,
+                    outcome="rejected",
+                    ticket_id=req.ticket_id,
                     reason=Reason.TICKET_NOT_REDEEMABLE,
                     message=f"only issued tickets can be revoked; this one is {row['state']}",
                 )
@@ -55,7 +60,9 @@ class RevocationActivities:
                     ticket_id=revoked["ticket_id"],
                     serial=revoked["serial"],
                     key_id=revoked["key_id"],
-                    user_commitment=user_commitment(bytes(revoked["user_salt"]), revoked["user_id"]),
+                    user_commitment=user_commitment(
+                        bytes(revoked["user_salt"]), revoked["user_id"]
+                    ),
                     at=revoked["revoked_at"],
                     reason=req.reason,
                 ),

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from temporalio import activity
 
 from golden_press.models import CapScope, Ticket, TicketState
 
@@ -48,3 +49,10 @@ async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Reco
 async def notify_slots(conn: asyncpg.Connection, why: str) -> None:
     """Tell admission processes a slot may have freed (delivered at commit)."""
     await conn.execute("SELECT pg_notify($1, $2)", SLOTS_CHANNEL, why)
+
+
+def count(name: str, **attributes: str) -> None:
+    """Add one to a domain counter on the worker's metrics endpoint (e.g. issued, rejected)."""
+    activity.metric_meter().create_counter(f"golden_{name}", f"golden-press {name}").add(
+        1, attributes
+    )

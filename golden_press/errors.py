@@ -1,4 +1,4 @@
-"""The error vocabulary: stable reason types shared by activities, workflow results, gRPC and CLI."""
+"""The error vocabulary: stable reason types shared by activities, workflows, gRPC and CLI."""
 
 from __future__ import annotations
 

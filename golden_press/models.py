@@ -29,14 +29,17 @@ def validate_request_id(value: str) -> str:
     """Return the request id unchanged or raise ValueError naming what is wrong."""
     if not isinstance(value, str) or not REQUEST_ID_PATTERN.fullmatch(value):
         raise ValueError(
-            "request_id must be 1-128 ASCII letters, digits or ._:- and start with a letter or digit"
+            "request_id must be 1-128 ASCII letters, digits or ._:-"
+            " and start with a letter or digit"
         )
     return value
 
 
 def request_hash(user_id: str) -> str:
     """SHA-256 over the canonical issuance request, stored beside its idempotency key."""
-    return hashlib.sha256(f"golden-press/issue-request/v1\nuser_id={user_id}\n".encode()).hexdigest()
+    return hashlib.sha256(
+        f"golden-press/issue-request/v1\nuser_id={user_id}\n".encode()
+    ).hexdigest()
 
 
 def issue_workflow_id(request_id: str) -> str:
@@ -219,7 +222,7 @@ class VoidInput(Frozen):
 
 
 class VoidResult(Frozen):
-    """Whether the void happened (False when the ticket had already passed the point of no return)."""
+    """Whether the void happened (False once the ticket is past the point of no return)."""
 
     voided: bool
     state: TicketState

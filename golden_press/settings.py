@@ -1,4 +1,4 @@
-"""Settings from the environment (names fixed by the interface sheet). Workflows never read these."""
+"""Settings from the environment (interface-sheet names); never read by workflows."""
 
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ class Settings(BaseSettings):
     )
     ledger_origin: str = Field("golden-press.local/ledger", alias="GOLDEN_LEDGER_ORIGIN")
     grpc_addr: str = Field("127.0.0.1:50051", alias="GOLDEN_GRPC_ADDR")
-    api_tokens_file: Path = Field(
-        DEFAULT_STATE_DIR / "api-tokens", alias="GOLDEN_API_TOKENS_FILE"
-    )
+    api_tokens_file: Path = Field(DEFAULT_STATE_DIR / "api-tokens", alias="GOLDEN_API_TOKENS_FILE")
     state_dir: Path = Field(DEFAULT_STATE_DIR, alias="GOLDEN_STATE_DIR")
     #: NATS stream and subject prefix; tests use a fresh pair per run.
     stream_name: str = Field("CHOCO_MONETIZATION", alias="GOLDEN_STREAM")

@@ -68,9 +68,7 @@ def verify_payload(public_key: bytes, payload: bytes, signature_b64: str) -> Non
     except (binascii.Error, ValueError) as exc:
         raise GoldenError(Reason.BAD_SIGNATURE, "signature is not valid base64") from exc
     if len(signature) != 64:
-        raise GoldenError(
-            Reason.BAD_SIGNATURE, f"signature must be 64 bytes, got {len(signature)}"
-        )
+        raise GoldenError(Reason.BAD_SIGNATURE, f"signature must be 64 bytes, got {len(signature)}")
     try:
         VerifyKey(public_key).verify(payload, signature)
     except BadSignatureError as exc:

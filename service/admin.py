@@ -54,6 +54,22 @@ async def set_cap(dsn: str, cap: int, scope: str) -> CapConfig:
     return CapConfig(cap=cap, scope=parsed.value, used=int(used))
 
 
+async def cap_status(dsn: str) -> CapConfig:
+    """The cap row and how many tickets count against it now (no lock: a snapshot)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT cap, scope FROM golden_config")
+        assert row is not None, "golden_config row missing: run `python -m service.migrate`"
+        scope = CapScope(row["scope"])
+        used = await conn.fetchval(
+            "SELECT count(*) FROM tickets WHERE state = ANY($1::text[])",
+            [s.value for s in COUNTED_STATES[scope]],
+        )
+    finally:
+        await conn.close()
+    return CapConfig(cap=row["cap"], scope=scope.value, used=int(used))
+
+
 async def deny_user(dsn: str, user_id: str, reason: str = "") -> None:
     """Put a user on the deny-list (idempotent); admission and reserve both check it."""
     try:
@@ -80,4 +96,4 @@ async def revoke_ticket(dsn: str, ticket_id: str | UUID, reason: str) -> Ticket:
     )
 
 
-__all__ = ["CapConfig", "deny_user", "revoke_ticket", "set_cap"]
+__all__ = ["CapConfig", "cap_status", "deny_user", "revoke_ticket", "set_cap"]

@@ -533,7 +533,9 @@ def _supervise(stack: _Stack) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: closing the terminal must not leave the servers running.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     code, reason = 0, None
     try:
         while not stop.wait(0.5):
@@ -615,6 +617,7 @@ def ensure_stack() -> StackInfo:
         recorded = _running(state_dir)
         if recorded is not None:
             return recorded.info
+        print(f"starting the dev stack in {state_dir} ...", file=sys.stderr, flush=True)
         stack = _bring_up(settings, state_dir, progress=True)
         assert stack.info is not None
         stack.save(supervisor=None)

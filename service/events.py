@@ -61,7 +61,7 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create the stream, or bring an existing one to our config; safe to call from every process."""
+    """Create the stream or bring an existing one to our config; safe from every process."""
     config = stream_config(settings)
     try:
         await js.stream_info(settings.stream_name)

@@ -1,4 +1,4 @@
-"""Generate Python code from every proto/**/*.proto (the build's step; generated files are not committed)."""
+"""Generate Python from every proto/**/*.proto (a build step; generated code is not committed)."""
 
 from __future__ import annotations
 

@@ -242,6 +242,7 @@ class ChildProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:
+        """Start the process (stdin closed, stdout and stderr appended to the log file)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             try:
@@ -258,6 +259,7 @@ class ChildProcess:
                 raise ServerError(self.component, f"cannot run {self.argv[0]}: {exc}") from exc
 
     def exited(self) -> int | None:
+        """Exit code once the process has ended, else None."""
         return None if self.proc is None else self.proc.poll()
 
     def wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
@@ -282,6 +284,7 @@ class ChildProcess:
             raise ServerError(self.component, f"not ready in {timeout:g} s: {tail}")
 
     def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, SIGKILL what is left after timeout; reap the process."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
@@ -34,8 +35,8 @@ from golden_press.models import (
 from golden_press.settings import Settings
 from service.db import create_pool
 from service.keys import generate_key_file
-from worker import Keys, golden_worker, load_keys
 from service.ledger_store import LedgerStore
+from worker import Keys, golden_worker, load_keys
 from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 
@@ -160,14 +161,14 @@ class Stack:
         info = await self.js.stream_info(self.settings.stream_name)
         return ([dict(r) for r in tickets], ledger, outbox, info.state.messages)
 
-    async def stream_messages(self, kind: str | None = None) -> list[nats.aio.msg.Msg]:
+    async def stream_messages(self, kind: str | None = None) -> list[Msg]:
         """Every message on this stack's stream (optionally of one event kind), in stream order."""
         subject = f"{self.settings.subject_prefix}.golden_ticket.{kind or '*'}"
         info = await self.js.stream_info(self.settings.stream_name)
         if info.state.messages == 0:
             return []
         sub = await self.js.pull_subscribe(subject, stream=self.settings.stream_name)
-        out: list[nats.aio.msg.Msg] = []
+        out: list[Msg] = []
         try:
             while True:
                 try:
@@ -214,7 +215,7 @@ async def golden_stack(
     finally:
         try:
             await js.delete_stream(settings.stream_name)
-        except Exception:  # noqa: BLE001 - best-effort cleanup of a test stream
+        except Exception:
             pass
         await nc.close()
         await pool.close()
@@ -263,7 +264,9 @@ class WorkerProcess:
         deadline = loop.time() + timeout
         while not self.ready_file.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"worker exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             if loop.time() > deadline:
                 raise TimeoutError(f"worker not ready in {timeout}s: {self.log_path}")
             await asyncio.sleep(0.05)

@@ -15,7 +15,6 @@ from golden_press.errors import Reason
 from golden_press.models import Outcome, TicketState
 from tests.conftest import temporal_binary
 from tests.helpers import Servers, Stack, WorkerProcess, golden_stack
-from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import ReconcileReservationsWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -89,9 +88,19 @@ async def test_terminated_saga_is_reclaimed_by_reconciler(
 
         await wait_for(reserved)
         subprocess.run(
-            [temporal_binary(), "workflow", "terminate", "--address",
-             stack.settings.temporal_address, "--workflow-id", handle.id, "--reason", "test"],
-            check=True, capture_output=True,
+            [
+                temporal_binary(),
+                "workflow",
+                "terminate",
+                "--address",
+                stack.settings.temporal_address,
+                "--workflow-id",
+                handle.id,
+                "--reason",
+                "test",
+            ],
+            check=True,
+            capture_output=True,
         )
         await asyncio.sleep(0.6)  # let the lease expire
         result = await client.execute_workflow(
@@ -133,6 +142,7 @@ async def test_running_saga_keeps_its_slot(
         )
         assert result.voided == []
         await handle.cancel()
+
         # Cancellation compensates in the workflow itself.
         async def voided() -> bool:
             return await stack.pool.fetchval("SELECT state FROM tickets") == TicketState.VOIDED
@@ -148,8 +158,10 @@ async def test_worker_sigkilled_mid_saga_completes_once(
     async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
         marker = session_dir / f"faults-{uuid.uuid4().hex}"
         doomed = WorkerProcess(
-            stack.settings, session_dir / "logs",
-            GOLDEN_FAULTS=f"{step}:kill", GOLDEN_FAULTS_MARKER_DIR=str(marker),
+            stack.settings,
+            session_dir / "logs",
+            GOLDEN_FAULTS=f"{step}:kill",
+            GOLDEN_FAULTS_MARKER_DIR=str(marker),
         )
         await doomed.start()
         handle = await stack.start_issue("survivor")
@@ -175,9 +187,7 @@ async def test_race_across_three_worker_processes(
             workers = [WorkerProcess(stack.settings, session_dir / "logs") for _ in range(3)]
             await asyncio.gather(*(w.start() for w in workers))
             try:
-                results = await asyncio.gather(
-                    *(stack.issue(f"racer-{i}") for i in range(50))
-                )
+                results = await asyncio.gather(*(stack.issue(f"racer-{i}") for i in range(50)))
             finally:
                 for w in workers:
                     w.stop()
@@ -189,4 +199,3 @@ async def test_race_across_three_worker_processes(
             rows = await ticket_rows(stack)
             assert len(rows) == 5 and {r["state"] for r in rows} == {TicketState.ISSUED}
             assert len({r["serial"] for r in rows}) == 5
-            assert IssueTicketWorkflow  # the saga under test

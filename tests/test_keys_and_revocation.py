@@ -19,7 +19,6 @@ from worker import Keys, golden_worker
 from workflows.revoke_ticket import RevokeTicketWorkflow
 
 
-
 def test_key_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "issuer.key"
     key = generate_key_file(path)
@@ -97,8 +96,10 @@ async def test_revoked_ticket_is_recorded_and_never_redeemable(stack: Stack) -> 
         "SELECT state FROM tickets WHERE ticket_id = $1", issued.ticket_id
     )
     assert state == TicketState.REVOKED
-    kinds = [r["kind"] for r in await stack.pool.fetch(
-        "SELECT kind FROM ledger_entries ORDER BY leaf_index")]
+    kinds = [
+        r["kind"]
+        for r in await stack.pool.fetch("SELECT kind FROM ledger_entries ORDER BY leaf_index")
+    ]
     assert kinds == ["issued", "revoked"]
     assert len(await stack.stream_messages("revoked")) == 1
     redeemed = await stack.redeem(issued.ticket_id, "fraudster", bundle)

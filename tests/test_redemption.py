@@ -7,6 +7,7 @@ import base64
 import uuid
 
 import pytest
+from nacl.signing import SigningKey
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -15,7 +16,6 @@ from golden_press.errors import Reason
 from golden_press.ledger_entry import EntryKind, LedgerEntry, encode_entry, user_commitment
 from golden_press.merkle import inclusion_proof, leaf_hash, root_hash
 from golden_press.models import Outcome, ProofBundle, TicketState
-from nacl.signing import SigningKey
 from tests.helpers import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -46,33 +46,43 @@ async def test_redeem_once_frees_a_live_slot(stack: Stack) -> None:
 async def test_twenty_concurrent_redemptions_one_winner(stack: Stack) -> None:
     ticket_id, bundle = await issued(stack, "winner")
     results = await asyncio.gather(
-        *(stack.redeem(ticket_id, "winner", bundle, workflow_id=f"r{i}-{ticket_id}")
-          for i in range(20))
+        *(
+            stack.redeem(ticket_id, "winner", bundle, workflow_id=f"r{i}-{ticket_id}")
+            for i in range(20)
+        )
     )
     outcomes = [r.outcome for r in results]
     assert outcomes.count(Outcome.REDEEMED) == 1
     assert {r.reason for r in results if r.outcome == Outcome.REJECTED} <= {
-        Reason.ALREADY_REDEEMED, Reason.REDEMPTION_IN_PROGRESS
+        Reason.ALREADY_REDEEMED,
+        Reason.REDEMPTION_IN_PROGRESS,
     }
-    assert await stack.pool.fetchval(
-        "SELECT count(*) FROM ledger_entries WHERE kind = 'redeemed'"
-    ) == 1
+    assert (
+        await stack.pool.fetchval("SELECT count(*) FROM ledger_entries WHERE kind = 'redeemed'")
+        == 1
+    )
 
 
 async def test_same_workflow_id_twice_is_refused(stack: Stack) -> None:
     ticket_id, bundle = await issued(stack, "solo")
-    from golden_press.models import RedeemTicketInput, redeem_workflow_id
     from temporalio.common import WorkflowIDConflictPolicy
+
+    from golden_press.models import RedeemTicketInput, redeem_workflow_id
     from workflows.redeem_ticket import RedeemTicketWorkflow
 
     inp = RedeemTicketInput(ticket_id=ticket_id, user_id="solo", bundle=bundle)
     first = await stack.client.start_workflow(
-        RedeemTicketWorkflow.run, inp, id=redeem_workflow_id(ticket_id),
-        task_queue=stack.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        RedeemTicketWorkflow.run,
+        inp,
+        id=redeem_workflow_id(ticket_id),
+        task_queue=stack.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
     )
     with pytest.raises(WorkflowAlreadyStartedError):
         await stack.client.start_workflow(
-            RedeemTicketWorkflow.run, inp, id=redeem_workflow_id(ticket_id),
+            RedeemTicketWorkflow.run,
+            inp,
+            id=redeem_workflow_id(ticket_id),
             task_queue=stack.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         )
@@ -87,8 +97,7 @@ def _tamper_signature(bundle: ProofBundle) -> ProofBundle:
 
 
 def _forged_checkpoint(bundle: ProofBundle) -> ProofBundle:
-    cp = Checkpoint(origin="golden-press.local/ledger", size=bundle.tree_size,
-                    root=b"\x11" * 32)
+    cp = Checkpoint(origin="golden-press.local/ledger", size=bundle.tree_size, root=b"\x11" * 32)
     note = sign_checkpoint(cp, SigningKey.generate(), "golden-press.local/ledger")
     return bundle.model_copy(update={"checkpoint": note})
 
@@ -96,30 +105,43 @@ def _forged_checkpoint(bundle: ProofBundle) -> ProofBundle:
 def _fork(stack: Stack, bundle: ProofBundle) -> ProofBundle:
     """A checkpoint really signed by the ledger key over a tree the ledger never had."""
     entry = base64.b64decode(bundle.entry)
-    fake = LedgerEntry(kind=EntryKind.VOIDED, ticket_id=uuid.uuid4(), serial=99,
-                       user_commitment=user_commitment(b"s" * 16, "x"),
-                       at=bundle.ticket.issued_at, reason="forged")
+    fake = LedgerEntry(
+        kind=EntryKind.VOIDED,
+        ticket_id=uuid.uuid4(),
+        serial=99,
+        user_commitment=user_commitment(b"s" * 16, "x"),
+        at=bundle.ticket.issued_at,
+        reason="forged",
+    )
     leaves = [leaf_hash(encode_entry(fake))] * bundle.leaf_index + [leaf_hash(entry)]
     leaves += [leaf_hash(encode_entry(fake))]
     size = len(leaves)
     cp = Checkpoint(origin=stack.settings.ledger_origin, size=size, root=root_hash(leaves))
     note = sign_checkpoint(cp, stack.keys.ledger, stack.settings.ledger_origin)
     proof = inclusion_proof(leaves, bundle.leaf_index, size)
-    return bundle.model_copy(update={
-        "checkpoint": note, "tree_size": size,
-        "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
-    })
+    return bundle.model_copy(
+        update={
+            "checkpoint": note,
+            "tree_size": size,
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+        }
+    )
 
 
 async def test_each_rejection_has_its_reason_and_writes_nothing(stack: Stack) -> None:
     a_id, a_bundle = await issued(stack, "alice")
-    b_id, b_bundle = await issued(stack, "bob")
+    _, b_bundle = await issued(stack, "bob")
     cases = [
         ("tampered signature", a_id, "alice", _tamper_signature(a_bundle), Reason.BAD_SIGNATURE),
         ("proof for another ticket", a_id, "alice", b_bundle, Reason.BAD_PROOF),
         ("forged checkpoint", a_id, "alice", _forged_checkpoint(a_bundle), Reason.BAD_CHECKPOINT),
-        ("inconsistent checkpoint", a_id, "alice", _fork(stack, a_bundle),
-         Reason.INCONSISTENT_CHECKPOINT),
+        (
+            "inconsistent checkpoint",
+            a_id,
+            "alice",
+            _fork(stack, a_bundle),
+            Reason.INCONSISTENT_CHECKPOINT,
+        ),
         ("wrong user", a_id, "bob", a_bundle, Reason.NOT_ISSUEE),
         ("unknown ticket", uuid.uuid4(), "alice", a_bundle, Reason.TICKET_NOT_FOUND),
     ]

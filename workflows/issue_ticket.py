@@ -120,8 +120,11 @@ class IssueTicketWorkflow:
             # An earlier run of this request was compensated: that stays its result.
             self._saga.finish(Outcome.COMPENSATED)
             return IssueTicketResult(
-                outcome=Outcome.COMPENSATED, ticket_id=ticket.ticket_id, serial=ticket.serial,
-                reason="Voided", message="this request's reservation was voided",
+                outcome=Outcome.COMPENSATED,
+                ticket_id=ticket.ticket_id,
+                serial=ticket.serial,
+                reason="Voided",
+                message="this request's reservation was voided",
             )
         if ticket.state != TicketState.RESERVED:
             return ticket  # issued by an earlier run: continue forward from the ledger step
@@ -149,9 +152,7 @@ class IssueTicketWorkflow:
             retry_policy=FOREVER_RETRY,
         )
 
-    async def _compensate(
-        self, ticket_id: uuid.UUID, err: BaseException
-    ) -> IssueTicketResult:
+    async def _compensate(self, ticket_id: uuid.UUID, err: BaseException) -> IssueTicketResult:
         """Release the slot and record the void, then report (or re-raise a cancellation)."""
         failed_step = self._saga.current
         self._saga.last_error = _describe(err)

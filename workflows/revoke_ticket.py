@@ -1,4 +1,4 @@
-"""RevokeTicketWorkflow: an administrator revokes an issued ticket (fraud), then its event leaves."""
+"""RevokeTicketWorkflow: an administrator revokes an issued ticket (fraud); its event follows."""
 
 from __future__ import annotations
 
