@@ -39,7 +39,7 @@ class ReconcilerActivities:
 
     @activity.defn(name="void_expired_reservations")
     async def void_expired_reservations(self) -> ReconcileResult:
-        """One pass: rows short of the ledger, past their lease, whose saga is closed, are voided."""
+        """One pass: rows short of the ledger, past their lease, with a closed saga, are voided."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT ticket_id, workflow_id FROM tickets"

@@ -329,6 +329,8 @@ class Admission:
 
     def _on_listen_lost(self, _conn: object) -> None:
         # The refresher reconnects; until then the periodic refresh keeps the flag honest.
+        if self._closed:
+            return
         log.warning("LISTEN connection lost; polling until it is back")
         self._listen_conn = None
         self._refresh_wanted.set()

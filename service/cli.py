@@ -66,7 +66,8 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(colour(h.ljust(w), "bold") for h, w in zip(headers, widths, strict=True))]
+    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    lines = [colour(header, "bold")]
     for row in cells:
         padded = []
         for header, value, width in zip(headers, row, widths, strict=True):
