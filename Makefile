@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: proto
-	$(BIN)/mypy golden_press service activities workflows worker.py
+	$(BIN)/mypy golden_press service activities workflows worker.py starter tests
 
 pytest: proto
 	$(BIN)/pytest -q

@@ -15,10 +15,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.faults import NO_FAULTS, Faults
-from activities.tickets import COUNTED_STATES, count, lock_ticket, notify_slots, row_to_ticket
+from activities.tickets import count, lock_ticket, notify_slots, row_to_ticket
 from golden_press.errors import Reason
 from golden_press.ledger_entry import EntryKind, LedgerEntry, signature_digest, user_commitment
 from golden_press.models import (
+    COUNTED_STATES,
     CapScope,
     FinaliseInput,
     LedgerAppendResult,

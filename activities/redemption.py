@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import asyncpg
 from temporalio import activity
 
 from activities.faults import NO_FAULTS, Faults
 from activities.tickets import count, lock_ticket, notify_slots
-from golden_press.bundle import LedgerTrust, TrustRoots, verify_bundle
+from golden_press.bundle import verify_bundle
 from golden_press.checkpoint import Checkpoint
 from golden_press.errors import GoldenError, Reason
 from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
@@ -25,6 +23,7 @@ from golden_press.signing import canonical_payload, verify_payload
 from service.db import GOLDEN_KEY
 from service.events import events_pb2, timestamp, write_outbox
 from service.ledger_store import LedgerStore
+from service.queries import trust_roots
 
 #: Reasons a ticket's stored state gives before any proof is looked at.
 STATE_REJECTIONS = {
@@ -37,30 +36,6 @@ STATE_REJECTIONS = {
 
 def _fail(reason: Reason, message: str) -> CheckResult:
     return CheckResult(reason=reason.value, message=message)
-
-
-async def load_trust_roots(conn: asyncpg.Connection, origin: str) -> TrustRoots:
-    """Every issuer key ever registered (retired keys still verify old tickets) + the ledger key."""
-    rows = await conn.fetch(
-        "SELECT key_id, purpose, public_key, name FROM signing_keys ORDER BY created_at"
-    )
-    issuer = {
-        r["key_id"]: base64.b64encode(bytes(r["public_key"])).decode()
-        for r in rows
-        if r["purpose"] == "issuer"
-    }
-    ledger = [r for r in rows if r["purpose"] == "ledger"]
-    if not ledger:
-        raise GoldenError(Reason.BAD_CHECKPOINT, "no ledger key is registered")
-    current = ledger[-1]
-    return TrustRoots(
-        issuer_keys=issuer,
-        ledger=LedgerTrust(
-            origin=origin,
-            name=current["name"] or origin,
-            public_key=base64.b64encode(bytes(current["public_key"])).decode(),
-        ),
-    )
 
 
 class RedemptionActivities:
@@ -110,7 +85,7 @@ class RedemptionActivities:
         """Step 2: inclusion against a ledger-signed checkpoint that is consistent with the head."""
         async with self._pool.acquire() as conn:
             try:
-                roots = await load_trust_roots(conn, self._origin)
+                roots = await trust_roots(conn, self._origin)
                 checkpoint = verify_bundle(req.bundle, roots)
             except GoldenError as err:
                 return _fail(err.reason, err.message)

@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 from temporalio import activity
 
-from golden_press.models import CapScope, Ticket, TicketState
+from service.db import SLOTS_CHANNEL
+from service.queries import row_to_ticket
 
-#: States that count against the cap, per scope (interface sheet).
-COUNTED_STATES: dict[CapScope, tuple[str, ...]] = {
-    CapScope.LIVE: (TicketState.RESERVED, TicketState.ISSUED),
-    CapScope.LIFETIME: (
-        TicketState.RESERVED,
-        TicketState.ISSUED,
-        TicketState.REDEEMED,
-        TicketState.REVOKED,
-    ),
-}
-
-#: Admission LISTENs here to refresh its sold-out flag when a slot frees or the cap changes.
-SLOTS_CHANNEL = "golden_slots"
-
-
-def row_to_ticket(row: Mapping[str, Any]) -> Ticket:
-    """The public view of a stored ticket row."""
-    return Ticket(
-        ticket_id=row["ticket_id"],
-        serial=row["serial"],
-        user_id=row["user_id"],
-        issued_at=row["issued_at"],
-        key_id=row["key_id"],
-        signature=row["signature"],
-        state=TicketState(row["state"]),
-        request_id=row["request_id"],
-        leaf_index=row["issued_leaf"],
-    )
+__all__ = ["count", "lock_ticket", "notify_slots", "row_to_ticket"]
 
 
 async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Record | None:

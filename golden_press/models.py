@@ -69,6 +69,15 @@ class CapScope(StrEnum):
     LIFETIME = "lifetime"
 
 
+#: Ticket states that count against the cap, per scope (the interface sheet's table).
+COUNTED_STATES: dict[CapScope, frozenset[TicketState]] = {
+    CapScope.LIVE: frozenset({TicketState.RESERVED, TicketState.ISSUED}),
+    CapScope.LIFETIME: frozenset(
+        {TicketState.RESERVED, TicketState.ISSUED, TicketState.REDEEMED, TicketState.REVOKED}
+    ),
+}
+
+
 class Outcome(StrEnum):
     """How a saga ended; `rejected` and `compensated` are completions, not failures."""
 

@@ -1,4 +1,4 @@
-"""Operator actions that go straight to PostgreSQL: the cap, the deny-list, revocation."""
+"""Operator actions: the cap and the deny-list in PostgreSQL, revocation as a saga."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from golden_press.errors import InvalidRequest
-from golden_press.models import CapScope, Ticket, validate_user_id
-from service.admission import COUNTED_STATES, SLOTS_CHANNEL
-from service.db import GOLDEN_KEY
+from golden_press.errors import GoldenError, InvalidRequest, Reason
+from golden_press.models import (
+    COUNTED_STATES,
+    CapScope,
+    RevokeTicketInput,
+    RevokeTicketResult,
+    validate_user_id,
+)
+from golden_press.settings import Settings
+from service.db import GOLDEN_KEY, SLOTS_CHANNEL
+
+REVOKE_WORKFLOW = "RevokeTicketWorkflow"
 
 
 @dataclass(frozen=True)
@@ -88,12 +97,36 @@ async def deny_user(dsn: str, user_id: str, reason: str = "") -> None:
         await conn.close()
 
 
-async def revoke_ticket(dsn: str, ticket_id: str | UUID, reason: str) -> Ticket:
-    """Revocation needs a `revoked` ledger entry and event, so it belongs in a saga: not yet."""
-    raise NotImplementedError(
-        "revocation is not available yet: it must append a `revoked` ledger entry and publish "
-        "GoldenTicketRevoked, which only the worker can do"
+async def revoke_ticket(
+    settings: Settings, ticket_id: str | UUID, reason: str
+) -> RevokeTicketResult:
+    """Run RevokeTicketWorkflow (`revoke-<ticket_id>`): state, `revoked` ledger entry, event.
+
+    Revocation is a saga on the worker, not SQL here, because it appends to the ledger and
+    publishes GoldenTicketRevoked; a rejection raises GoldenError with the workflow's reason.
+    """
+    from service.admission import connect_client, parse_ticket_id
+
+    tid = parse_ticket_id(ticket_id)
+    if not reason or len(reason) > 200:
+        raise InvalidRequest("a revocation needs a reason of 1-200 characters")
+    client = await connect_client(settings)
+    result: RevokeTicketResult = await client.execute_workflow(
+        REVOKE_WORKFLOW,
+        RevokeTicketInput(ticket_id=tid, reason=reason),
+        id=f"revoke-{tid}",
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        result_type=RevokeTicketResult,
     )
+    if result.outcome != "revoked":
+        try:
+            why = Reason(result.reason)
+        except ValueError:
+            why = Reason.TICKET_NOT_REDEEMABLE
+        raise GoldenError(why, result.message or f"ticket {tid} cannot be revoked")
+    return result
 
 
 __all__ = ["CapConfig", "cap_status", "deny_user", "revoke_ticket", "set_cap"]

@@ -50,6 +50,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from golden_press.errors import GoldenError, InvalidRequest, Reason
 from golden_press.models import (
+    COUNTED_STATES,
     CapScope,
     IssueTicketInput,
     IssueTicketResult,
@@ -66,24 +67,13 @@ from golden_press.models import (
     validate_user_id,
 )
 from golden_press.settings import Settings
+from service.db import SLOTS_CHANNEL
 
 log = logging.getLogger("golden_press.admission")
-
-#: PostgreSQL channel the activities NOTIFY when a slot may have freed (void, redeem, revoke,
-#: set-cap). The payload is ignored: a notification only means "re-read the counts".
-SLOTS_CHANNEL = "golden_slots"
 
 #: Workflow type names (the classes' names in workflows/); by name so the API never imports them.
 ISSUE_WORKFLOW = "IssueTicketWorkflow"
 REDEEM_WORKFLOW = "RedeemTicketWorkflow"
-
-#: Ticket states that count against the cap, per scope (the interface sheet's table).
-COUNTED_STATES: dict[CapScope, frozenset[TicketState]] = {
-    CapScope.LIVE: frozenset({TicketState.RESERVED, TicketState.ISSUED}),
-    CapScope.LIFETIME: frozenset(
-        {TicketState.RESERVED, TicketState.ISSUED, TicketState.REDEEMED, TicketState.REVOKED}
-    ),
-}
 
 # One round trip for steps 2-3: request_id lookup, rate-limit attempt (not counted for a known
 # request_id: a retry of a winner is not an attempt), deny-list and one-per-user.
@@ -262,6 +252,8 @@ class Admission:
         #: Bumped by every NOTIFY; a CapReached decided before a slot freed must not re-close it.
         self._generation = 0
         self._refresh_wanted = asyncio.Event()
+        #: Set by a NOTIFY (or a LISTEN reconnect): the one thing that re-reads a permanent flag.
+        self._notified = False
         self._refresh_lock = asyncio.Lock()
         self._listen_conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -325,6 +317,7 @@ class Admission:
     def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
         self._generation += 1
         self.slots.forced_sold_out = False
+        self._notified = True
         self._refresh_wanted.set()
 
     def _on_listen_lost(self, _conn: object) -> None:
@@ -333,14 +326,15 @@ class Admission:
             return
         log.warning("LISTEN connection lost; polling until it is back")
         self._listen_conn = None
+        self._notified = True
         self._refresh_wanted.set()
 
     async def _refresher(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh_wanted.wait(), self._refresh_interval_s)
-            notified = self._refresh_wanted.is_set()
             self._refresh_wanted.clear()
+            notified, self._notified = self._notified, False
             try:
                 if self._listen_conn is None or self._listen_conn.is_closed():
                     await self._listen()
@@ -542,10 +536,8 @@ def _rejection(workflow_id: str, value: str, message: str) -> GoldenError | Saga
 
 
 __all__ = [
-    "COUNTED_STATES",
     "ISSUE_WORKFLOW",
     "REDEEM_WORKFLOW",
-    "SLOTS_CHANNEL",
     "Admission",
     "IssueOutcome",
     "SagaFailed",

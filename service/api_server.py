@@ -593,7 +593,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 async def _main() -> int:
-    settings = Settings()  # type: ignore[call-arg]  # read from the environment
+    settings = Settings()  # read from the environment
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
     server = await serve(settings)

@@ -110,7 +110,7 @@ def show_ticket(t: dict[str, Any]) -> str:
 
 def settings() -> Settings:
     """Settings from the environment (mypy without the pydantic plugin wants the aliases)."""
-    return Settings()  # type: ignore[call-arg]
+    return Settings()
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,9 @@ class Endpoint:
     address: str
     token: str
     dsn: str
+    #: Temporal of the running dev stack (admin revoke), empty: from settings.
+    temporal: str = ""
+    task_queue: str = ""
 
 
 def _first_token(path: Path) -> str:
@@ -138,6 +141,7 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
     address = os.environ.get("GOLDEN_GRPC_ADDR", "")
     token = _first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
     dsn = os.environ.get("GOLDEN_PG_DSN", "")
+    temporal = task_queue = ""
     if not (address and dsn):
         try:
             from service.devstack import running_stack
@@ -149,10 +153,14 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
             address = address or info.grpc
             token = token or info.token
             dsn = dsn or info.postgres
+            if not os.environ.get("TEMPORAL_ADDRESS"):
+                temporal, task_queue = info.temporal, info.task_queue
     return Endpoint(
         address=getattr(args, "addr", None) or address or s.grpc_addr,
         token=getattr(args, "token", None) or token or _first_token(s.api_tokens_file),
         dsn=dsn or s.pg_dsn,
+        temporal=temporal,
+        task_queue=task_queue,
     )
 
 
@@ -550,9 +558,17 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
             result = {"denied": args.user}
             text = f"user {args.user} is on the deny-list"
         else:
-            ticket = await admin.revoke_ticket(endpoint.dsn, args.ticket_id, args.reason)
-            result = {"revoked": str(ticket.ticket_id), "state": ticket.state.value}
-            text = f"ticket {ticket.ticket_id} revoked"
+            s = settings()
+            if endpoint.temporal:
+                s = s.model_copy(
+                    update={
+                        "temporal_address": endpoint.temporal,
+                        "task_queue": endpoint.task_queue,
+                    }
+                )
+            revoked = await admin.revoke_ticket(s, args.ticket_id, args.reason)
+            result = {"revoked": str(revoked.ticket_id), "leaf_index": revoked.leaf_index}
+            text = f"ticket {revoked.ticket_id} revoked (ledger leaf {revoked.leaf_index})"
     except GoldenError as err:
         raise CliError(err.reason.value, err.message) from err
     except NotImplementedError as exc:

@@ -13,6 +13,10 @@ LEDGER_KEY = 0x601DEA  # ledger appends: dense leaf indices
 PUBLISH_KEY = 0x601DEB  # outbox drain: events leave in leaf order
 MIGRATIONS_KEY = 0x601DEC
 
+#: Channel NOTIFYed when a slot may have freed (void, redeem, revoke, set-cap); admission
+#: LISTENs to refresh its sold-out flag. The payload is informational only.
+SLOTS_CHANNEL = "golden_slots"
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 

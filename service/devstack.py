@@ -168,7 +168,7 @@ class _Stack:
 
 def _settings() -> Settings:
     """Settings from the environment (ignore: mypy without the pydantic plugin wants aliases)."""
-    return Settings()  # type: ignore[call-arg]
+    return Settings()
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -24,7 +24,7 @@ async def migrate(dsn: str) -> list[str]:
 
 def main() -> None:
     """Entry point used by docker-compose's one-shot migrate service."""
-    dsn = Settings().pg_dsn  # type: ignore[call-arg]  # read from GOLDEN_PG_DSN
+    dsn = Settings().pg_dsn  # read from GOLDEN_PG_DSN
     try:
         applied = asyncio.run(migrate(dsn))
     except (OSError, asyncpg.PostgresError) as exc:

@@ -24,7 +24,7 @@ from service.db import create_pool
 
 async def issue(user_id: str, request_id: str) -> int:
     """Admit one request and print the ticket."""
-    settings = Settings()  # type: ignore[call-arg]  # from the environment
+    settings = Settings()  # from the environment
     client = await connect_client(settings)
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
     try:

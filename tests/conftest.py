@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -62,11 +63,15 @@ def pg_admin_dsn(session_dir: Path) -> Iterator[str]:
     if port_in_use("127.0.0.1", 5432):
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
         return
-    cluster = PostgresCluster.start(session_dir / "pg")
+    # The postgres user must reach the data dir: pytest's tmp dirs are root-only.
+    data_dir = Path(tempfile.mkdtemp(prefix="golden-pg-"))
+    data_dir.chmod(0o755)
+    cluster = PostgresCluster.start(data_dir / "data")
     try:
         yield dsn_for(cluster.dsn, "postgres")
     finally:
         cluster.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

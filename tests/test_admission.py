@@ -14,7 +14,8 @@ from temporalio.service import RPCError
 
 from golden_press.errors import GoldenError, Reason
 from golden_press.models import issue_workflow_id
-from service.admission import SLOTS_CHANNEL, Admission
+from service.admission import Admission
+from service.db import SLOTS_CHANNEL
 from tests.helpers import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

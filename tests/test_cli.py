@@ -37,6 +37,8 @@ async def api_addr(
     monkeypatch.setenv("GOLDEN_API_TOKENS_FILE", str(tokens))
     monkeypatch.setenv("GOLDEN_PG_DSN", stack.settings.pg_dsn)
     monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("TEMPORAL_ADDRESS", stack.settings.temporal_address)
+    monkeypatch.setenv("GOLDEN_TASK_QUEUE", stack.settings.task_queue)
     try:
         yield address
     finally:
@@ -86,6 +88,14 @@ async def test_cli_verbs(api_addr: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert await cli.run(["list", "--state", "redeemed"]) == 0
     assert "redeemed" in capsys.readouterr().out
 
+    other = await run_json(capsys, "issue", "--user", "erin")
+    assert isinstance(other, dict)
+    oid = other["ticket"]["ticket_id"]
+    revoked = await run_json(capsys, "admin", "revoke", oid, "--reason", "fraud")
+    assert isinstance(revoked, dict) and revoked["revoked"] == oid
+    assert await cli.run(["verify", oid]) == cli.EXIT_REJECTED
+    assert capsys.readouterr().err.startswith("error: TicketNotRedeemable: ticket is revoked")
+
 
 async def test_cli_rejections_are_one_line(
     api_addr: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -112,5 +122,5 @@ async def test_cli_rejections_are_one_line(
     assert await cli.run(["ledger", "verify", str(forged), "--keys", str(forged)]) != 0
     assert capsys.readouterr().err.startswith("error: ")
 
-    assert await cli.run(["--help"] if False else ["list", "--addr", "127.0.0.1:1"]) == 3
+    assert await cli.run(["list", "--addr", "127.0.0.1:1"]) == cli.EXIT_UNAVAILABLE
     assert capsys.readouterr().err.startswith("error: Unavailable: ")
