@@ -15,9 +15,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.faults import NO_FAULTS, Faults
-from activities.tickets import count, lock_ticket, notify_slots, row_to_ticket
+from activities.tickets import count, lock_ticket, notify_slots, record_entry, row_to_ticket
 from golden_press.errors import Reason
-from golden_press.ledger_entry import EntryKind, LedgerEntry, signature_digest, user_commitment
+from golden_press.ledger_entry import EntryKind
 from golden_press.models import (
     COUNTED_STATES,
     CapScope,
@@ -35,7 +35,7 @@ from golden_press.models import (
 from golden_press.settings import Settings
 from golden_press.signing import canonical_payload, key_id_for, sign_payload
 from service.db import GOLDEN_KEY
-from service.events import events_pb2, timestamp, write_outbox
+from service.events import events_pb2, timestamp
 from service.ledger_store import LedgerStore
 
 
@@ -203,17 +203,21 @@ class IssuanceActivities:
                 )
             if row["state"] == TicketState.RESERVED:
                 raise ApplicationError(f"ticket {ref.ticket_id} is not finalised yet")
-            entry = LedgerEntry(
-                kind=EntryKind.ISSUED,
-                ticket_id=row["ticket_id"],
-                serial=row["serial"],
-                key_id=row["key_id"],
-                signature_digest=signature_digest(row["signature"]),
-                user_commitment=user_commitment(bytes(row["user_salt"]), row["user_id"]),
+            appended = await record_entry(
+                conn,
+                self._ledger,
+                EntryKind.ISSUED,
+                row,
+                events_pb2.GoldenTicketIssued(
+                    ticket_id=str(row["ticket_id"]),
+                    serial=row["serial"],
+                    user_id=row["user_id"],
+                    issued_at=timestamp(row["issued_at"]),
+                    key_id=row["key_id"],
+                    signature=row["signature"],
+                ),
                 at=row["issued_at"],
-                reason="",
             )
-            appended = await self._ledger.append(conn, entry)
             if row["issued_leaf"] is None:
                 await conn.execute(
                     "UPDATE tickets SET issued_leaf = $2, reserved_until = NULL, updated_at = now()"
@@ -221,22 +225,6 @@ class IssuanceActivities:
                     ref.ticket_id,
                     appended.leaf_index,
                 )
-            event = events_pb2.GoldenTicketIssued(
-                leaf_index=appended.leaf_index,
-                ticket_id=str(row["ticket_id"]),
-                serial=row["serial"],
-                user_id=row["user_id"],
-                issued_at=timestamp(row["issued_at"]),
-                key_id=row["key_id"],
-                signature=row["signature"],
-            )
-            await write_outbox(
-                conn,
-                leaf_index=appended.leaf_index,
-                ticket_id=row["ticket_id"],
-                kind="issued",
-                event=event,
-            )
         if appended.created:
             count("tickets_issued_total")
             activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)
@@ -277,29 +265,19 @@ async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -
             req.reason,
         )
         assert voided is not None
-        entry = LedgerEntry(
-            kind=EntryKind.VOIDED,
-            ticket_id=voided["ticket_id"],
-            serial=voided["serial"],
-            key_id="",
-            signature_digest="",
-            user_commitment=user_commitment(bytes(voided["user_salt"]), voided["user_id"]),
-            at=voided["voided_at"],
-            reason=req.reason,
-        )
-        appended = await ledger.append(conn, entry)
-        await write_outbox(
+        appended = await record_entry(
             conn,
-            leaf_index=appended.leaf_index,
-            ticket_id=voided["ticket_id"],
-            kind="voided",
-            event=events_pb2.GoldenTicketVoided(
-                leaf_index=appended.leaf_index,
+            ledger,
+            EntryKind.VOIDED,
+            voided,
+            events_pb2.GoldenTicketVoided(
                 ticket_id=str(voided["ticket_id"]),
                 serial=voided["serial"],
                 reason=req.reason,
                 voided_at=timestamp(voided["voided_at"]),
             ),
+            at=voided["voided_at"],
+            reason=req.reason,
         )
         await notify_slots(conn, "voided")
     return VoidResult(voided=True, state=TicketState.VOIDED, leaf_index=appended.leaf_index)

@@ -6,11 +6,11 @@ import asyncpg
 from temporalio import activity
 
 from activities.faults import NO_FAULTS, Faults
-from activities.tickets import count, lock_ticket, notify_slots
+from activities.tickets import count, lock_ticket, notify_slots, record_entry
 from golden_press.bundle import verify_bundle
 from golden_press.checkpoint import Checkpoint
 from golden_press.errors import GoldenError, Reason
-from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
+from golden_press.ledger_entry import EntryKind
 from golden_press.merkle import verify_consistency
 from golden_press.models import (
     CheckResult,
@@ -21,7 +21,7 @@ from golden_press.models import (
 )
 from golden_press.signing import canonical_payload, verify_payload
 from service.db import GOLDEN_KEY
-from service.events import events_pb2, timestamp, write_outbox
+from service.events import events_pb2, timestamp
 from service.ledger_store import LedgerStore
 from service.queries import trust_roots
 
@@ -136,35 +136,24 @@ class RedemptionActivities:
                 req.workflow_id,
             )
             assert redeemed is not None
-            entry = LedgerEntry(
-                kind=EntryKind.REDEEMED,
-                ticket_id=redeemed["ticket_id"],
-                serial=redeemed["serial"],
-                key_id=redeemed["key_id"],
-                signature_digest="",
-                user_commitment=user_commitment(bytes(redeemed["user_salt"]), redeemed["user_id"]),
-                at=redeemed["redeemed_at"],
-                reason="",
-            )
-            appended = await self._ledger.append(conn, entry)
-            await conn.execute(
-                "UPDATE tickets SET redeemed_leaf = $2 WHERE ticket_id = $1",
-                req.ticket_id,
-                appended.leaf_index,
-            )
-            await write_outbox(
+            appended = await record_entry(
                 conn,
-                leaf_index=appended.leaf_index,
-                ticket_id=redeemed["ticket_id"],
-                kind="redeemed",
-                event=events_pb2.GoldenTicketRedeemed(
-                    leaf_index=appended.leaf_index,
+                self._ledger,
+                EntryKind.REDEEMED,
+                redeemed,
+                events_pb2.GoldenTicketRedeemed(
                     ticket_id=str(redeemed["ticket_id"]),
                     serial=redeemed["serial"],
                     user_id=redeemed["user_id"],
                     redeemed_at=timestamp(redeemed["redeemed_at"]),
                     proof_bundle_json=req.bundle_json,
                 ),
+                at=redeemed["redeemed_at"],
+            )
+            await conn.execute(
+                "UPDATE tickets SET redeemed_leaf = $2 WHERE ticket_id = $1",
+                req.ticket_id,
+                appended.leaf_index,
             )
             await notify_slots(conn, "redeemed")
         count("tickets_redeemed_total")

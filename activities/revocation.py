@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from activities.tickets import lock_ticket, notify_slots
+from activities.tickets import lock_ticket, notify_slots, record_entry
 from golden_press.errors import Reason
-from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
+from golden_press.ledger_entry import EntryKind
 from golden_press.models import RevokeTicketInput, RevokeTicketResult, TicketState
 from service.db import GOLDEN_KEY
-from service.events import events_pb2, timestamp, write_outbox
+from service.events import events_pb2, timestamp
 from service.ledger_store import LedgerStore
 
 
@@ -53,32 +53,19 @@ class RevocationActivities:
                 req.reason,
             )
             assert revoked is not None
-            appended = await self._ledger.append(
+            appended = await record_entry(
                 conn,
-                LedgerEntry(
-                    kind=EntryKind.REVOKED,
-                    ticket_id=revoked["ticket_id"],
-                    serial=revoked["serial"],
-                    key_id=revoked["key_id"],
-                    user_commitment=user_commitment(
-                        bytes(revoked["user_salt"]), revoked["user_id"]
-                    ),
-                    at=revoked["revoked_at"],
-                    reason=req.reason,
-                ),
-            )
-            await write_outbox(
-                conn,
-                leaf_index=appended.leaf_index,
-                ticket_id=revoked["ticket_id"],
-                kind="revoked",
-                event=events_pb2.GoldenTicketRevoked(
-                    leaf_index=appended.leaf_index,
+                self._ledger,
+                EntryKind.REVOKED,
+                revoked,
+                events_pb2.GoldenTicketRevoked(
                     ticket_id=str(revoked["ticket_id"]),
                     serial=revoked["serial"],
                     reason=req.reason,
                     revoked_at=timestamp(revoked["revoked_at"]),
                 ),
+                at=revoked["revoked_at"],
+                reason=req.reason,
             )
             await notify_slots(conn, "revoked")
         return RevokeTicketResult(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from google.protobuf.message import Message
 from temporalio import activity
 
+from golden_press.ledger_entry import EntryKind, entry_for_ticket
 from service.db import SLOTS_CHANNEL
+from service.events import write_outbox
+from service.ledger_store import AppendResult, LedgerStore
 from service.queries import row_to_ticket
 
-__all__ = ["count", "lock_ticket", "notify_slots", "row_to_ticket"]
+__all__ = ["count", "lock_ticket", "notify_slots", "record_entry", "row_to_ticket"]
 
 
 async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Record | None:
@@ -28,3 +33,27 @@ def count(name: str, **attributes: str) -> None:
     activity.metric_meter().create_counter(f"golden_{name}", f"golden-press {name}").add(
         1, attributes
     )
+
+
+async def record_entry(
+    conn: asyncpg.Connection,
+    ledger: LedgerStore,
+    kind: EntryKind,
+    row: asyncpg.Record,
+    event: Message,
+    *,
+    at: datetime,
+    reason: str = "",
+) -> AppendResult:
+    """Append a ticket's ledger entry and its outbox event in the caller's transaction."""
+    entry = entry_for_ticket(kind, row_to_ticket(row), bytes(row["user_salt"]), at, reason)
+    appended = await ledger.append(conn, entry)
+    event.leaf_index = appended.leaf_index  # type: ignore[attr-defined]
+    await write_outbox(
+        conn,
+        leaf_index=appended.leaf_index,
+        ticket_id=row["ticket_id"],
+        kind=kind.value,
+        event=event,
+    )
+    return appended

@@ -36,7 +36,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
@@ -68,6 +67,7 @@ from golden_press.models import (
 )
 from golden_press.settings import Settings
 from service.db import SLOTS_CHANNEL
+from service.queries import row_to_ticket
 
 log = logging.getLogger("golden_press.admission")
 
@@ -159,21 +159,6 @@ class SlotState:
     def permanent(self) -> bool:
         """Under `lifetime`, settled tickets never stop counting: only set-cap can reopen."""
         return self.scope is CapScope.LIFETIME and self.settled >= self.cap
-
-
-def _ticket_from_row(row: asyncpg.Record) -> Ticket:
-    issued_at: datetime = row["issued_at"]
-    return Ticket(
-        ticket_id=row["ticket_id"],
-        serial=row["serial"],
-        user_id=row["user_id"],
-        issued_at=issued_at.astimezone(UTC),
-        key_id=row["key_id"],
-        signature=row["signature"],
-        state=TicketState(row["state"]),
-        request_id=row["request_id"],
-        leaf_index=row["issued_leaf"],
-    )
 
 
 def validate_issue(user_id: str, request_id: str) -> IssueTicketInput:
@@ -404,7 +389,7 @@ class Admission:
                     f"({row['void_reason'] or 'voided'}); retry with a new request_id",
                 )
             if state is not TicketState.RESERVED:
-                return IssueOutcome(_ticket_from_row(row), workflow_id, request_id, replayed=True)
+                return IssueOutcome(row_to_ticket(row), workflow_id, request_id, replayed=True)
             # Reserved: its saga is in flight (or about to be reconciled): join it, no gate.
             return await self._run_issue(request, workflow_id, gated=False)
 
