@@ -48,6 +48,7 @@ from service.db import create_pool
 from service.events import OutboxPublisher, ensure_stream
 from service.keys import KeyFileError, load_key_file
 from service.ledger_store import LedgerStore
+from service.logs import configure_logging
 from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import RECONCILE_SCHEDULE_ID, ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
@@ -233,10 +234,7 @@ async def run(settings: Settings) -> int:
 
 def main() -> None:
     """Entry point; os._exit avoids the SDK's exit-time crash hiding our exit code."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logging()
     code = asyncio.run(run(Settings()))
     sys.stdout.flush()
     sys.stderr.flush()

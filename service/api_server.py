@@ -13,11 +13,9 @@ import base64
 import binascii
 import functools
 import hmac
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from service.admission import Admission, SagaFailed, connect_client, parse_ticke
 from service.db import create_pool
 from service.keys import load_key_file
 from service.ledger_store import LedgerStore
+from service.logs import configure_logging
 from service.protogen import ensure_generated
 
 ensure_generated()
@@ -559,37 +558,6 @@ async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
 
 
 # ---- logging and main -------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; extras (ticket_id, workflow_id, method, ...) become fields."""
-
-    _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in self._STANDARD and not key.startswith("_"):
-                out[key] = (
-                    value if isinstance(value, str | int | float | bool | None) else str(value)
-                )
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"))
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr (never key material: keys are never logged anywhere)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 async def _main() -> int:
