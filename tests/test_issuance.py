@@ -78,3 +78,24 @@ async def test_progress_query_and_search_attributes(stack: Stack) -> None:
     assert attrs["GoldenOutcome"] == "issued"
     row = await stack.pool.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", result.ticket_id)
     assert row["state"] == TicketState.ISSUED
+
+
+async def test_rate_limit_is_rechecked_inside_the_saga(stack: Stack) -> None:
+    limit = stack.settings.rate_limit_attempts
+    await stack.pool.execute(
+        "INSERT INTO rate_limit (user_id, window_start, attempts) VALUES ('hammer', now(), $1)",
+        limit + 1,
+    )
+    result = await stack.issue("hammer")
+    assert (result.outcome, result.reason) == (Outcome.REJECTED, Reason.RATE_LIMITED)
+    assert await states(stack) == {}
+
+
+async def test_lifetime_scope_counts_redeemed_tickets(stack: Stack) -> None:
+    await stack.pool.execute("UPDATE golden_config SET cap = 2, scope = 'lifetime'")
+    first = await stack.issue("life-1")
+    assert first.ticket_id is not None
+    await stack.redeem(first.ticket_id, "life-1", await stack.bundle_for(first.ticket_id))
+    assert (await stack.issue("life-2")).outcome == Outcome.ISSUED
+    third = await stack.issue("life-3")
+    assert (third.outcome, third.reason) == (Outcome.REJECTED, Reason.CAP_REACHED)
