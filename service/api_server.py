@@ -522,7 +522,7 @@ async def serve(
     """Build, bind and start the server; pool/client given by the caller stay the caller's."""
     owned: list[Callable[[], Awaitable[Any]]] = []
     if pool is None:
-        pool = await create_pool(settings.pg_dsn, min_size=2, max_size=20)
+        pool = await create_pool(settings.pg_dsn, min_size=2, max_size=20, durable_commits=False)
         owned.append(pool.close)
     if client is None:
         client = await connect_client(settings)

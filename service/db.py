@@ -61,14 +61,25 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose sessions fail fast on lock waits instead of hanging an activity."""
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, durable_commits: bool = True
+) -> asyncpg.Pool:
+    """A pool whose sessions fail fast on lock waits instead of hanging an activity.
+
+    `durable_commits=False` is for the API's pool only: its sole writes are rate-limit counters,
+    where losing the last few on a database crash is harmless, and skipping the WAL flush per
+    request is what lets a herd's rejections stay cheap. Tickets, ledger and outbox are written
+    by the worker's durable pool.
+    """
+    settings = {"lock_timeout": "4s", "statement_timeout": "8s"}
+    if not durable_commits:
+        settings["synchronous_commit"] = "off"
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         reset=_keep_session,
-        server_settings={"lock_timeout": "4s", "statement_timeout": "8s"},
+        server_settings=settings,
     )
     assert pool is not None
     return pool
