@@ -66,6 +66,7 @@ class IssuanceActivities:
     @activity.defn(name="reserve_slot")
     async def reserve_slot(self, req: ReserveInput) -> ReserveResult:
         """ONE transaction under the advisory lock: lock -> rules -> count -> insert `reserved`."""
+        await self._faults.before("reserve")
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)

@@ -585,15 +585,25 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
 
 
 async def cmd_audit(args: argparse.Namespace) -> int:
-    """Delegates to service.audit.run_audit when it exists."""
+    """Reconcile tickets, ledger, outbox and stream (service.audit); exit 1 on any finding."""
+    from service.audit import audit_main
+
+    s = settings()
+    if not os.environ.get("GOLDEN_PG_DSN"):
+        try:
+            from service.devstack import running_stack
+
+            info = running_stack()
+        except Exception:
+            info = None
+        if info is not None:
+            s = info.settings()
     try:
-        from service.audit import run_audit  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise CliError("NotImplemented", "the audit is not available in this build", 1) from exc
-    result = (
-        run_audit(args) if not asyncio.iscoroutinefunction(run_audit) else await run_audit(args)
-    )
-    return int(result or 0)
+        return await audit_main(s, json_output=args.json)
+    except OSError as exc:
+        raise CliError(
+            "Unavailable", f"cannot reach PostgreSQL or NATS ({exc})", EXIT_UNAVAILABLE
+        ) from exc
 
 
 # ---- parser and entry point -------------------------------------------------------------------

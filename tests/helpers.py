@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from golden_press.models import (
     request_hash,
 )
 from golden_press.settings import Settings
+from service.audit import AuditReport, run_audit
 from service.db import create_pool
 from service.keys import generate_key_file
 from service.ledger_store import LedgerStore
@@ -293,3 +294,54 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+# ---- reliability helpers (reliability helper; appended) ----------------------------------------
+
+
+async def audit(stack: Stack, state_file: Path | None = None) -> AuditReport:
+    """Run the audit over this stack (state file in its state dir unless given)."""
+    return await run_audit(
+        stack.pool,
+        stack.js,
+        stack.settings,
+        stack.ledger,
+        state_file or stack.settings.state_dir / "audit-state.json",
+    )
+
+
+async def assert_audit_clean(stack: Stack) -> AuditReport:
+    """Fail with every finding listed when the audit is not clean."""
+    report = await audit(stack)
+    assert report.ok, "\n".join(f"{f.check}: {f.detail}" for f in report.findings)
+    return report
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Poll an async predicate every 0.1 s until it holds (TimeoutError after `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.1)
+
+
+def terminate_from_cli(address: str, workflow_id: str, temporal: str) -> None:
+    """`temporal workflow terminate`, the way an operator would from a shell."""
+    subprocess.run(
+        [
+            temporal,
+            "workflow",
+            "terminate",
+            "--address",
+            address,
+            "--workflow-id",
+            workflow_id,
+            "--reason",
+            "reliability test",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )

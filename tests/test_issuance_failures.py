@@ -1,4 +1,7 @@
-"""Issuance under failure: compensation, lost results, terminations, SIGKILLed workers, races."""
+"""Issuance under failure: compensation, lost results, terminations and cancellation.
+
+SIGKILLed workers and multi-process races are in tests/test_reliability.py (R1, R2).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from activities.faults import Faults
 from golden_press.errors import Reason
 from golden_press.models import Outcome, TicketState
 from tests.conftest import temporal_binary
-from tests.helpers import Servers, Stack, WorkerProcess, golden_stack
+from tests.helpers import Servers, Stack, golden_stack
 from workflows.reconcile import ReconcileReservationsWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -149,53 +152,3 @@ async def test_running_saga_keeps_its_slot(
 
         await wait_for(voided)
         assert await ledger_kinds(stack) == ["voided"]
-
-
-@pytest.mark.parametrize("step", ["reserve", "finalise", "ledger_append", "publish"])
-async def test_worker_sigkilled_mid_saga_completes_once(
-    servers: Servers, session_dir: Path, client: Client, step: str
-) -> None:
-    async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
-        marker = session_dir / f"faults-{uuid.uuid4().hex}"
-        doomed = WorkerProcess(
-            stack.settings,
-            session_dir / "logs",
-            GOLDEN_FAULTS=f"{step}:kill",
-            GOLDEN_FAULTS_MARKER_DIR=str(marker),
-        )
-        await doomed.start()
-        handle = await stack.start_issue("survivor")
-        assert await doomed.wait_exit() != 0
-        rescuer = WorkerProcess(stack.settings, session_dir / "logs")
-        await rescuer.start()
-        try:
-            result = await asyncio.wait_for(handle.result(), 60)
-        finally:
-            rescuer.stop()
-        assert result.outcome == Outcome.ISSUED
-        rows = await ticket_rows(stack)
-        assert [r["state"] for r in rows] == [TicketState.ISSUED]
-        assert await ledger_kinds(stack) == ["issued"]
-        assert len(await stack.stream_messages()) == 1
-
-
-async def test_race_across_three_worker_processes(
-    servers: Servers, session_dir: Path, client: Client
-) -> None:
-    for _round in range(2):
-        async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
-            workers = [WorkerProcess(stack.settings, session_dir / "logs") for _ in range(3)]
-            await asyncio.gather(*(w.start() for w in workers))
-            try:
-                results = await asyncio.gather(*(stack.issue(f"racer-{i}") for i in range(50)))
-            finally:
-                for w in workers:
-                    w.stop()
-            issued = [r for r in results if r.outcome == Outcome.ISSUED]
-            assert len(issued) == 5
-            assert {r.reason for r in results if r.outcome == Outcome.REJECTED} == {
-                Reason.CAP_REACHED
-            }
-            rows = await ticket_rows(stack)
-            assert len(rows) == 5 and {r["state"] for r in rows} == {TicketState.ISSUED}
-            assert len({r["serial"] for r in rows}) == 5

@@ -24,7 +24,14 @@ with workflow.unsafe.imports_passed_through():
         RedeemTicketResult,
         VerifyBundleInput,
     )
-    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+    from workflows.saga import (
+        CHECK_RETRY,
+        CHECKS_TIMEOUT,
+        DB_TIMEOUT,
+        FOREVER_RETRY,
+        SagaTracker,
+        forward,
+    )
 
 
 @workflow.defn
@@ -52,7 +59,8 @@ class RedeemTicketWorkflow:
             RedemptionActivities.verify_ticket_signature,
             checks,
             start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=BOUNDED_RETRY,
+            schedule_to_close_timeout=CHECKS_TIMEOUT,
+            retry_policy=CHECK_RETRY,
         )
         if check.reason:
             return self._reject(req, check.reason, check.message)
@@ -62,7 +70,8 @@ class RedeemTicketWorkflow:
             RedemptionActivities.verify_ledger_proof,
             checks,
             start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=BOUNDED_RETRY,
+            schedule_to_close_timeout=CHECKS_TIMEOUT,
+            retry_policy=CHECK_RETRY,
         )
         if check.reason:
             return self._reject(req, check.reason, check.message)

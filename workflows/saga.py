@@ -27,6 +27,15 @@ FOREVER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
+#: Read-only checks: nothing to compensate, so ride out an outage of the database for up to
+#: CHECKS_TIMEOUT instead of failing the saga; past that something is truly broken.
+CHECK_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+CHECKS_TIMEOUT = timedelta(minutes=15)
 #: Longer than the pool's lock_timeout (4 s) and statement_timeout (8 s), so a lock wait fails
 #: inside the activity first; short enough that a SIGKILLed worker's activity is retried soon.
 DB_TIMEOUT = timedelta(seconds=10)

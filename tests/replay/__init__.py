@@ -1,0 +1,1 @@
+"""Replay histories of every saga path, their recorder and the replay tests."""
