@@ -239,20 +239,36 @@ def _check_entry_content(
             report.add("ledger_entry", f"leaf {leaf} {name} is {actual}, the ticket has {expected}")
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _check_cap_history(
-    report: AuditReport, kinds_in_order: Iterable[tuple[int, EntryKind]], cap: int, scope: CapScope
+    report: AuditReport,
+    kinds_in_order: Iterable[tuple[int, UUID, EntryKind]],
+    issued_at: dict[UUID, datetime],
+    history: list[tuple[datetime, int, CapScope]],
 ) -> None:
-    """Replay the ledger: the number of slots in use never exceeded the cap at any leaf."""
-    in_use = peak = 0
-    for leaf, kind in kinds_in_order:
-        in_use += CAP_DELTA[scope][kind]
-        if in_use > cap and in_use > peak:
+    """Replay the ledger: no issuance took a slot beyond the cap in force when it reserved.
+
+    Each `issued` entry is judged by the cap and scope of `cap_history` at its ticket's
+    `issued_at` (the reserve, under the lock), so a later `set-cap` never rewrites history.
+    """
+    in_use = {scope: 0 for scope in CapScope}
+    for leaf, ticket_id, kind in kinds_in_order:
+        for scope in CapScope:
+            in_use[scope] += CAP_DELTA[scope][kind]
+        if kind is not EntryKind.ISSUED or not history:
+            continue
+        when = issued_at.get(ticket_id)
+        in_force = [h for h in history if when is None or h[0] <= when] or history[:1]
+        _, cap, scope = in_force[-1]
+        if in_use[scope] > cap:
             report.add(
                 "cap_history",
-                f"after leaf {leaf} ({kind.value}) {in_use} tickets counted against the "
-                f"{scope.value} cap of {cap}",
+                f"after leaf {leaf} (issued) {in_use[scope]} tickets counted against the "
+                f"{scope.value} cap of {cap} in force then",
             )
-        peak = max(peak, in_use)
 
 
 def _check_stream(
@@ -403,7 +419,6 @@ async def run_audit(
         # One snapshot: tickets, ledger and outbox are read as of the same instant.
         tickets = await conn.fetch("SELECT * FROM tickets ORDER BY serial")
         report.tickets = len(tickets)
-        config = await conn.fetchrow("SELECT cap, scope FROM golden_config")
         entries: list[tuple[int, UUID, EntryKind]] = []
         leaf_hashes: list[bytes] = []
         by_ticket: dict[UUID, dict[EntryKind, int]] = defaultdict(dict)
@@ -430,12 +445,15 @@ async def run_audit(
         by_ticket = {k: v for k, v in by_ticket.items() if v}
         report.ledger_size = len(entries)
         _check_rows_vs_ledger(report, tickets, by_ticket)
-        assert config is not None
+        history = [
+            # asyncpg gives '-infinity' as a naive datetime.min
+            (_aware(r["changed_at"]), r["cap"], CapScope(r["scope"]))
+            for r in await conn.fetch(
+                "SELECT changed_at, cap, scope FROM cap_history ORDER BY changed_at, id"
+            )
+        ]
         _check_cap_history(
-            report,
-            ((leaf, kind) for leaf, _, kind in entries),
-            config["cap"],
-            CapScope(config["scope"]),
+            report, entries, {t["ticket_id"]: t["issued_at"] for t in tickets}, history
         )
         stale = await conn.fetch(
             "SELECT ticket_id, serial, state, reserved_until FROM tickets"

@@ -114,11 +114,18 @@ async def test_forked_ledger_is_inconsistent_with_the_last_audit(stack: Stack) -
 
 async def test_cap_exceeded_in_history_is_found(stack: Stack) -> None:
     await populated(stack)  # ann redeemed: peak live count was 3 (ann, ben, cyd issued)
-    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    # Forge the history: had the cap been 2 all along, the third issuance overshot it.
+    await stack.pool.execute("UPDATE cap_history SET cap = 2")
     report = await audit(stack)
     assert checks(report) == {"cap_history"}
-    await stack.pool.execute("UPDATE golden_config SET cap = 3")
+    await stack.pool.execute("UPDATE cap_history SET cap = 3")
     assert (await audit(stack)).ok
+
+
+async def test_lowering_the_cap_later_does_not_rewrite_history(stack: Stack) -> None:
+    await populated(stack)
+    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'lifetime'")
+    await assert_audit_clean(stack)
 
 
 async def test_audit_main_prints_and_exits_non_zero_on_findings(
@@ -143,8 +150,10 @@ async def test_revocation_is_clean_and_lifetime_scope_counts_it(stack: Stack) ->
     )
     assert revoked.outcome == "revoked"
     await assert_audit_clean(stack)
-    # ann redeemed, cyd revoked: lifetime still counts all three, live only ben.
-    await stack.pool.execute("UPDATE golden_config SET cap = 2, scope = 'lifetime'")
-    assert checks(await audit(stack)) == {"cap_history"}
-    await stack.pool.execute("UPDATE golden_config SET cap = 3, scope = 'lifetime'")
+    # ann redeemed, cyd revoked, then dee: live counted 2 at dee's issuance, lifetime 4. Under a
+    # cap of 3 in force all along, only the lifetime scope would have been overshot.
+    assert (await stack.issue("dee")).outcome == Outcome.ISSUED
+    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'live'")
     await assert_audit_clean(stack)
+    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'lifetime'")
+    assert checks(await audit(stack)) == {"cap_history"}
