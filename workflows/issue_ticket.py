@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         IssueTicketInput,
         IssueTicketResult,
         Outcome,
-        Progress,
         PublishInput,
         ReserveInput,
         Ticket,
@@ -33,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         VoidInput,
     )
-    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
 
 #: ticket_id = uuid5(TICKET_NAMESPACE, request_id): every run and retry writes the same row.
 TICKET_NAMESPACE = uuid.UUID("5b1f7e1c-3a57-4d1e-9f5c-601de0000002")
@@ -45,16 +44,8 @@ def ticket_id_for(request_id: str) -> uuid.UUID:
 
 
 @workflow.defn
-class IssueTicketWorkflow:
+class IssueTicketWorkflow(SagaWorkflow):
     """Mint one golden ticket, or complete with the reason it was refused."""
-
-    def __init__(self) -> None:
-        self._saga = SagaTracker()
-
-    @workflow.query
-    def progress(self) -> Progress:
-        """Steps done, current step, last error: what the Web UI's query tab shows."""
-        return self._saga.progress()
 
     @workflow.run
     async def run(self, req: IssueTicketInput) -> IssueTicketResult:

@@ -17,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
     from golden_press.models import (
         CheckResult,
         Outcome,
-        Progress,
         PublishInput,
         RedeemInput,
         RedeemTicketInput,
@@ -29,22 +28,14 @@ with workflow.unsafe.imports_passed_through():
         CHECKS_TIMEOUT,
         DB_TIMEOUT,
         FOREVER_RETRY,
-        SagaTracker,
+        SagaWorkflow,
         forward,
     )
 
 
 @workflow.defn
-class RedeemTicketWorkflow:
+class RedeemTicketWorkflow(SagaWorkflow):
     """Redeem one golden ticket at most once, for its original issuee only."""
-
-    def __init__(self) -> None:
-        self._saga = SagaTracker()
-
-    @workflow.query
-    def progress(self) -> Progress:
-        """Steps done, current step, last error."""
-        return self._saga.progress()
 
     @workflow.run
     async def run(self, req: RedeemTicketInput) -> RedeemTicketResult:

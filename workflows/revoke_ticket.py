@@ -9,21 +9,13 @@ from golden_press import search_attributes as sa
 with workflow.unsafe.imports_passed_through():
     from activities.publishing import PublishingActivities
     from activities.revocation import RevocationActivities
-    from golden_press.models import Progress, PublishInput, RevokeTicketInput, RevokeTicketResult
-    from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaTracker, forward
+    from golden_press.models import PublishInput, RevokeTicketInput, RevokeTicketResult
+    from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
 
 
 @workflow.defn
-class RevokeTicketWorkflow:
+class RevokeTicketWorkflow(SagaWorkflow):
     """revoke (state + ledger entry + outbox, one transaction) -> publish."""
-
-    def __init__(self) -> None:
-        self._saga = SagaTracker()
-
-    @workflow.query
-    def progress(self) -> Progress:
-        """Steps done, current step, last error."""
-        return self._saga.progress()
 
     @workflow.run
     async def run(self, req: RevokeTicketInput) -> RevokeTicketResult:

@@ -85,3 +85,15 @@ class SagaTracker:
         return Progress(
             steps_done=list(self.done), current_step=self.current, last_error=self.last_error
         )
+
+
+class SagaWorkflow:
+    """Base of every saga: a tracker and the `progress` query the Web UI can call."""
+
+    def __init__(self) -> None:
+        self._saga = SagaTracker()
+
+    @workflow.query
+    def progress(self) -> Progress:
+        """Steps done, current step, last error."""
+        return self._saga.progress()

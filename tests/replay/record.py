@@ -21,72 +21,44 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from activities.faults import Faults
-from golden_press import search_attributes as sa
 from golden_press.models import (
     Outcome,
     ProofBundle,
     RedeemTicketInput,
     RevokeTicketInput,
 )
-from service.db import apply_migrations
-from service.servers import NatsServer, PostgresCluster, port_in_use
-from tests.helpers import Servers, Stack, drop_database, dsn_for, golden_stack, wait_until
+from tests.helpers import (
+    Servers,
+    Stack,
+    golden_stack,
+    migrated_template,
+    shared_or_private_nats,
+    shared_or_private_postgres,
+    start_local_temporal,
+    wait_until,
+)
 from tests.test_redemption import _forged_checkpoint, _fork, _tamper_signature
 from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 from workflows.revoke_ticket import RevokeTicketWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-TEMPORAL = Path(sys.executable).parent / "temporal"
 
 
 @asynccontextmanager
 async def recording_servers(scratch: Path) -> AsyncIterator[tuple[Servers, Client]]:
     """PostgreSQL, NATS (shared when running, else private), a private Temporal, a template DB."""
     async with AsyncExitStack() as stack:
-        if port_in_use("127.0.0.1", 5432):
-            admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-        else:
-            pg_dir = Path(tempfile.mkdtemp(prefix="golden-rec-pg-"))
-            pg_dir.chmod(0o755)
-            cluster = PostgresCluster.start(pg_dir / "data")
-            stack.callback(shutil.rmtree, pg_dir, True)
-            stack.callback(cluster.stop)
-            admin = dsn_for(cluster.dsn, "postgres")
-        if port_in_use("127.0.0.1", 4222):
-            nats_url = "nats://127.0.0.1:4222"
-        else:
-            server = NatsServer.start(scratch / "nats")
-            stack.callback(server.stop)
-            nats_url = server.url
-        env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
-            dev_server_existing_path=str(TEMPORAL),
-            search_attributes=sa.ALL,
-            dev_server_extra_args=[
-                "--dynamic-config-value",
-                "history.transferProcessorMaxPollRPS=1000",
-            ],
-        )
+        admin = stack.enter_context(shared_or_private_postgres())
+        nats_url = stack.enter_context(shared_or_private_nats(scratch))
+        env = await start_local_temporal()
         stack.push_async_callback(env.shutdown)
-        template = f"golden_rec_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'CREATE DATABASE "{template}"')
-        finally:
-            await conn.close()
-        stack.push_async_callback(drop_database, admin, template)
-        conn = await asyncpg.connect(dsn_for(admin, template))
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
+        template = await stack.enter_async_context(
+            migrated_template(admin, f"golden_rec_{uuid.uuid4().hex[:8]}")
+        )
         servers = Servers(
             pg_admin_dsn=admin,
             nats_url=nats_url,
