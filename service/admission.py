@@ -43,10 +43,16 @@ from uuid import UUID
 import asyncpg
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from golden_press import search_attributes as sa
 from golden_press.errors import GoldenError, InvalidRequest, Reason
 from golden_press.models import (
     COUNTED_STATES,
@@ -433,6 +439,11 @@ class Admission:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 result_type=IssueTicketResult,
+                # Findable in the Web UI from the first moment, before any workflow task ran.
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(sa.USER_ID, request.user_id)]
+                ),
+                static_summary=f"Issue a golden ticket to {request.user_id}",
             )
             try:
                 result: IssueTicketResult = await handle.result()
@@ -493,6 +504,13 @@ class Admission:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 result_type=RedeemTicketResult,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.TICKET_ID, str(tid)),
+                        SearchAttributePair(sa.USER_ID, user_id),
+                    ]
+                ),
+                static_summary=f"Redeem golden ticket {tid} for {user_id}",
             )
         except WorkflowAlreadyStartedError as exc:
             raise GoldenError(

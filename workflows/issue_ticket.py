@@ -69,6 +69,7 @@ class IssueTicketWorkflow(SagaWorkflow):
                 TicketRef(ticket_id=ticket_id),
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=FOREVER_RETRY,
+                summary="append the issued entry to the ledger (point of no return)",
             )
         )
         self._saga.step("publish")
@@ -100,6 +101,7 @@ class IssueTicketWorkflow(SagaWorkflow):
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=BOUNDED_RETRY,
+            summary="reserve a slot: advisory lock, rules, count, insert",
         )
         if reserved.ticket is None:
             self._saga.finish(Outcome.REJECTED)
@@ -125,6 +127,7 @@ class IssueTicketWorkflow(SagaWorkflow):
             TicketRef(ticket_id=ticket_id),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=BOUNDED_RETRY,
+            summary="sign the stored ticket (Ed25519)",
         )
         self._saga.step("finalise")
         return await workflow.execute_activity_method(
@@ -132,6 +135,7 @@ class IssueTicketWorkflow(SagaWorkflow):
             FinaliseInput(ticket_id=ticket_id, signature=signed.signature, key_id=signed.key_id),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=BOUNDED_RETRY,
+            summary="store the signature, state issued",
         )
 
     async def _publish(self, leaf_index: int) -> None:
@@ -141,6 +145,7 @@ class IssueTicketWorkflow(SagaWorkflow):
             PublishInput(up_to_leaf=leaf_index),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=FOREVER_RETRY,
+            summary="publish events up to this ledger leaf",
         )
 
     async def _compensate(self, ticket_id: uuid.UUID, err: BaseException) -> IssueTicketResult:
@@ -154,6 +159,7 @@ class IssueTicketWorkflow(SagaWorkflow):
                 VoidInput(ticket_id=ticket_id, reason=f"compensated after {failed_step}"),
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=FOREVER_RETRY,
+                summary="compensate: void the reservation, record it in the ledger",
             )
         )
         if voided.leaf_index is not None:

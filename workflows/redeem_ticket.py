@@ -52,6 +52,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
             start_to_close_timeout=DB_TIMEOUT,
             schedule_to_close_timeout=CHECKS_TIMEOUT,
             retry_policy=CHECK_RETRY,
+            summary="verify the issuer signature",
         )
         if check.reason:
             return self._reject(req, check.reason, check.message)
@@ -63,6 +64,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
             start_to_close_timeout=DB_TIMEOUT,
             schedule_to_close_timeout=CHECKS_TIMEOUT,
             retry_policy=CHECK_RETRY,
+            summary="verify inclusion and checkpoint consistency",
         )
         if check.reason:
             return self._reject(req, check.reason, check.message)
@@ -79,6 +81,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
                 ),
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=FOREVER_RETRY,
+                summary="redeem once: state and ledger entry in one transaction",
             )
         )
         if redeemed.leaf_index is None:
@@ -91,6 +94,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
                 PublishInput(up_to_leaf=redeemed.leaf_index),
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=FOREVER_RETRY,
+                summary="publish events up to this ledger leaf",
             )
         )
         self._saga.finish(Outcome.REDEEMED)

@@ -28,6 +28,7 @@ class RevokeTicketWorkflow(SagaWorkflow):
                 req,
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=FOREVER_RETRY,
+                summary="revoke: state and ledger entry in one transaction",
             )
         )
         if result.leaf_index is not None:
@@ -38,6 +39,7 @@ class RevokeTicketWorkflow(SagaWorkflow):
                     PublishInput(up_to_leaf=result.leaf_index),
                     start_to_close_timeout=DB_TIMEOUT,
                     retry_policy=FOREVER_RETRY,
+                    summary="publish events up to this ledger leaf",
                 )
             )
         self._saga.finish(result.outcome)
