@@ -11,10 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
-from golden_press.errors import GoldenError, Reason
+from golden_press.errors import GoldenError, Reason, one_line
 from golden_press.ledger_entry import (
     EntryKind,
     decode_entry,
@@ -97,8 +105,8 @@ def load_bundle(text: str) -> ProofBundle:
     """Parse a proof bundle JSON (raises BadProof when it is not one)."""
     try:
         return ProofBundle.model_validate_json(text)
-    except ValueError as exc:
-        raise GoldenError(Reason.BAD_PROOF, f"not a proof bundle: {exc}") from exc
+    except ValidationError as exc:
+        raise GoldenError(Reason.BAD_PROOF, f"not a proof bundle: {one_line(exc)}") from exc
 
 
 def dump_bundle(bundle: ProofBundle) -> str:

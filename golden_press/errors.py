@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 
 class Reason(StrEnum):
     """Stable `type` strings: tests, the API and the CLI match on these, so never rename one."""
@@ -40,6 +42,17 @@ class InvalidRequest(GoldenError):
 
     def __init__(self, message: str) -> None:
         super().__init__(Reason.INVALID_REQUEST, message)
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one readable line: the first problem, and how many more there are."""
+    errors = exc.errors()
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "value"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
 
 
 #: Reasons a workflow reports as a completed `rejected` outcome rather than a failure.

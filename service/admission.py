@@ -53,7 +53,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from golden_press import search_attributes as sa
-from golden_press.errors import GoldenError, InvalidRequest, Reason
+from golden_press.errors import GoldenError, InvalidRequest, Reason, one_line
 from golden_press.models import (
     COUNTED_STATES,
     CapScope,
@@ -196,9 +196,7 @@ def parse_bundle(bundle_json: str) -> ProofBundle:
     try:
         return ProofBundle.model_validate_json(bundle_json)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise InvalidRequest(f"malformed proof bundle: {where}: {first.get('msg')}") from exc
+        raise InvalidRequest(f"malformed proof bundle: {one_line(exc)}") from exc
 
 
 def new_request_id() -> str:
