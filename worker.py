@@ -174,6 +174,8 @@ async def golden_worker(
     await ensure_stream(js, settings)
     await register_keys(pool, keys, settings.ledger_origin)
     ledger = LedgerStore(keys.ledger, settings.ledger_origin)
+    async with pool.acquire() as conn:
+        await ledger.ensure_genesis_checkpoint(conn)
     publisher = OutboxPublisher(pool, js, settings)
     issuance = IssuanceActivities(pool, keys.issuer, ledger, settings, faults)
     redemption = RedemptionActivities(pool, ledger, settings.ledger_origin, faults)

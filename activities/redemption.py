@@ -65,13 +65,15 @@ class RedemptionActivities:
             return _fail(Reason.BAD_PROOF, "the bundle is for another ticket")
         if key is None:
             return _fail(Reason.BAD_SIGNATURE, f"unknown issuer key id {ticket.key_id!r}")
-        payload = canonical_payload(
-            ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
-        )
         try:
+            payload = canonical_payload(
+                ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
+            )
             verify_payload(bytes(key), payload, ticket.signature)
         except GoldenError as err:
             return _fail(err.reason, err.message)
+        except ValueError as err:  # defence in depth: the model already validates these fields
+            return _fail(Reason.BAD_SIGNATURE, f"ticket fields are not signable: {err}")
         if ticket.signature != row["signature"] or ticket.serial != row["serial"]:
             return _fail(Reason.BAD_SIGNATURE, "the signed ticket differs from the stored one")
         state = TicketState(row["state"])

@@ -30,7 +30,7 @@ from golden_press.ledger_entry import (
     user_commitment,
 )
 from golden_press.merkle import leaf_hash, verify_inclusion
-from golden_press.models import ProofBundle
+from golden_press.models import ProofBundle, Ticket
 from golden_press.signing import canonical_payload, key_id_for, verify_payload
 
 
@@ -127,8 +127,12 @@ def _b64(
 
 
 def verify_ticket_signature(bundle: ProofBundle, roots: TrustRoots) -> None:
+    """BadSignature unless a pinned issuer key signed the bundle ticket's canonical payload."""
+    verify_ticket(bundle.ticket, roots)
+
+
+def verify_ticket(ticket: Ticket, roots: TrustRoots) -> None:
     """BadSignature unless a pinned issuer key signed the ticket's canonical payload."""
-    ticket = bundle.ticket
     key_b64 = roots.issuer_keys.get(ticket.key_id)
     if key_b64 is None:
         raise GoldenError(Reason.BAD_SIGNATURE, f"unknown issuer key id {ticket.key_id!r}")
@@ -138,9 +142,12 @@ def verify_ticket_signature(bundle: ProofBundle, roots: TrustRoots) -> None:
             Reason.BAD_SIGNATURE,
             f"trust root for key id {ticket.key_id} holds key {key_id_for(public_key)}",
         )
-    payload = canonical_payload(
-        ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
-    )
+    try:
+        payload = canonical_payload(
+            ticket.ticket_id, ticket.serial, ticket.user_id, ticket.issued_at, ticket.key_id
+        )
+    except ValueError as exc:  # the model validates these fields; never trust that alone
+        raise GoldenError(Reason.BAD_SIGNATURE, f"ticket fields are not signable: {exc}") from exc
     verify_payload(public_key, payload, ticket.signature)
 
 
@@ -192,5 +199,6 @@ __all__ = [
     "load_bundle",
     "load_trust_roots",
     "verify_bundle",
+    "verify_ticket",
     "verify_ticket_signature",
 ]

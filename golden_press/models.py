@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 #: User ids are ASCII on purpose: no control characters, no unicode confusables, bounded length.
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$")
@@ -95,14 +95,17 @@ class Ticket(Frozen):
     """A ticket as stored and as shown to callers; the signed fields are the canonical payload's."""
 
     ticket_id: UUID
-    serial: int
+    serial: int = Field(ge=1, lt=1 << 63)
     user_id: str
-    issued_at: datetime
-    key_id: str = ""
-    signature: str = ""  # base64 of the Ed25519 signature; empty while reserved
+    issued_at: AwareDatetime  # the canonical payload needs an unambiguous instant
+    key_id: str = Field("", max_length=64)
+    signature: str = Field("", max_length=128)  # base64 Ed25519 signature; empty while reserved
     state: TicketState = TicketState.RESERVED
-    request_id: str = ""
+    request_id: str = Field("", max_length=128)
     leaf_index: int | None = None  # leaf of the `issued` ledger entry
+
+    # Tickets also arrive inside caller-supplied bundles: same rules as at issuance.
+    _check_user = field_validator("user_id")(validate_user_id)
 
 
 class ProofBundle(Frozen):

@@ -34,14 +34,13 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram, start_http_server
 from temporalio.client import Client
 
-from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket_signature
+from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
 from golden_press.models import ProofBundle, Ticket, TicketState
 from golden_press.settings import Settings
 from service import queries
 from service.admission import Admission, SagaFailed, connect_client, parse_ticket_id
 from service.db import create_pool
-from service.keys import load_key_file
 from service.ledger_store import LedgerStore
 from service.logs import configure_logging
 from service.protogen import ensure_generated
@@ -362,10 +361,10 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
                 resp.message = f"ticket is {stored.state.value}, not signed yet"
                 return resp
             ticket = stored
-            _verify_signature(ticket, await self._trust_roots(ticket.key_id))
+            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
         elif subject == "ticket":
             ticket = ticket_from_pb(request.ticket)
-            _verify_signature(ticket, await self._trust_roots(ticket.key_id))
+            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
         elif subject == "bundle_json":
             bundle = load_bundle(request.bundle_json)
             checkpoint = verify_bundle(bundle, await self._trust_roots(bundle.ticket.key_id))
@@ -487,29 +486,14 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         return resp
 
 
-def _verify_signature(ticket: Ticket, roots: TrustRoots) -> None:
-    verify_ticket_signature(
-        ProofBundle(
-            ticket=ticket,
-            user_salt="",
-            entry="",
-            leaf_index=0,
-            tree_size=0,
-            inclusion_proof=[],
-            checkpoint="",
-        ),
-        roots,
-    )
-
-
 # ---- server lifecycle -------------------------------------------------------------------------
 
 _RUNNING: dict[int, ApiDeps] = {}
 
 
 def make_ledger_store(settings: Settings) -> LedgerStore:
-    """The ledger store the API reads checkpoints and proofs through."""
-    return LedgerStore(load_key_file(settings.ledger_key_file), settings.ledger_origin)
+    """Read-only: the public-facing API never holds the ledger's private key."""
+    return LedgerStore.read_only(settings.ledger_origin)
 
 
 async def serve(

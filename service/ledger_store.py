@@ -78,27 +78,48 @@ class StoredEntry(BaseModel):
 
 
 class LedgerStore:
-    """Append to and prove from the ledger; holds only the checkpoint key, never a connection."""
+    """Append to and prove from the ledger; holds only the checkpoint key, never a connection.
 
-    def __init__(self, signing_key: SigningKey, origin: str) -> None:
+    Without a signing key the store is read-only (the public API): it serves stored checkpoints
+    and proofs and never holds the ledger's private key.
+    """
+
+    def __init__(self, signing_key: SigningKey | None, origin: str) -> None:
         self._key = signing_key
         self.origin = origin
-        self.verifier = NoteVerifier(origin, bytes(signing_key.verify_key))
+
+    @classmethod
+    def read_only(cls, origin: str) -> LedgerStore:
+        """A store for readers: proofs and stored checkpoints, no appends, no key."""
+        return cls(None, origin)
 
     @property
     def public_key(self) -> bytes:
         """Raw 32-byte Ed25519 public key of the checkpoint signer."""
-        return bytes(self._key.verify_key)
+        return bytes(self._signer.verify_key)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The note verifier of this store's checkpoint key."""
+        return NoteVerifier(self.origin, self.public_key)
 
     @property
     def key_id(self) -> str:
         """Hex C2SP note key id of the checkpoint signer (name = origin)."""
         return ledger_key_id(self.origin, self.public_key)
 
+    @property
+    def _signer(self) -> SigningKey:
+        if self._key is None:
+            raise GoldenError(
+                Reason.BAD_CHECKPOINT, "this ledger store is read-only and the ledger is empty"
+            )
+        return self._key
+
     def sign(self, size: int, root: bytes) -> str:
         """The signed checkpoint note for (size, root)."""
         return sign_checkpoint(
-            Checkpoint(origin=self.origin, size=size, root=root), self._key, self.origin
+            Checkpoint(origin=self.origin, size=size, root=root), self._signer, self.origin
         )
 
     # ---- appends ------------------------------------------------------------------------------
@@ -226,6 +247,15 @@ class LedgerStore:
 
     # ---- checkpoints --------------------------------------------------------------------------
 
+    async def ensure_genesis_checkpoint(self, conn: asyncpg.Connection) -> None:
+        """Store the signed empty-tree checkpoint, so read-only stores can serve it too."""
+        await conn.execute(
+            "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES (0, $1, $2)"
+            " ON CONFLICT (tree_size) DO NOTHING",
+            EMPTY_ROOT,
+            self.sign(0, EMPTY_ROOT),
+        )
+
     async def latest_checkpoint(self, conn: asyncpg.Connection) -> StoredCheckpoint:
         """The newest signed checkpoint; the empty tree's is signed on demand."""
         row = await conn.fetchrow(
@@ -237,11 +267,11 @@ class LedgerStore:
 
     async def checkpoint_note(self, conn: asyncpg.Connection, size: int) -> str | None:
         """The signed note of the checkpoint at exactly `size`, if one was written."""
-        if size == 0:
-            return self.sign(0, EMPTY_ROOT)
         note: str | None = await conn.fetchval(
             "SELECT note FROM ledger_checkpoints WHERE tree_size = $1", size
         )
+        if note is None and size == 0:
+            return self.sign(0, EMPTY_ROOT)
         return note
 
     async def root_at(self, conn: asyncpg.Connection, size: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -272,3 +273,20 @@ def test_not_a_bundle() -> None:
     with pytest.raises(GoldenError) as info:
         load_bundle('{"version": 2}')
     assert info.value.reason is Reason.BAD_PROOF
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("user_id", "\u0430lice"),  # Cyrillic a: a confusable
+        ("user_id", "bob\n"),
+        ("issued_at", "2026-11-25T06:36:28"),  # no timezone: not a canonical instant
+        ("serial", 0),
+    ],
+)
+def test_bundle_ticket_fields_are_validated_at_the_boundary(field: str, value: object) -> None:
+    data = json.loads(dump_bundle(_bundle()))
+    data["ticket"][field] = value
+    with pytest.raises(GoldenError) as err:
+        load_bundle(json.dumps(data))
+    assert err.value.reason == Reason.BAD_PROOF
