@@ -230,7 +230,11 @@ class IssuanceActivities:
             count("tickets_issued_total")
             activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)
         self._faults.after_commit("ledger_append")
-        return LedgerAppendResult(leaf_index=appended.leaf_index, tree_size=appended.tree_size)
+        return LedgerAppendResult(
+            leaf_index=appended.leaf_index,
+            tree_size=appended.tree_size,
+            ticket=row_to_ticket(row).model_copy(update={"leaf_index": appended.leaf_index}),
+        )
 
     @activity.defn(name="void_reservation")
     async def void_reservation(self, req: VoidInput) -> VoidResult:

@@ -120,17 +120,17 @@ class RedemptionActivities:
             row = await lock_ticket(conn, req.ticket_id)
             if row is None:
                 return RedeemResult(reason=Reason.TICKET_NOT_FOUND, message="no such ticket")
-            state = TicketState(row["state"])
-            if state == TicketState.REDEEMED and row["redeemed_by_workflow"] == req.workflow_id:
-                # Our own earlier attempt committed and its result was lost: report it again.
-                return RedeemResult(leaf_index=row["redeemed_leaf"])
-            if state in STATE_REJECTIONS:
-                reason, message = STATE_REJECTIONS[state]
-                return RedeemResult(reason=reason, message=message)
             if row["user_id"] != req.user_id:
                 return RedeemResult(
                     reason=Reason.NOT_ISSUEE, message="tickets are non-transferable"
                 )
+            state = TicketState(row["state"])
+            if state == TicketState.REDEEMED and row["redeemed_by_workflow"] == req.workflow_id:
+                # This very run's earlier attempt committed and its result was lost.
+                return RedeemResult(leaf_index=row["redeemed_leaf"])
+            if state in STATE_REJECTIONS:
+                reason, message = STATE_REJECTIONS[state]
+                return RedeemResult(reason=reason, message=message)
             redeemed = await conn.fetchrow(
                 "UPDATE tickets SET state = 'redeemed', redeemed_at = now(),"
                 " redeemed_by_workflow = $2, updated_at = now() WHERE ticket_id = $1 RETURNING *",

@@ -220,10 +220,11 @@ class FinaliseInput(Frozen):
 
 
 class LedgerAppendResult(Frozen):
-    """Where a ticket's entry sits in the ledger."""
+    """Where a ticket's entry sits in the ledger, and the ticket as stored."""
 
     leaf_index: int
     tree_size: int
+    ticket: Ticket | None = None
 
 
 class VoidInput(Frozen):
@@ -272,7 +273,7 @@ class RedeemInput(Frozen):
 
     ticket_id: UUID
     user_id: str
-    workflow_id: str
+    workflow_id: str  # "<workflow id>/<run id>": tells this run's own lost result from others'
     bundle_json: str  # carried by the GoldenTicketRedeemed event
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path(".golden")
@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     #: How long a `reserved` slot may wait before the reconciler may void it.
     reservation_lease_s: float = Field(300.0, alias="GOLDEN_RESERVATION_LEASE_S")
     metrics_port: int = Field(0, alias="GOLDEN_METRICS_PORT")
+
+    @model_validator(mode="after")
+    def _files_follow_state_dir(self) -> Settings:
+        """Key and token files default to the state dir, wherever GOLDEN_STATE_DIR points."""
+        defaults = {
+            "signing_key_file": Path("keys") / "issuer.key",
+            "ledger_key_file": Path("keys") / "ledger.key",
+            "api_tokens_file": Path("api-tokens"),
+        }
+        for name, relative in defaults.items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, self.state_dir / relative)
+        return self
 
     @property
     def issued_subject(self) -> str:

@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram, start_http_server
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
@@ -234,7 +235,7 @@ def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req
                 )
                 extra["workflow_id"] = err.workflow_id
                 log.error("saga failed: %s", err.message, extra=extra)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RPCError) as exc:
                 code = grpc.StatusCode.UNAVAILABLE
                 status = error_status(code, "Unavailable", f"backend unavailable: {exc}")
                 log.exception("backend error", extra=extra)
@@ -288,13 +289,17 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     async def _trust_roots(self, issuer_key_id: str) -> TrustRoots:
         """Public keys change only on rotation: cached, re-read when stale or a key id is new."""
         now = time.monotonic()
-        if (
-            self._roots is None
-            or now - self._roots[0] > TRUST_ROOTS_TTL_S
-            or issuer_key_id not in self._roots[1].issuer_keys
-        ):
-            self._roots = (now, await queries.trust_roots(self._pool, self._origin))
-        return self._roots[1]
+        cached = self._roots
+        if cached is not None:
+            age = now - cached[0]
+            # An unknown key id may be a freshly rotated key: re-read, but at most once a second,
+            # so forged key ids cannot turn this public RPC into a query per call.
+            unknown = issuer_key_id not in cached[1].issuer_keys
+            if age <= TRUST_ROOTS_TTL_S and not (unknown and age > 1.0):
+                return cached[1]
+        roots = await queries.trust_roots(self._pool, self._origin)
+        self._roots = (now, roots)
+        return roots
 
     def authenticate(self, context: Any) -> None:
         """Unauthenticated unless the call carries `authorization: Bearer <known token>`."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -61,14 +63,28 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create the stream or bring an existing one to our config; safe from every process."""
-    config = stream_config(settings)
+    """Create the stream, or adjust only what we rely on in an existing one.
+
+    Safe from every process at every start: an operator's other settings (replicas, placement,
+    limits set for other producers) are kept; only our subjects, no max age and a long enough
+    dedup window are enforced.
+    """
     try:
-        await js.stream_info(settings.stream_name)
+        info = await js.stream_info(settings.stream_name)
     except NotFoundError:
-        await js.add_stream(config)
-    else:
-        await js.update_stream(config)
+        await js.add_stream(stream_config(settings))
+        return
+    current = info.config
+    subject = f"{settings.subject_prefix}.>"
+    changes: dict[str, Any] = {}
+    if subject not in (current.subjects or []):
+        changes["subjects"] = [*(current.subjects or []), subject]
+    if (current.duplicate_window or 0) < DUPLICATE_WINDOW_S:
+        changes["duplicate_window"] = DUPLICATE_WINDOW_S
+    if current.max_age:
+        changes["max_age"] = 0
+    if changes:
+        await js.update_stream(dataclasses.replace(current, **changes))
 
 
 async def write_outbox(

@@ -390,8 +390,11 @@ async def test_r4_double_redemption_race(stack: Stack) -> None:
     assert [r.outcome for r in results].count(Outcome.REDEEMED) == 1
     assert {r.reason for r in results if r.outcome == Outcome.REJECTED} == {Reason.ALREADY_REDEEMED}
     row = await stack.pool.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", result.ticket_id)
-    winner = next(h.id for h, r in zip(handles, results, strict=True) if r.outcome == "redeemed")
-    assert (row["state"], row["redeemed_by_workflow"]) == (TicketState.REDEEMED, winner)
+    winner = next(h for h, r in zip(handles, results, strict=True) if r.outcome == "redeemed")
+    assert (row["state"], row["redeemed_by_workflow"]) == (
+        TicketState.REDEEMED,
+        f"{winner.id}/{winner.result_run_id}",
+    )
     assert await assert_stream_matches_ledger(stack) == ["issued", "redeemed"]
     await assert_audit_clean(stack)
 

@@ -14,6 +14,7 @@ import uuid
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 from golden_press import search_attributes as sa
 
@@ -60,28 +61,44 @@ class IssueTicketWorkflow(SagaWorkflow):
             return await self._compensate(ticket_id, err)
         if isinstance(ticket, IssueTicketResult):
             return ticket
+        return await self._append_and_publish(ticket_id)
 
-        # Point of no return: from here the saga never compensates, it retries forward.
+    async def _append_and_publish(self, ticket_id: uuid.UUID) -> IssueTicketResult:
+        """Steps 4-5. Point of no return: from here the saga never compensates, it retries."""
         self._saga.step("ledger_append")
-        appended = await forward(
-            workflow.execute_activity_method(
-                IssuanceActivities.append_issued_to_ledger,
-                TicketRef(ticket_id=ticket_id),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="append the issued entry to the ledger (point of no return)",
+        try:
+            appended = await forward(
+                workflow.execute_activity_method(
+                    IssuanceActivities.append_issued_to_ledger,
+                    TicketRef(ticket_id=ticket_id),
+                    start_to_close_timeout=DB_TIMEOUT,
+                    retry_policy=FOREVER_RETRY,
+                    summary="append the issued entry to the ledger (point of no return)",
+                )
             )
-        )
+        except ActivityError as err:
+            if _error_type(err) != "TicketVoided":
+                raise
+            # The reconciler voided this reservation while no run of its saga was alive (a
+            # rerun of a request whose earlier run died): the void stands, it is not a bug.
+            self._saga.finish(Outcome.COMPENSATED)
+            return IssueTicketResult(
+                outcome=Outcome.COMPENSATED,
+                ticket_id=ticket_id,
+                reason="TicketVoided",
+                message="the reservation was voided by the reconciler after its lease",
+            )
         self._saga.step("publish")
         await forward(self._publish(appended.leaf_index))
         self._saga.finish(Outcome.ISSUED)
+        ticket = appended.ticket
         return IssueTicketResult(
             outcome=Outcome.ISSUED,
-            ticket_id=ticket.ticket_id,
-            serial=ticket.serial,
-            signature=ticket.signature,
-            key_id=ticket.key_id,
-            issued_at=ticket.issued_at,
+            ticket_id=ticket_id,
+            serial=ticket.serial if ticket else None,
+            signature=ticket.signature if ticket else "",
+            key_id=ticket.key_id if ticket else "",
+            issued_at=ticket.issued_at if ticket else None,
             leaf_index=appended.leaf_index,
         )
 
@@ -102,6 +119,9 @@ class IssueTicketWorkflow(SagaWorkflow):
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=BOUNDED_RETRY,
             summary="reserve a slot: advisory lock, rules, count, insert",
+            # On cancellation, wait for an in-flight reserve to finish, so the void that follows
+            # sees its row instead of racing it (a late commit would hold a slot until its lease).
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         if reserved.ticket is None:
             self._saga.finish(Outcome.REJECTED)
@@ -162,6 +182,12 @@ class IssueTicketWorkflow(SagaWorkflow):
                 summary="compensate: void the reservation, record it in the ledger",
             )
         )
+        if not voided.voided and voided.state != TicketState.VOIDED:
+            # A rerun found its ticket already in the ledger: never void it, finish forward.
+            result = await self._append_and_publish(ticket_id)
+            if isinstance(err, asyncio.CancelledError):
+                raise err
+            return result
         if voided.leaf_index is not None:
             self._saga.step("publish")
             await forward(self._publish(voided.leaf_index))

@@ -76,7 +76,8 @@ class RedeemTicketWorkflow(SagaWorkflow):
                 RedeemInput(
                     ticket_id=req.ticket_id,
                     user_id=req.user_id,
-                    workflow_id=workflow.info().workflow_id,
+                    # The run, not just the id: every caller's redemption has the same id.
+                    workflow_id=f"{workflow.info().workflow_id}/{workflow.info().run_id}",
                     bundle_json=req.bundle.model_dump_json(),
                 ),
                 start_to_close_timeout=DB_TIMEOUT,

@@ -59,26 +59,29 @@ async def forward(step: Awaitable[T]) -> T:
 class SagaTracker:
     """Records the current step for the `progress` query and the GoldenSagaStep search attribute."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, searchable: bool = True) -> None:
         self.done: list[str] = []
         self.current = ""
         self.last_error = ""
+        self._searchable = searchable
 
     def step(self, name: str) -> None:
         """Enter a saga step; the Web UI can filter on it (GoldenSagaStep='publish')."""
         if self.current:
             self.done.append(self.current)
         self.current = name
-        workflow.upsert_search_attributes([sa.SAGA_STEP.value_set(name)])
+        if self._searchable:
+            workflow.upsert_search_attributes([sa.SAGA_STEP.value_set(name)])
 
     def finish(self, outcome: str) -> None:
         """Close the saga: the step becomes `done` and GoldenOutcome is set."""
         if self.current:
             self.done.append(self.current)
         self.current = "done"
-        workflow.upsert_search_attributes(
-            [sa.SAGA_STEP.value_set("done"), sa.OUTCOME.value_set(outcome)]
-        )
+        if self._searchable:
+            workflow.upsert_search_attributes(
+                [sa.SAGA_STEP.value_set("done"), sa.OUTCOME.value_set(outcome)]
+            )
 
     def progress(self) -> Progress:
         """Snapshot for the `progress` query."""
@@ -90,8 +93,11 @@ class SagaTracker:
 class SagaWorkflow:
     """Base of every saga: a tracker and the `progress` query the Web UI can call."""
 
+    #: Upsert GoldenSagaStep/GoldenOutcome as the saga moves (workflows the UI filters on).
+    SEARCHABLE = True
+
     def __init__(self) -> None:
-        self._saga = SagaTracker()
+        self._saga = SagaTracker(searchable=self.SEARCHABLE)
 
     @workflow.query
     def progress(self) -> Progress:
