@@ -1,7 +1,8 @@
 # golden-press: `make demo` runs the demo, `make test` runs lint, type checks and the test suite.
 # Both create .venv on first use; later runs reinstall only when pyproject.toml changed.
 
-PYTHON ?= python3.11
+# python3.11 when it exists, else python3 (which must be 3.11).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.golden-press-installed
