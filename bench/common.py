@@ -33,10 +33,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from golden_press.settings import Settings  # noqa: E402
-from service.db import apply_migrations, skip_pool_reset  # noqa: E402
+from service.db import skip_pool_reset  # noqa: E402
 from service.keys import generate_key_file  # noqa: E402
 from service.servers import free_port  # noqa: E402
-from tests.helpers import dsn_for, settings_env, start_local_temporal  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    dsn_for,
+    migrated_template,
+    settings_env,
+    start_local_temporal,
+)
 
 ADMIN_DSN = os.environ.get(
     "GOLDEN_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -99,26 +104,8 @@ async def fresh_database(
 ) -> AsyncIterator[str]:
     """A new database (migrated unless told otherwise), dropped on exit; yields its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = dsn_for(admin_dsn, name)
-    try:
-        if migrate:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await apply_migrations(conn)
-            finally:
-                await conn.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with migrated_template(admin_dsn, name, migrate=migrate):
+        yield dsn_for(admin_dsn, name)
 
 
 @asynccontextmanager

@@ -145,19 +145,25 @@ async def drop_database(admin_dsn: str, name: str) -> None:
 
 
 @asynccontextmanager
-async def migrated_template(admin_dsn: str, name: str) -> AsyncIterator[str]:
-    """A migrated template database that each test's database is cloned from; dropped on exit."""
+async def migrated_template(
+    admin_dsn: str, name: str, *, migrate: bool = True
+) -> AsyncIterator[str]:
+    """A new (migrated) database, e.g. the template each test's database is cloned from.
+
+    Dropped on exit.
+    """
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     try:
-        conn = await asyncpg.connect(dsn_for(admin_dsn, name))
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
+        if migrate:
+            conn = await asyncpg.connect(dsn_for(admin_dsn, name))
+            try:
+                await apply_migrations(conn)
+            finally:
+                await conn.close()
         yield name
     finally:
         await drop_database(admin_dsn, name)
