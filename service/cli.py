@@ -571,8 +571,6 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
             text = f"ticket {revoked.ticket_id} revoked (ledger leaf {revoked.leaf_index})"
     except GoldenError as err:
         raise CliError(err.reason.value, err.message) from err
-    except NotImplementedError as exc:
-        raise CliError("NotImplemented", str(exc)) from exc
     except OSError as exc:
         raise CliError(
             "Unavailable", f"cannot reach PostgreSQL ({exc.strerror or exc})", EXIT_UNAVAILABLE
