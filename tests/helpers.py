@@ -31,6 +31,7 @@ from golden_press.models import (
     IssueTicketInput,
     IssueTicketResult,
     ProofBundle,
+    ReconcileResult,
     RedeemTicketInput,
     RedeemTicketResult,
     issue_workflow_id,
@@ -45,6 +46,7 @@ from service.ledger_store import LedgerStore
 from service.servers import NatsServer, PostgresCluster, port_in_use
 from worker import Keys, golden_worker, load_keys
 from workflows.issue_ticket import IssueTicketWorkflow
+from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 
 TEMPORAL_FAST_FLAGS = [
@@ -246,6 +248,14 @@ class Stack:
             id=workflow_id or redeem_workflow_id(ticket_id),
             task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+
+    async def reconcile(self) -> ReconcileResult:
+        """One reconciler pass, run now (the Schedule would run the same workflow)."""
+        return await self.client.execute_workflow(
+            ReconcileReservationsWorkflow.run,
+            id=f"reconcile-{uuid.uuid4()}",
+            task_queue=self.settings.task_queue,
         )
 
     async def snapshot(self) -> tuple[object, ...]:

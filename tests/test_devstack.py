@@ -144,6 +144,19 @@ def assert_all_gone(state_dir: Path, recorded: dict, *needles: str) -> None:
         assert not port_in_use(host, int(port)), addr
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`golden-press ARGS` as a user would run it, with no stdin."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "golden-press"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+
+
 def one_line_error(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "Traceback" not in stderr
@@ -258,22 +271,9 @@ def test_missing_binary_is_one_line_and_stops_what_started(
 @needs_postgres
 def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Path) -> None:
     """The real worker and API: `golden-press dev up --detach`, then `dev down`."""
-    cli = Path(sys.executable).parent / "golden-press"
-    if cli.exists() and importlib.util.find_spec("service.cli") is not None:
-        command = [str(cli), "dev"]
-    else:
-        command = [sys.executable, "-m", "service.devstack"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*command, *args],
-            capture_output=True,
-            text=True,
-            env=stack_env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-        )
+        return run_cli(stack_env, "dev", *args)
 
     began = time.monotonic()
     up = run("up", "--detach")
@@ -293,20 +293,7 @@ def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Pa
 @needs_postgres
 def test_demo_from_nothing_then_down(stack_env: dict[str, str], state_dir: Path) -> None:
     """The README's main job: `golden-press demo` starts the whole stack and walks the story."""
-    cli = [str(Path(sys.executable).parent / "golden-press")]
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*cli, *args],
-            capture_output=True,
-            text=True,
-            env=stack_env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-        )
-
-    demo = run("demo")
+    demo = run_cli(stack_env, "demo")
     try:
         recorded = json.loads((state_dir / "stack.json").read_text())
         out = demo.stdout
@@ -318,6 +305,6 @@ def test_demo_from_nothing_then_down(stack_env: dict[str, str], state_dir: Path)
         assert "AlreadyRedeemed" in out
         assert re.search(r"Temporal Web UI: http://127\.0\.0\.1:\d+", out), out
     finally:
-        down = run("dev", "down")
+        down = run_cli(stack_env, "dev", "down")
     assert down.returncode == 0, down.stderr
     assert_all_gone(state_dir, recorded)

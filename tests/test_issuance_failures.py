@@ -6,8 +6,6 @@ SIGKILLed workers and multi-process races are in tests/test_reliability.py (R1, 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,14 @@ from temporalio.client import Client
 from activities.faults import Faults
 from golden_press.errors import Reason
 from golden_press.models import Outcome, TicketState
-from tests.helpers import Servers, Stack, golden_stack, temporal_binary
-from workflows.reconcile import ReconcileReservationsWorkflow
+from tests.helpers import (
+    Servers,
+    Stack,
+    golden_stack,
+    temporal_binary,
+    terminate_from_cli,
+    wait_until,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -30,15 +34,6 @@ async def ticket_rows(stack: Stack) -> list[dict[str, object]]:
 async def ledger_kinds(stack: Stack) -> list[str]:
     rows = await stack.pool.fetch("SELECT kind FROM ledger_entries ORDER BY leaf_index")
     return [r["kind"] for r in rows]
-
-
-async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.1)
 
 
 async def test_signing_failure_compensates(
@@ -88,38 +83,16 @@ async def test_terminated_saga_is_reclaimed_by_reconciler(
         async def reserved() -> bool:
             return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
 
-        await wait_for(reserved)
-        subprocess.run(
-            [
-                temporal_binary(),
-                "workflow",
-                "terminate",
-                "--address",
-                stack.settings.temporal_address,
-                "--workflow-id",
-                handle.id,
-                "--reason",
-                "test",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        await wait_until(reserved)
+        terminate_from_cli(stack.settings.temporal_address, handle.id, temporal_binary())
         await asyncio.sleep(0.6)  # let the lease expire
-        result = await client.execute_workflow(
-            ReconcileReservationsWorkflow.run,
-            id=f"reconcile-{uuid.uuid4()}",
-            task_queue=stack.settings.task_queue,
-        )
+        result = await stack.reconcile()
         assert len(result.voided) == 1
         assert [r["state"] for r in await ticket_rows(stack)] == [TicketState.VOIDED]
         assert await ledger_kinds(stack) == ["voided"]
         assert len(await stack.stream_messages("voided")) == 1
         # A second pass finds nothing: the reconciler is idempotent.
-        again = await client.execute_workflow(
-            ReconcileReservationsWorkflow.run,
-            id=f"reconcile-{uuid.uuid4()}",
-            task_queue=stack.settings.task_queue,
-        )
+        again = await stack.reconcile()
         assert again.voided == []
 
 
@@ -135,13 +108,9 @@ async def test_running_saga_keeps_its_slot(
         async def reserved() -> bool:
             return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
 
-        await wait_for(reserved)
+        await wait_until(reserved)
         await asyncio.sleep(0.3)
-        result = await client.execute_workflow(
-            ReconcileReservationsWorkflow.run,
-            id=f"reconcile-{uuid.uuid4()}",
-            task_queue=stack.settings.task_queue,
-        )
+        result = await stack.reconcile()
         assert result.voided == []
         await handle.cancel()
 
@@ -149,5 +118,5 @@ async def test_running_saga_keeps_its_slot(
         async def voided() -> bool:
             return await stack.pool.fetchval("SELECT state FROM tickets") == TicketState.VOIDED
 
-        await wait_for(voided)
+        await wait_until(voided)
         assert await ledger_kinds(stack) == ["voided"]

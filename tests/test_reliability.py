@@ -57,7 +57,6 @@ from tests.helpers import (
 from tests.test_issuance_failures import ledger_kinds, ticket_rows
 from worker import golden_worker
 from workflows.issue_ticket import IssueTicketWorkflow
-from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -584,11 +583,7 @@ async def test_r6_termination_each_step(
         }
         assert {"stale_reservation", "outbox"} <= found
 
-        result = await client.execute_workflow(
-            ReconcileReservationsWorkflow.run,
-            id=f"reconcile-{uuid.uuid4()}",
-            task_queue=stack.settings.task_queue,
-        )
+        result = await stack.reconcile()
         assert len(result.voided) == 2  # the sign and finalise sagas; publish is past no return
         states = {r["user_id"]: r["state"] for r in await ticket_rows(stack)}
         assert states == {

@@ -20,13 +20,11 @@ from golden_press import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from activities.issuance import IssuanceActivities
-    from activities.publishing import PublishingActivities
     from golden_press.models import (
         FinaliseInput,
         IssueTicketInput,
         IssueTicketResult,
         Outcome,
-        PublishInput,
         ReserveInput,
         Ticket,
         TicketRef,
@@ -88,8 +86,7 @@ class IssueTicketWorkflow(SagaWorkflow):
                 reason="TicketVoided",
                 message="the reservation was voided by the reconciler after its lease",
             )
-        self._saga.step("publish")
-        await forward(self._publish(appended.leaf_index))
+        await self.publish_up_to(appended.leaf_index)
         self._saga.finish(Outcome.ISSUED)
         ticket = appended.ticket
         return IssueTicketResult(
@@ -158,16 +155,6 @@ class IssueTicketWorkflow(SagaWorkflow):
             summary="store the signature, state issued",
         )
 
-    async def _publish(self, leaf_index: int) -> None:
-        """Wait until every event up to this leaf is on the stream (retries through outages)."""
-        await workflow.execute_activity_method(
-            PublishingActivities.publish_events,
-            PublishInput(up_to_leaf=leaf_index),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=FOREVER_RETRY,
-            summary="publish events up to this ledger leaf",
-        )
-
     async def _compensate(self, ticket_id: uuid.UUID, err: BaseException) -> IssueTicketResult:
         """Release the slot and record the void, then report (or re-raise a cancellation)."""
         failed_step = self._saga.current
@@ -189,8 +176,7 @@ class IssueTicketWorkflow(SagaWorkflow):
                 raise err
             return result
         if voided.leaf_index is not None:
-            self._saga.step("publish")
-            await forward(self._publish(voided.leaf_index))
+            await self.publish_up_to(voided.leaf_index)
         self._saga.finish(Outcome.COMPENSATED)
         if isinstance(err, asyncio.CancelledError):
             raise err

@@ -12,12 +12,10 @@ from temporalio import workflow
 from golden_press import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
-    from activities.publishing import PublishingActivities
     from activities.redemption import RedemptionActivities
     from golden_press.models import (
         CheckResult,
         Outcome,
-        PublishInput,
         RedeemInput,
         RedeemTicketInput,
         RedeemTicketResult,
@@ -88,16 +86,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
         if redeemed.leaf_index is None:
             return self._reject(req, redeemed.reason, redeemed.message)
 
-        self._saga.step("publish")
-        await forward(
-            workflow.execute_activity_method(
-                PublishingActivities.publish_events,
-                PublishInput(up_to_leaf=redeemed.leaf_index),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="publish events up to this ledger leaf",
-            )
-        )
+        await self.publish_up_to(redeemed.leaf_index)
         self._saga.finish(Outcome.REDEEMED)
         return RedeemTicketResult(
             outcome=Outcome.REDEEMED, ticket_id=req.ticket_id, leaf_index=redeemed.leaf_index

@@ -7,9 +7,8 @@ from temporalio import workflow
 from golden_press import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
-    from activities.publishing import PublishingActivities
     from activities.revocation import RevocationActivities
-    from golden_press.models import PublishInput, RevokeTicketInput, RevokeTicketResult
+    from golden_press.models import RevokeTicketInput, RevokeTicketResult
     from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
 
 
@@ -32,15 +31,6 @@ class RevokeTicketWorkflow(SagaWorkflow):
             )
         )
         if result.leaf_index is not None:
-            self._saga.step("publish")
-            await forward(
-                workflow.execute_activity_method(
-                    PublishingActivities.publish_events,
-                    PublishInput(up_to_leaf=result.leaf_index),
-                    start_to_close_timeout=DB_TIMEOUT,
-                    retry_policy=FOREVER_RETRY,
-                    summary="publish events up to this ledger leaf",
-                )
-            )
+            await self.publish_up_to(result.leaf_index)
         self._saga.finish(result.outcome)
         return result

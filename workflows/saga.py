@@ -10,8 +10,9 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from activities.publishing import PublishingActivities
 from golden_press import search_attributes as sa
-from golden_press.models import Progress
+from golden_press.models import Progress, PublishInput
 
 #: Business steps before the point of no return: a few tries, then compensate.
 BOUNDED_RETRY = RetryPolicy(
@@ -103,3 +104,19 @@ class SagaWorkflow:
     def progress(self) -> Progress:
         """Steps done, current step, last error."""
         return self._saga.progress()
+
+    async def publish_up_to(self, leaf_index: int) -> None:
+        """Step `publish`: wait until every event up to this ledger leaf is on the stream.
+
+        Past the point of no return, so it retries through outages and ignores cancellation.
+        """
+        self._saga.step("publish")
+        await forward(
+            workflow.execute_activity_method(
+                PublishingActivities.publish_events,
+                PublishInput(up_to_leaf=leaf_index),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=FOREVER_RETRY,
+                summary="publish events up to this ledger leaf",
+            )
+        )
