@@ -210,8 +210,6 @@ class IssuanceActivities:
                 EntryKind.ISSUED,
                 row,
                 events_pb2.GoldenTicketIssued(
-                    ticket_id=str(row["ticket_id"]),
-                    serial=row["serial"],
                     user_id=row["user_id"],
                     issued_at=timestamp(row["issued_at"]),
                     key_id=row["key_id"],
@@ -276,8 +274,6 @@ async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -
             EntryKind.VOIDED,
             voided,
             events_pb2.GoldenTicketVoided(
-                ticket_id=str(voided["ticket_id"]),
-                serial=voided["serial"],
                 reason=req.reason,
                 voided_at=timestamp(voided["voided_at"]),
             ),

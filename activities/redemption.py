@@ -144,8 +144,6 @@ class RedemptionActivities:
                 EntryKind.REDEEMED,
                 redeemed,
                 events_pb2.GoldenTicketRedeemed(
-                    ticket_id=str(redeemed["ticket_id"]),
-                    serial=redeemed["serial"],
                     user_id=redeemed["user_id"],
                     redeemed_at=timestamp(redeemed["redeemed_at"]),
                     proof_bundle_json=req.bundle_json,

@@ -59,8 +59,6 @@ class RevocationActivities:
                 EntryKind.REVOKED,
                 revoked,
                 events_pb2.GoldenTicketRevoked(
-                    ticket_id=str(revoked["ticket_id"]),
-                    serial=revoked["serial"],
                     reason=req.reason,
                     revoked_at=timestamp(revoked["revoked_at"]),
                 ),

@@ -45,9 +45,15 @@ async def record_entry(
     at: datetime,
     reason: str = "",
 ) -> AppendResult:
-    """Append a ticket's ledger entry and its outbox event in the caller's transaction."""
+    """Append a ticket's ledger entry and its outbox event in the caller's transaction.
+
+    Fills the fields every event shares (ticket id, serial, leaf index; write_outbox adds the
+    event id); the caller sets only what is particular to its event.
+    """
     entry = entry_for_ticket(kind, row_to_ticket(row), bytes(row["user_salt"]), at, reason)
     appended = await ledger.append(conn, entry)
+    event.ticket_id = str(row["ticket_id"])  # type: ignore[attr-defined]
+    event.serial = row["serial"]  # type: ignore[attr-defined]
     event.leaf_index = appended.leaf_index  # type: ignore[attr-defined]
     await write_outbox(
         conn,

@@ -30,8 +30,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nacl.signing import SigningKey
 
+from golden_press.models import Ticket, TicketState
 from golden_press.signing import canonical_payload, key_id_for, sign_payload
-from service.api_server import error_status, golden_pb2, golden_pb2_grpc, timestamp
+from service.api_server import error_status, golden_pb2, golden_pb2_grpc, ticket_to_pb
 
 #: The seed's lock key (any constant: the baseline has its own database).
 BASELINE_LOCK = 0x5EED
@@ -137,19 +138,17 @@ class BaselineService(golden_pb2_grpc.GoldenPressServicer):
                 error_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "CapReached", str(err))
             )
             raise AssertionError("unreachable") from err
-        return golden_pb2.IssueTicketResponse(
-            ticket=golden_pb2.Ticket(
-                ticket_id=str(t.ticket_id),
-                serial=t.serial,
-                user_id=request.user_id,
-                issued_at=timestamp(t.issued_at),
-                key_id=t.key_id,
-                signature=t.signature,
-                state=golden_pb2.TICKET_STATE_ISSUED,
-                request_id=request_id,
-            ),
+        ticket = Ticket(
+            ticket_id=t.ticket_id,
+            serial=t.serial,
+            user_id=request.user_id,
+            issued_at=t.issued_at,
+            key_id=t.key_id,
+            signature=t.signature,
+            state=TicketState.ISSUED,
             request_id=request_id,
         )
+        return golden_pb2.IssueTicketResponse(ticket=ticket_to_pb(ticket), request_id=request_id)
 
 
 async def serve(dsn: str, addr: str, tokens_file: Path, pool_size: int = 20) -> None:

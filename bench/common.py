@@ -126,10 +126,7 @@ def bench_settings(dsn: str, temporal_address: str, state_dir: Path, **extra: ob
         "nats_url": NATS_URL,
         "temporal_address": temporal_address,
         "task_queue": f"golden-bench-{run}",
-        "signing_key_file": state_dir / "keys" / "issuer.key",
-        "ledger_key_file": state_dir / "keys" / "ledger.key",
-        "state_dir": state_dir,
-        "api_tokens_file": state_dir / "api-tokens",
+        "state_dir": state_dir,  # keys and the token file default to paths inside it
         "stream_name": f"GOLDEN_BENCH_{run.upper()}",
         "subject_prefix": f"bench{run}.choco.events.monetization",
         "grpc_addr": f"127.0.0.1:{free_port()}",

@@ -19,14 +19,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -42,6 +42,7 @@ from golden_press.settings import Settings
 from service import queries
 from service.admission import Admission, SagaFailed, connect_client, parse_ticket_id
 from service.db import create_pool
+from service.events import timestamp
 from service.ledger_store import LedgerStore
 from service.logs import configure_logging
 from service.protogen import ensure_generated
@@ -93,13 +94,6 @@ RPC_SECONDS = Histogram(
 
 
 # ---- conversions ------------------------------------------------------------------------------
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """A protobuf Timestamp (microseconds kept: the signature covers them)."""
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
 
 
 def ticket_to_pb(ticket: Ticket) -> golden_pb2.Ticket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -41,9 +41,9 @@ def event_id_for(ticket_id: UUID, kind: str) -> UUID:
 
 
 def timestamp(value: datetime) -> Timestamp:
-    """A protobuf Timestamp from an aware datetime."""
+    """A protobuf Timestamp (microseconds kept: the ticket signature covers them)."""
     ts = Timestamp()
-    ts.FromDatetime(value)
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 

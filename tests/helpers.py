@@ -178,10 +178,7 @@ def make_settings(servers: Servers, state_dir: Path, run: str, **overrides: obje
         "nats_url": servers.nats_url,
         "temporal_address": servers.temporal_address,
         "task_queue": f"golden-{run}",
-        "signing_key_file": state_dir / "keys" / "issuer.key",
-        "ledger_key_file": state_dir / "keys" / "ledger.key",
-        "state_dir": state_dir,
-        "api_tokens_file": state_dir / "api-tokens",
+        "state_dir": state_dir,  # keys and the token file default to paths inside it
         "stream_name": f"GOLDEN_T_{run.upper()}",
         "subject_prefix": f"t{run}.choco.events.monetization",
     }

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from activities.faults import Faults
 from golden_press.errors import Reason
@@ -71,6 +72,17 @@ async def test_reserve_lost_result_still_one_ticket(
         assert len(await stack.stream_messages()) == 1
 
 
+async def start_parked_at_sign(stack: Stack, user_id: str) -> WorkflowHandle[Any, Any]:
+    """Start an issuance and return once its reservation is committed (sign hangs by fault)."""
+    handle = await stack.start_issue(user_id)
+
+    async def reserved() -> bool:
+        return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
+
+    await wait_until(reserved)
+    return handle
+
+
 async def test_terminated_saga_is_reclaimed_by_reconciler(
     servers: Servers, session_dir: Path, client: Client
 ) -> None:
@@ -78,12 +90,7 @@ async def test_terminated_saga_is_reclaimed_by_reconciler(
     async with golden_stack(
         servers, session_dir, client, faults=faults, reservation_lease_s=0.5
     ) as stack:
-        handle = await stack.start_issue("parked")
-
-        async def reserved() -> bool:
-            return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
-
-        await wait_until(reserved)
+        handle = await start_parked_at_sign(stack, "parked")
         terminate_from_cli(stack.settings.temporal_address, handle.id, temporal_binary())
         await asyncio.sleep(0.6)  # let the lease expire
         result = await stack.reconcile()
@@ -103,12 +110,7 @@ async def test_running_saga_keeps_its_slot(
     async with golden_stack(
         servers, session_dir, client, faults=faults, reservation_lease_s=0.2
     ) as stack:
-        handle = await stack.start_issue("slow")
-
-        async def reserved() -> bool:
-            return bool(await stack.pool.fetchval("SELECT count(*) FROM tickets"))
-
-        await wait_until(reserved)
+        handle = await start_parked_at_sign(stack, "slow")
         await asyncio.sleep(0.3)
         result = await stack.reconcile()
         assert result.voided == []
