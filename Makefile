@@ -7,16 +7,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.golden-press-installed
 
-.PHONY: demo test lint typecheck pytest proto dev-up dev-down clean-state
+.PHONY: demo test lint buf typecheck pytest proto dev-up dev-down clean-state
 
 demo: proto
 	$(BIN)/golden-press demo
 
-test: lint typecheck pytest
+test: lint buf typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Protobuf contract: buf lint (buf.yaml) and buf breaking against the last release's protos, kept in
+# released/proto/<version>/ (move it forward at each release). buf comes from the npm package
+# @bufbuild/buf, pinned in package.json / package-lock.json and installed by `npm ci`.
+PROTO_RELEASED := released/proto/v0.1.0
+NPM_STAMP := node_modules/.golden-press-installed
+
+buf: $(NPM_STAMP)
+	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking proto --against $(PROTO_RELEASED)
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 typecheck: proto
 	$(BIN)/mypy golden_press service activities workflows worker.py starter tests
