@@ -1,9 +1,14 @@
 """Offline verification of a proof bundle against pinned trust roots (pure: no I/O).
 
-A bundle (golden_press.models.ProofBundle) proves, with no server: the issuer signed the ticket,
-the ledger's `issued` entry for exactly that ticket and holder is leaf `leaf_index` of a tree of
-`tree_size` leaves, and the ledger key signed a checkpoint of that tree. The caller keeps the
-returned checkpoint to check consistency with a later head (merkle.verify_consistency).
+A holder's bundle (golden_press.models.ProofBundle) proves, with no server: the issuer signed the
+ticket, the ledger's `issued` entry for exactly that ticket and holder is leaf `leaf_index` of a
+tree of `tree_size` leaves, the ledger key signed a checkpoint of that tree and enough witnesses
+cosigned it (the roots' witness policy). The caller keeps the returned checkpoint to check
+consistency with a later head (merkle.verify_consistency).
+
+A public bundle (redact_bundle) carries neither the user id, nor the salt, nor the ticket
+signature; verify_public_bundle checks everything else: that ticket id, serial and key id are an
+`issued` entry in a trusted checkpoint. See docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from golden_press.checkpoint import Checkpoint, NoteVerifier
+from golden_press.cosignature import WitnessPolicy
 from golden_press.errors import GoldenError, Reason, one_line
 from golden_press.ledger_entry import (
     EntryKind,
@@ -59,6 +65,10 @@ class TrustRoots(BaseModel):
         default_factory=dict, validation_alias=AliasChoices("issuer_keys", "issuer")
     )
     ledger: list[LedgerTrust]
+    #: Witness vkeys (c2sp.org/tlog-cosignature, type 0x04) and how many must cosign a
+    #: checkpoint before it is trusted (None: all of them; 0 or no witnesses: the ledger alone).
+    witnesses: list[str] = Field(default_factory=list)
+    witness_quorum: int | None = None
 
     @field_validator("ledger", mode="before")
     @classmethod
@@ -72,7 +82,12 @@ class TrustRoots(BaseModel):
             raise ValueError(f"trust roots need exactly one ledger origin, got {sorted(origins)}")
         if not self.ledger:
             raise ValueError("trust roots need at least one ledger key")
+        self.witness_policy()  # the vkeys parse and the quorum fits them
         return self
+
+    def witness_policy(self) -> WitnessPolicy:
+        """Which checkpoints these roots trust: the ledger key plus the witness quorum."""
+        return WitnessPolicy.from_vkeys(self.witnesses, self.witness_quorum)
 
     @property
     def ledger_origin(self) -> str:
@@ -131,8 +146,40 @@ def verify_ticket_signature(bundle: ProofBundle, roots: TrustRoots) -> None:
     verify_ticket(bundle.ticket, roots)
 
 
+def is_redacted(ticket: Ticket) -> bool:
+    """True for a public view of a ticket: no holder and no signature (docs/privacy.md)."""
+    return ticket.user_id == "" or ticket.signature == ""
+
+
+def redact_ticket(ticket: Ticket) -> Ticket:
+    """The public view of a ticket: no user id, and no signature either.
+
+    The signature covers the user id, so publishing it would let anyone test guessed user ids
+    against the issuer key (a dictionary attack); the public sees the ticket's id, serial, time,
+    key id and state, and the ledger entry's signature digest.
+    """
+    return ticket.model_copy(update={"user_id": "", "signature": ""})
+
+
+def redact_bundle(bundle: ProofBundle, *, keep_user_id: bool = False) -> ProofBundle:
+    """A bundle without the salt, and (unless keep_user_id, for internal events) the holder.
+
+    The public bundle still proves that the ticket's `issued` entry (id, serial, key id) is a
+    leaf of a ledger-signed, witness-cosigned checkpoint; only the holder's bundle proves whose
+    ticket it is and carries the issuer signature.
+    """
+    ticket = bundle.ticket if keep_user_id else redact_ticket(bundle.ticket)
+    return bundle.model_copy(update={"ticket": ticket, "user_salt": ""})
+
+
 def verify_ticket(ticket: Ticket, roots: TrustRoots) -> None:
     """BadSignature unless a pinned issuer key signed the ticket's canonical payload."""
+    if is_redacted(ticket):
+        raise GoldenError(
+            Reason.BAD_SIGNATURE,
+            "ticket is a redacted public view (no user id or signature): its issuer signature "
+            "can only be checked on the holder's copy",
+        )
     key_b64 = roots.issuer_keys.get(ticket.key_id)
     if key_b64 is None:
         raise GoldenError(Reason.BAD_SIGNATURE, f"unknown issuer key id {ticket.key_id!r}")
@@ -151,12 +198,45 @@ def verify_ticket(ticket: Ticket, roots: TrustRoots) -> None:
     verify_payload(public_key, payload, ticket.signature)
 
 
-def verify_bundle(bundle: ProofBundle, roots: TrustRoots) -> Checkpoint:
-    """Check signature, checkpoint, entry and inclusion; return the checkpoint verified against."""
-    verify_ticket_signature(bundle, roots)
-    ticket = bundle.ticket
+def verify_bundle(
+    bundle: ProofBundle, roots: TrustRoots, policy: WitnessPolicy | None = None
+) -> Checkpoint:
+    """The holder's bundle: signature, holder commitment, entry, inclusion, trusted checkpoint.
 
-    checkpoint = open_checkpoint(bundle.checkpoint, roots.ledger_verifiers(), roots.ledger_origin)
+    `policy` (default: the roots' witnesses and quorum) decides which checkpoints are trusted.
+    Returns the checkpoint verified against.
+    """
+    if is_redacted(bundle.ticket) or not bundle.user_salt:
+        raise GoldenError(
+            Reason.BAD_PROOF,
+            "bundle is a public (redacted) bundle: proving the holder needs the holder's bundle "
+            "(authenticated GetInclusionProof), which carries the user id and salt",
+        )
+    verify_ticket_signature(bundle, roots)
+    return _verify_entry_and_proof(bundle, roots, policy)
+
+
+def verify_public_bundle(
+    bundle: ProofBundle, roots: TrustRoots, policy: WitnessPolicy | None = None
+) -> Checkpoint:
+    """Verify what a bundle carries: the holder's bundle fully, a public one without the holder.
+
+    A public bundle proves the ticket's `issued` entry is in a trusted checkpoint; when it still
+    carries the user id and signature (an event's bundle), those are checked too.
+    """
+    if not is_redacted(bundle.ticket):
+        verify_ticket_signature(bundle, roots)
+    return _verify_entry_and_proof(bundle, roots, policy)
+
+
+def _verify_entry_and_proof(
+    bundle: ProofBundle, roots: TrustRoots, policy: WitnessPolicy | None
+) -> Checkpoint:
+    ticket = bundle.ticket
+    policy = roots.witness_policy() if policy is None else policy
+    checkpoint = policy.open(
+        bundle.checkpoint, roots.ledger_verifiers(), roots.ledger_origin
+    ).checkpoint
     if bundle.tree_size != checkpoint.size:
         raise GoldenError(
             Reason.BAD_PROOF,
@@ -165,19 +245,26 @@ def verify_bundle(bundle: ProofBundle, roots: TrustRoots) -> Checkpoint:
 
     entry_bytes = _b64(bundle.entry, "ledger entry")
     entry = decode_entry(entry_bytes)
-    salt = _b64(bundle.user_salt, "user salt")
-    try:
-        commitment = user_commitment(salt, ticket.user_id)
-    except ValueError as exc:
-        raise GoldenError(Reason.BAD_PROOF, str(exc)) from exc
-    expected = {
+    expected: dict[str, tuple[object, object]] = {
         "kind": (entry.kind, EntryKind.ISSUED),
         "ticket_id": (entry.ticket_id, ticket.ticket_id),
         "serial": (entry.serial, ticket.serial),
         "key_id": (entry.key_id, ticket.key_id),
-        "signature_digest": (entry.signature_digest, signature_digest(ticket.signature)),
-        "user_commitment": (entry.user_commitment, commitment),
     }
+    if ticket.signature:
+        expected["signature_digest"] = (
+            entry.signature_digest,
+            signature_digest(ticket.signature),
+        )
+    if bundle.user_salt:
+        if not ticket.user_id:
+            raise GoldenError(Reason.BAD_PROOF, "bundle carries a salt but no user id")
+        salt = _b64(bundle.user_salt, "user salt")
+        try:
+            commitment = user_commitment(salt, ticket.user_id)
+        except ValueError as exc:
+            raise GoldenError(Reason.BAD_PROOF, str(exc)) from exc
+        expected["user_commitment"] = (entry.user_commitment, commitment)
     for name, (actual, wanted) in expected.items():
         if actual != wanted:
             raise GoldenError(
@@ -196,9 +283,13 @@ __all__ = [
     "TrustRoots",
     "dump_bundle",
     "dump_trust_roots",
+    "is_redacted",
     "load_bundle",
     "load_trust_roots",
+    "redact_bundle",
+    "redact_ticket",
     "verify_bundle",
+    "verify_public_bundle",
     "verify_ticket",
     "verify_ticket_signature",
 ]

@@ -126,6 +126,56 @@ def note_key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + ED25519_TYPE + public_key).digest()[:4]
 
 
+_VKEY_ID = re.compile(r"^[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class ParsedVkey:
+    """A C2SP verifier key `<name>+<hex key id>+<base64(type byte || public key)>`, checked."""
+
+    name: str
+    key_id: bytes
+    key_type: bytes
+    public_key: bytes
+
+
+def parse_vkey(vkey: str) -> ParsedVkey:
+    """Parse a vkey (c2sp.org/signed-note, Go's note.NewVerifier) and check its key id.
+
+    Raises ValueError naming the first problem: the parts, the name rules, the 8 lowercase hex
+    digits of the key id, canonical base64, a 32-byte Ed25519 key, and the key id recomputed as
+    SHA-256(name || 0x0A || type || key)[:4].
+    """
+    if not isinstance(vkey, str) or vkey != vkey.strip():
+        raise ValueError("vkey must be a string without surrounding whitespace")
+    parts = vkey.split("+", 2)  # base64 may contain '+'; name and key id may not
+    if len(parts) != 3:
+        raise ValueError(f"vkey must be name+keyid+base64key (3 parts), got {len(parts)} parts")
+    name, key_hex, key_b64 = parts
+    _check_key_name(name)
+    if not _VKEY_ID.fullmatch(key_hex):
+        raise ValueError(f"vkey key id {key_hex[:16]!r} is not 8 lowercase hex digits")
+    try:
+        raw = _b64decode(key_b64, "vkey key")
+    except CheckpointError as exc:
+        raise ValueError(exc.message) from exc
+    if len(raw) != 33:
+        raise ValueError(f"vkey key must be a type byte and a 32-byte key, got {len(raw)} bytes")
+    key_type, public_key = raw[:1], raw[1:]
+    expected = hashlib.sha256(name.encode("utf-8") + b"\n" + raw).digest()[:4]
+    if expected.hex() != key_hex:
+        raise ValueError(f"vkey key id {key_hex} does not match its key ({expected.hex()})")
+    return ParsedVkey(name, bytes.fromhex(key_hex), key_type, public_key)
+
+
+def format_vkey(name: str, key_type: bytes, public_key: bytes) -> str:
+    """The vkey string of a key: `<name>+<hex key id>+<base64(type || key)>`."""
+    _check_key_name(name)
+    raw = key_type + public_key
+    key_id = hashlib.sha256(name.encode("utf-8") + b"\n" + raw).digest()[:4]
+    return f"{name}+{key_id.hex()}+{base64.b64encode(raw).decode('ascii')}"
+
+
 @dataclass(frozen=True)
 class NoteVerifier:
     """A trusted note key: (name, key id) select it, the Ed25519 public key checks it."""
@@ -146,23 +196,17 @@ class NoteVerifier:
     @property
     def vkey(self) -> str:
         """Verifier key string `<name>+<hex key id>+<base64(0x01 || public key)>` (Go's note)."""
-        encoded = base64.b64encode(ED25519_TYPE + self.public_key).decode("ascii")
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+        return format_vkey(self.name, ED25519_TYPE, self.public_key)
 
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
         """Parse a verifier key string, checking its key id against its name and key."""
-        name, sep1, rest = vkey.partition("+")
-        key_hex, sep2, key_b64 = rest.partition("+")
-        if not (sep1 and sep2):
-            raise ValueError("verifier key must look like name+keyid+base64key")
-        raw = base64.b64decode(key_b64, validate=True)
-        if len(raw) != 33 or raw[:1] != ED25519_TYPE:
-            raise ValueError("verifier key is not an Ed25519 (type 0x01) key")
-        verifier = cls(name, raw[1:])
-        if verifier.key_id.hex() != key_hex.lower():
-            raise ValueError(f"verifier key id {key_hex} does not match {verifier.key_id.hex()}")
-        return verifier
+        parsed = parse_vkey(vkey)
+        if parsed.key_type != ED25519_TYPE:
+            raise ValueError(
+                f"verifier key type is 0x{parsed.key_type.hex()}, expected 0x01 (Ed25519 note key)"
+            )
+        return cls(parsed.name, parsed.public_key)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         """True when `signature` is this key's Ed25519 signature of the note text."""
@@ -189,8 +233,56 @@ def sign_checkpoint(cp: Checkpoint, signing_key: SigningKey, name: str) -> str:
     return sign_note(cp.body(), signing_key, name)
 
 
-def open_note(note_text: str, verifiers: Sequence[NoteVerifier]) -> str:
-    """Return the note text once a known key's signature verifies; raise CheckpointError else."""
+@dataclass(frozen=True)
+class NoteSignature:
+    """One signature line of a note: key name, 4-byte key id and the signature bytes after it."""
+
+    name: str
+    key_id: bytes
+    signature: bytes
+
+    @property
+    def line(self) -> str:
+        """The signature line as it appears in the note, newline included."""
+        blob = base64.b64encode(self.key_id + self.signature).decode("ascii")
+        return f"{SIG_PREFIX}{self.name} {blob}\n"
+
+
+@dataclass(frozen=True)
+class SignedNote:
+    """A note split into its text (final newline included) and every signature line, unverified."""
+
+    text: str
+    signatures: tuple[NoteSignature, ...]
+
+    def render(self) -> str:
+        """The note text again: text, blank line, signature lines in order."""
+        return self.text + "\n" + "".join(sig.line for sig in self.signatures)
+
+
+def parse_signature_lines(sig_block: str) -> tuple[NoteSignature, ...]:
+    """Parse newline-terminated `— <name> <base64(key id || signature)>` lines (no checks)."""
+    if not sig_block.endswith("\n"):
+        raise CheckpointError("signature block must end with a newline")
+    lines = sig_block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise CheckpointError(f"note has {len(lines)} signatures, at most {MAX_SIGNATURES}")
+    signatures = []
+    for line in lines:
+        if not line.startswith(SIG_PREFIX):
+            raise CheckpointError(f"malformed signature line {line[:80]!r}")
+        name, sep, blob_b64 = line[len(SIG_PREFIX) :].partition(" ")
+        if not sep or not name or " " in blob_b64 or "+" in name:
+            raise CheckpointError(f"malformed signature line {line[:80]!r}")
+        blob = _b64decode(blob_b64, f"signature of {name!r}")
+        if len(blob) < 5:
+            raise CheckpointError(f"signature of {name!r} is {len(blob)} bytes, too short")
+        signatures.append(NoteSignature(name, blob[:4], blob[4:]))
+    return tuple(signatures)
+
+
+def parse_note(note_text: str) -> SignedNote:
+    """Split a signed note (c2sp.org/signed-note) into text and signatures; verifies nothing."""
     try:
         encoded = note_text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -202,34 +294,32 @@ def open_note(note_text: str, verifiers: Sequence[NoteVerifier]) -> str:
     split = note_text.rfind("\n\n")
     if split < 0:
         raise CheckpointError("note has no blank line between text and signatures")
-    text, sig_block = note_text[: split + 1], note_text[split + 2 :]
-    if not sig_block.endswith("\n"):
-        raise CheckpointError("signature block must end with a newline")
-    lines = sig_block[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise CheckpointError(f"note has {len(lines)} signatures, at most {MAX_SIGNATURES}")
+    return SignedNote(note_text[: split + 1], parse_signature_lines(note_text[split + 2 :]))
+
+
+def open_note(note_text: str, verifiers: Sequence[NoteVerifier]) -> str:
+    """Return the note text once a known key's signature verifies; raise CheckpointError else.
+
+    Signatures of unknown keys (witness cosignatures among them) are ignored here; the
+    cosignature module verifies those it knows.
+    """
+    note = parse_note(note_text)
     known = {(v.name, v.key_id): v for v in verifiers}
-    text_bytes = text.encode("utf-8")
+    text_bytes = note.text.encode("utf-8")
     verified = 0
-    for line in lines:
-        if not line.startswith(SIG_PREFIX):
-            raise CheckpointError(f"malformed signature line {line[:80]!r}")
-        name, sep, blob_b64 = line[len(SIG_PREFIX) :].partition(" ")
-        if not sep or not name or " " in blob_b64:
-            raise CheckpointError(f"malformed signature line {line[:80]!r}")
-        blob = _b64decode(blob_b64, f"signature of {name!r}")
-        if len(blob) < 5:
-            raise CheckpointError(f"signature of {name!r} is {len(blob)} bytes, too short")
-        verifier = known.get((name, blob[:4]))
+    for sig in note.signatures:
+        verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             continue  # unknown keys are ignored (witnesses, rotated keys)
-        if len(blob) != 4 + 64 or not verifier.verify(text_bytes, blob[4:]):
-            raise CheckpointError(f"signature by {name} (key id {blob[:4].hex()}) does not verify")
+        if len(sig.signature) != 64 or not verifier.verify(text_bytes, sig.signature):
+            raise CheckpointError(
+                f"signature by {sig.name} (key id {sig.key_id.hex()}) does not verify"
+            )
         verified += 1
     if not verified:
         wanted = ", ".join(f"{v.name}/{v.key_id.hex()}" for v in verifiers) or "none"
         raise CheckpointError(f"note has no signature from a known key (known: {wanted})")
-    return text
+    return note.text
 
 
 def open_checkpoint(
@@ -245,12 +335,19 @@ def open_checkpoint(
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "NoteSignature",
     "NoteVerifier",
+    "ParsedVkey",
+    "SignedNote",
+    "format_vkey",
     "ledger_key_id",
     "note_key_id",
     "open_checkpoint",
     "open_note",
     "parse_checkpoint_body",
+    "parse_note",
+    "parse_signature_lines",
+    "parse_vkey",
     "sign_checkpoint",
     "sign_note",
 ]

@@ -25,6 +25,11 @@ def validate_user_id(value: str) -> str:
     return value
 
 
+def validate_user_id_or_redacted(value: str) -> str:
+    """A user id, or "" where a public view redacts it (docs/privacy.md)."""
+    return value if value == "" else validate_user_id(value)
+
+
 def validate_request_id(value: str) -> str:
     """Return the request id unchanged or raise ValueError naming what is wrong."""
     if not isinstance(value, str) or not REQUEST_ID_PATTERN.fullmatch(value):
@@ -104,8 +109,9 @@ class Ticket(Frozen):
     request_id: str = Field("", max_length=128)
     leaf_index: int | None = None  # leaf of the `issued` ledger entry
 
-    # Tickets also arrive inside caller-supplied bundles: same rules as at issuance.
-    _check_user = field_validator("user_id")(validate_user_id)
+    # Tickets also arrive inside caller-supplied bundles: same rules as at issuance. Public views
+    # (VerifyTicket, public proof bundles) carry "" here: the holder is never public.
+    _check_user = field_validator("user_id")(validate_user_id_or_redacted)
 
 
 class ProofBundle(Frozen):
@@ -113,7 +119,10 @@ class ProofBundle(Frozen):
 
     version: Literal[1] = 1
     ticket: Ticket
-    user_salt: str  # base64; the ledger entry commits to SHA-256(salt || user_id), never the id
+    # base64; the ledger entry commits to SHA-256(salt || user_id), never the id. Only the
+    # holder's bundle (authenticated GetInclusionProof) carries it; public bundles and events
+    # carry "" (and public bundles also carry no user id nor ticket signature).
+    user_salt: str = ""
     entry: str  # base64 of the canonical `issued` ledger entry bytes
     leaf_index: int
     tree_size: int
