@@ -30,6 +30,19 @@ The leaf hash of an entry is merkle.leaf_hash(these bytes). The raw user id neve
 the salted commitment, so the public log does not reveal who holds a ticket, while the holder
 (who knows the salt from their proof bundle) can show the entry is theirs. A future version
 changes the header line; decoders reject every header they do not know.
+
+Encoding, version 2: only for kind=cap (a cap/scope change), so every v1 entry ever written keeps
+its bytes and its leaf hash. Same line rules as v1, the five lines always in this order:
+
+    golden-press/ledger-entry/v2
+    kind=cap
+    cap=<decimal integer >= 0, no leading zeros>
+    scope=<live | lifetime>
+    serial=<last ticket serial assigned before the change; 0 when none>
+    at=<UTC, YYYY-MM-DDTHH:MM:SS.ffffffZ>
+
+`decode_entry` keeps accepting v1 only (a proof bundle's entry is always a ticket's);
+`decode_any_entry` reads both, for monitors and mirrors of the whole log.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from golden_press.errors import GoldenError, Reason
-from golden_press.models import Ticket
+from golden_press.models import CapScope, Ticket
 from golden_press.signing import format_timestamp
 
 ENTRY_HEADER = "golden-press/ledger-entry/v1"
@@ -60,6 +73,9 @@ FIELDS = (
     "at",
     "reason",
 )
+#: Encoding v2 (cap entries only; ticket entries stay v1, byte for byte).
+CAP_HEADER = "golden-press/ledger-entry/v2"
+CAP_FIELDS = ("kind", "cap", "scope", "serial", "at")
 MIN_SALT_BYTES = 16
 MAX_REASON_CHARS = 256
 MAX_ENTRY_BYTES = 4096
@@ -76,6 +92,10 @@ class EntryKind(StrEnum):
     VOIDED = "voided"
     REDEEMED = "redeemed"
     REVOKED = "revoked"
+
+
+#: The kind of a cap/scope change (encoding v2, `CapEntry`); not an EntryKind: it names no ticket.
+CAP_KIND = "cap"
 
 
 class LedgerEntry(BaseModel):
@@ -192,8 +212,8 @@ def _bad(message: str) -> GoldenError:
     return GoldenError(Reason.BAD_PROOF, f"ledger entry: {message}")
 
 
-def decode_entry(b: bytes) -> LedgerEntry:
-    """Parse canonical v1 bytes; anything else (even a harmless variant) raises BadProof."""
+def _text(b: bytes) -> str:
+    """The UTF-8 text of an entry of bounded size that ends with a newline."""
     if not isinstance(b, bytes | bytearray):
         raise _bad(f"expected bytes, got {type(b).__name__}")
     if len(b) > MAX_ENTRY_BYTES:
@@ -204,17 +224,29 @@ def decode_entry(b: bytes) -> LedgerEntry:
         raise _bad("not UTF-8") from exc
     if not text.endswith("\n"):
         raise _bad("must end with a newline")
-    lines = text[:-1].split("\n")
-    if lines[0] != ENTRY_HEADER:
-        raise _bad(f"header is {lines[0][:64]!r}, expected {ENTRY_HEADER!r}")
-    if len(lines) != 1 + len(FIELDS):
-        raise _bad(f"{len(lines)} lines, expected {1 + len(FIELDS)}")
+    return text
+
+
+def _fields(lines: list[str], fields: tuple[str, ...]) -> dict[str, str]:
+    """`name=value` lines after the header, exactly `fields` in order."""
+    if len(lines) != 1 + len(fields):
+        raise _bad(f"{len(lines)} lines, expected {1 + len(fields)}")
     values: dict[str, str] = {}
-    for expected, line in zip(FIELDS, lines[1:], strict=True):
+    for expected, line in zip(fields, lines[1:], strict=True):
         name, sep, value = line.partition("=")
         if not sep or name != expected:
             raise _bad(f"line {line[:64]!r}, expected field {expected!r}")
         values[name] = value
+    return values
+
+
+def decode_entry(b: bytes) -> LedgerEntry:
+    """Parse canonical v1 bytes; anything else (even a harmless variant) raises BadProof."""
+    text = _text(b)
+    lines = text[:-1].split("\n")
+    if lines[0] != ENTRY_HEADER:
+        raise _bad(f"header is {lines[0][:64]!r}, expected {ENTRY_HEADER!r}")
+    values = _fields(lines, FIELDS)
     if not _SERIAL.fullmatch(values["serial"]):
         raise _bad(f"serial {values['serial']!r} is not a canonical decimal")
     if not _TIMESTAMP.fullmatch(values["at"]):
@@ -227,7 +259,7 @@ def decode_entry(b: bytes) -> LedgerEntry:
             key_id=values["key_id"],
             signature_digest=values["signature_digest"],
             user_commitment=values["user_commitment"],
-            at=datetime.strptime(values["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+            at=datetime.fromisoformat(values["at"]),
             reason=values["reason"],
         )
     except (ValueError, ValidationError) as exc:
@@ -237,11 +269,100 @@ def decode_entry(b: bytes) -> LedgerEntry:
     return entry
 
 
+# ---- encoding v2: cap entries ----------------------------------------------------------------
+
+
+class CapEntry(BaseModel):
+    """A cap/scope change, public so anyone can judge every issuance by the cap then in force.
+
+    `serial` is a watermark: the last ticket serial assigned before the change (0 when none).
+    Serials are taken under the same advisory lock as the change, so the new cap governs exactly
+    the tickets with serial > `serial`, whatever order their `issued` entries reach the log in.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    cap: int = Field(ge=0, lt=1 << 31)
+    scope: CapScope
+    serial: int = Field(ge=0, lt=1 << 63)
+    at: datetime
+
+    @property
+    def kind(self) -> str:
+        """Always CAP_KIND, like the `kind=` line."""
+        return CAP_KIND
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("at must be timezone-aware")
+        return value.astimezone(UTC)
+
+
+def encode_cap_entry(e: CapEntry) -> bytes:
+    """The canonical v2 bytes of a cap entry (see CAP_FIELDS)."""
+    values = {
+        "kind": CAP_KIND,
+        "cap": str(int(e.cap)),
+        "scope": e.scope.value,
+        "serial": str(int(e.serial)),
+        "at": format_timestamp(e.at),
+    }
+    lines = [CAP_HEADER, *(f"{name}={values[name]}" for name in CAP_FIELDS)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def decode_cap_entry(b: bytes) -> CapEntry:
+    """Parse canonical v2 cap-entry bytes; anything else raises BadProof."""
+    text = _text(b)
+    lines = text[:-1].split("\n")
+    if lines[0] != CAP_HEADER:
+        raise _bad(f"header is {lines[0][:64]!r}, expected {CAP_HEADER!r}")
+    values = _fields(lines, CAP_FIELDS)
+    if values["kind"] != CAP_KIND:
+        raise _bad(f"a v2 entry has kind={values['kind'][:16]!r}, only cap is defined")
+    for name in ("cap", "serial"):
+        if not _SERIAL.fullmatch(values[name]):
+            raise _bad(f"{name} {values[name]!r} is not a canonical decimal")
+    if not _TIMESTAMP.fullmatch(values["at"]):
+        raise _bad(f"at {values['at']!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    try:
+        entry = CapEntry(
+            cap=int(values["cap"]),
+            scope=CapScope(values["scope"]),
+            serial=int(values["serial"]),
+            at=datetime.fromisoformat(values["at"]),
+        )
+    except (ValueError, ValidationError) as exc:
+        raise _bad(str(exc).splitlines()[0]) from exc
+    if encode_cap_entry(entry) != bytes(b):
+        raise _bad("not in canonical form")
+    return entry
+
+
+AnyEntry = LedgerEntry | CapEntry
+
+
+def decode_any_entry(b: bytes) -> AnyEntry:
+    """Decode any entry the log may hold: v1 ticket entries and v2 cap entries, by header."""
+    if bytes(b[: len(CAP_HEADER) + 1]) == (CAP_HEADER + "\n").encode("ascii"):
+        return decode_cap_entry(b)
+    return decode_entry(b)
+
+
 __all__ = [
+    "CAP_HEADER",
+    "CAP_KIND",
     "ENTRY_HEADER",
+    "AnyEntry",
+    "CapEntry",
     "EntryKind",
     "LedgerEntry",
+    "decode_any_entry",
+    "decode_cap_entry",
     "decode_entry",
+    "encode_cap_entry",
     "encode_entry",
     "entry_for_ticket",
     "signature_digest",

@@ -1,0 +1,437 @@
+"""Monitor checks over the public ledger alone: no database, no token, no private key (pure).
+
+A monitor reads a log through a `LogSource` (tiles over HTTP, a tiles directory, or the gRPC
+API: the I/O lives in service/ops/monitor_sources.py) and checks, in this order, stopping at
+the first violation it finds:
+
+1. the checkpoint note carries a valid signature by the log's key (unknown signature lines, such
+   as witness cosignatures, are ignored: c2sp.org/signed-note);
+2. it does not roll back or fork the last checkpoint this monitor saw (`MonitorState`, kept in
+   the state file): the tree rebuilt from the log has the remembered root at the remembered size;
+3. every entry bundle decodes and every entry hashes (RFC 6962 leaf hash) to the level-0 tile,
+   every full tile hashes to its slot in the tile above, and the tree hashes to the checkpoint
+   root (c2sp.org/tlog-tiles);
+4. every entry decodes (ledger_entry v1 ticket entries, v2 cap entries);
+5. every ticket's lifecycle is legal: issued at most once; a redeem or revoke only after its
+   issue and at most one of them; a void never after an issue (nor twice); an issued serial never
+   reused by another ticket;
+6. the supply invariant (see `SupplyState`).
+
+The cap in force before the first `cap` entry is `DEFAULT_CAP` tickets in scope `live` (the
+database default since the first migration); a log whose operator changed the cap before cap
+entries existed must say so with a `cap` entry, or earlier issuance above five is reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from golden_press.errors import GoldenError
+from golden_press.ledger_entry import CapEntry, EntryKind, decode_any_entry
+from golden_press.merkle import leaf_hash
+from golden_press.models import CapScope
+from golden_press.tiles import (
+    TILE_HEIGHT,
+    Tile,
+    TileError,
+    TreeBuilder,
+    decode_bundle,
+    decode_tile,
+    tile_width_at,
+)
+
+DEFAULT_CAP = 5
+DEFAULT_SCOPE = CapScope.LIVE
+
+
+class ViolationKind(StrEnum):
+    """What kind of rule the log broke (stable strings for --json output)."""
+
+    BAD_CHECKPOINT = "bad-checkpoint"
+    ROLLBACK = "rollback"
+    FORK = "fork"
+    TAMPERED_TILE = "tampered-tile"
+    TAMPERED_BUNDLE = "tampered-entry-bundle"
+    ROOT_MISMATCH = "root-mismatch"
+    UNREADABLE = "unreadable"
+    BAD_ENTRY = "bad-entry"
+    ILLEGAL_LIFECYCLE = "illegal-lifecycle"
+    OVER_CAP = "over-cap"
+
+
+class Violation(Exception):
+    """The first rule the log breaks: its kind, the leaf (when one is to blame) and why."""
+
+    def __init__(self, kind: ViolationKind, message: str, leaf: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.leaf = leaf
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f" at leaf {self.leaf}" if self.leaf is not None else ""
+        return f"{self.kind.value}{where}: {self.message}"
+
+
+class LogSource(Protocol):
+    """Where a monitor reads a log; tiles are optional (the gRPC API serves entries only)."""
+
+    def checkpoint(self) -> str:
+        """The log's current signed checkpoint note."""
+        ...
+
+    def read(self, tile: Tile) -> bytes | None:
+        """A hash tile or entry bundle (tile.level == -1); None when the source has no tiles."""
+        ...
+
+
+class MonitorState(BaseModel):
+    """What the state file keeps between runs: the last checkpoint verified, and its key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    origin: str
+    size: int
+    root_b64: str
+    note: str
+
+    @property
+    def root(self) -> bytes:
+        """The remembered root hash."""
+        return base64.b64decode(self.root_b64)
+
+    @classmethod
+    def of(cls, cp: Checkpoint, note: str) -> MonitorState:
+        """The state after verifying checkpoint `cp` (its signed note kept for evidence)."""
+        return cls(
+            origin=cp.origin,
+            size=cp.size,
+            root_b64=base64.b64encode(cp.root).decode("ascii"),
+            note=note,
+        )
+
+
+# ---- entries: lifecycle and supply ---------------------------------------------------------
+
+_ISSUED, _REDEEMED, _REVOKED, _VOIDED = 1, 2, 3, 4
+_STATE_NAME = {_ISSUED: "issued", _REDEEMED: "redeemed", _REVOKED: "revoked", _VOIDED: "voided"}
+
+
+@dataclass
+class SupplyState:
+    """Replays entries in log order: lifecycle legality per ticket and the supply invariant.
+
+    Supply invariant: at every prefix of the log and for each scope S, let C be the tickets that
+    count under S (live: issued, not redeemed, not revoked; lifetime: issued) and t the one of C
+    with the highest serial. If the cap in force for t's serial has scope S, then |C| <= that cap.
+
+    Why this is the right test: serials are taken under the same advisory lock as reservations
+    and cap changes, so t was reserved after every other member of C, and each of them was
+    still counted then (an earlier redeem or revoke would already be in this prefix). When t was
+    reserved the count was below the cap in force for t, hence |C| <= cap. A cap lowered below
+    the current count is therefore not a violation (nothing is voided: issuance waits), while
+    an issuance above the cap is, whatever order the issued entries reached the log in.
+    """
+
+    default_cap: int = DEFAULT_CAP
+    default_scope: CapScope = DEFAULT_SCOPE
+    entries: int = 0
+    tickets: dict[UUID, tuple[int, int]] = field(default_factory=dict)  # id -> (state, serial)
+    serials: dict[int, UUID] = field(default_factory=dict)
+    cap_marks: list[int] = field(default_factory=list)  # cap entries' serial watermarks
+    caps: list[tuple[int, CapScope]] = field(default_factory=list)
+    live: int = 0
+    lifetime: int = 0
+    max_issued_serial: int = 0
+    _live_heap: list[int] = field(default_factory=list)  # -serial of live tickets (lazy)
+
+    def cap_for(self, serial: int) -> tuple[int, CapScope]:
+        """The cap and scope in force when the ticket with `serial` was reserved."""
+        i = bisect.bisect_left(self.cap_marks, serial) - 1
+        return self.caps[i] if i >= 0 else (self.default_cap, self.default_scope)
+
+    def apply(self, leaf: int, data: bytes) -> None:
+        """Check and replay one entry; raise Violation on the first broken rule."""
+        try:
+            entry = decode_any_entry(data)
+        except GoldenError as exc:
+            raise Violation(ViolationKind.BAD_ENTRY, exc.message, leaf) from exc
+        self.entries += 1
+        if isinstance(entry, CapEntry):
+            self._cap(leaf, entry)
+            return
+        tid, kind, serial = entry.ticket_id, entry.kind, entry.serial
+        state, known_serial = self.tickets.get(tid, (0, serial))
+        if known_serial != serial:
+            raise self._illegal(
+                leaf, tid, f"{kind.value} with serial {serial}, issued as {known_serial}"
+            )
+        if kind is EntryKind.ISSUED:
+            if state:
+                raise self._illegal(leaf, tid, f"issued after {_STATE_NAME[state]}")
+            owner = self.serials.get(serial)
+            if owner is not None and owner != tid:
+                raise self._illegal(leaf, tid, f"serial {serial} already issued to ticket {owner}")
+            self.serials[serial] = tid
+            self.tickets[tid] = (_ISSUED, serial)
+            self.live += 1
+            self.lifetime += 1
+            self.max_issued_serial = max(self.max_issued_serial, serial)
+            heapq.heappush(self._live_heap, -serial)
+        elif kind in (EntryKind.REDEEMED, EntryKind.REVOKED):
+            if state != _ISSUED:
+                before = _STATE_NAME[state] if state else "its issue"
+                raise self._illegal(
+                    leaf, tid, f"{kind.value} {'after' if state else 'before'} {before}"
+                )
+            self.tickets[tid] = (_REDEEMED if kind is EntryKind.REDEEMED else _REVOKED, serial)
+            self.live -= 1
+        elif kind is EntryKind.VOIDED:
+            if state:
+                raise self._illegal(leaf, tid, f"voided after {_STATE_NAME[state]}")
+            self.tickets[tid] = (_VOIDED, serial)
+        self._check_supply(leaf)
+
+    def _cap(self, leaf: int, entry: CapEntry) -> None:
+        if self.cap_marks and entry.serial < self.cap_marks[-1]:
+            raise Violation(
+                ViolationKind.ILLEGAL_LIFECYCLE,
+                f"cap entry watermark {entry.serial} is below the previous one "
+                f"{self.cap_marks[-1]} (serials only grow)",
+                leaf,
+            )
+        if entry.serial < self.max_issued_serial:
+            raise Violation(
+                ViolationKind.ILLEGAL_LIFECYCLE,
+                f"cap entry watermark {entry.serial} is below serial {self.max_issued_serial},"
+                " already issued earlier in the log",
+                leaf,
+            )
+        self.cap_marks.append(entry.serial)
+        self.caps.append((entry.cap, entry.scope))
+
+    def _max_live_serial(self) -> int:
+        heap = self._live_heap
+        while heap:
+            tid = self.serials[-heap[0]]
+            if self.tickets[tid][0] == _ISSUED:
+                return -heap[0]
+            heapq.heappop(heap)
+        return 0
+
+    def _check_supply(self, leaf: int) -> None:
+        for scope, count, top in (
+            (CapScope.LIVE, self.live, self._max_live_serial()),
+            (CapScope.LIFETIME, self.lifetime, self.max_issued_serial),
+        ):
+            if not count:
+                continue
+            cap, in_force = self.cap_for(top)
+            if in_force is scope and count > cap:
+                raise Violation(
+                    ViolationKind.OVER_CAP,
+                    f"{count} tickets count under scope {scope.value} after {leaf + 1} entries,"
+                    f" but the cap in force for serial {top} is {cap}",
+                    leaf,
+                )
+
+    @staticmethod
+    def _illegal(leaf: int, tid: UUID, what: str) -> Violation:
+        return Violation(ViolationKind.ILLEGAL_LIFECYCLE, f"ticket {tid}: {what}", leaf)
+
+
+# ---- the log: checkpoint, tiles, tree ------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Counters a caller may show (and the benchmark reports)."""
+
+    entries: int = 0
+    fetches: int = 0
+    target: int = 0
+
+
+class Monitor:
+    """Verifies successive checkpoints of one log, remembering the tree between them."""
+
+    def __init__(
+        self,
+        source: LogSource,
+        verifier: NoteVerifier,
+        state: MonitorState | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_every: int = 65536,
+    ) -> None:
+        self.source = source
+        self.verifier = verifier
+        self.state = state
+        self.progress = Progress()
+        self._on_progress = on_progress
+        self._every = progress_every
+        self._tree = TreeBuilder()
+        self._supply = SupplyState()
+
+    @property
+    def size(self) -> int:
+        """How many entries have been verified so far."""
+        return self._tree.size
+
+    def _read(self, tile: Tile, required: bool = True) -> bytes | None:
+        self.progress.fetches += 1
+        try:
+            data = self.source.read(tile)
+        except OSError as exc:
+            raise Violation(ViolationKind.UNREADABLE, f"{tile.path}: {exc}") from exc
+        if data is None and required:
+            raise Violation(ViolationKind.UNREADABLE, f"{tile.path} is missing")
+        return data
+
+    def check(self) -> MonitorState:
+        """Fetch and verify the current checkpoint and everything new under it; the new state."""
+        try:
+            note = self.source.checkpoint()
+        except OSError as exc:
+            raise Violation(ViolationKind.UNREADABLE, f"checkpoint: {exc}") from exc
+        return self.check_note(note)
+
+    def check_note(self, note: str) -> MonitorState:
+        """Verify one checkpoint note against the log and the remembered state."""
+        try:
+            cp = open_checkpoint(note, [self.verifier], origin=self.verifier.name)
+        except GoldenError as exc:
+            raise Violation(ViolationKind.BAD_CHECKPOINT, exc.message) from exc
+        old = self.state
+        if old is not None:
+            if cp.size < old.size:
+                raise Violation(
+                    ViolationKind.ROLLBACK,
+                    f"checkpoint size {cp.size} is smaller than the {old.size} seen before",
+                )
+            if cp.size == old.size and cp.root != old.root:
+                raise Violation(
+                    ViolationKind.FORK,
+                    f"two checkpoints of size {cp.size} with different roots: "
+                    f"{old.root.hex()} (seen before) and {cp.root.hex()}",
+                )
+        if cp.size < self._tree.size:
+            raise Violation(
+                ViolationKind.ROLLBACK,
+                f"checkpoint size {cp.size} is smaller than the {self._tree.size} verified",
+            )
+        self._extend(cp.size, old)
+        root = self._tree.root()
+        if root != cp.root:
+            raise Violation(
+                ViolationKind.ROOT_MISMATCH,
+                f"the tiles of size {cp.size} hash to {root.hex()}, "
+                f"the checkpoint says {cp.root.hex()}",
+            )
+        self.state = MonitorState.of(cp, note)
+        return self.state
+
+    def _extend(self, size: int, old: MonitorState | None) -> None:
+        """Read entries [tree.size, size) tile by tile, verifying tiles, entries and supply."""
+        tree, start = self._tree, self._tree.size
+        self.progress.target = size
+        fork_at = old.size if old is not None and start < old.size <= size else None
+        for n in range(start >> TILE_HEIGHT, (size + 255) >> TILE_HEIGHT):
+            width = tile_width_at(0, n, size)
+            level0 = Tile(0, n, width)
+            bundle_data = self._read(level0.bundle())
+            assert bundle_data is not None
+            try:
+                entries = decode_bundle(bundle_data, width)
+            except TileError as exc:
+                raise Violation(
+                    ViolationKind.TAMPERED_BUNDLE, f"{level0.bundle().path}: {exc.message}", n << 8
+                ) from exc
+            tile_data = self._read(level0, required=False)
+            hashes: list[bytes] | None = None
+            if tile_data is not None:
+                try:
+                    hashes = decode_tile(tile_data, width)
+                except TileError as exc:
+                    raise Violation(
+                        ViolationKind.TAMPERED_TILE, f"{level0.path}: {exc.message}", n << 8
+                    ) from exc
+            seen = tree.tail(0)
+            for j, entry in enumerate(entries):
+                leaf = (n << TILE_HEIGHT) + j
+                h = leaf_hash(entry)
+                if hashes is not None and hashes[j] != h:
+                    raise Violation(
+                        ViolationKind.TAMPERED_TILE,
+                        f"{level0.path} hash {j} is {hashes[j].hex()}, but entry {leaf} in "
+                        f"{level0.bundle().path} hashes to {h.hex()}",
+                        leaf,
+                    )
+                if leaf < start:
+                    if seen[j] != h:
+                        raise Violation(
+                            ViolationKind.FORK,
+                            f"entry {leaf} changed since it was verified at size {start}",
+                            leaf,
+                        )
+                    continue
+                self._supply.apply(leaf, entry)
+                for full, full_hashes in tree.add(h):
+                    if full.level:
+                        self._compare(full, full_hashes)
+                if fork_at is not None and tree.size == fork_at and old is not None:
+                    root = tree.root()
+                    if root != old.root:
+                        raise Violation(
+                            ViolationKind.FORK,
+                            f"the log's tree of size {fork_at} has root {root.hex()}, but the "
+                            f"checkpoint seen before says {old.root.hex()}",
+                            leaf,
+                        )
+                self.progress.entries += 1
+                if self._on_progress and self.progress.entries % self._every == 0:
+                    self._on_progress(self.progress)
+        for partial, partial_hashes in tree.partial_tiles():
+            if partial.level:
+                self._compare(partial, partial_hashes)
+        if self._on_progress:
+            self._on_progress(self.progress)
+
+    def _compare(self, tile: Tile, expected: list[bytes]) -> None:
+        """A level >= 1 tile must hold exactly the roots of the full tiles below it."""
+        data = self._read(tile, required=False)
+        if data is None:
+            return
+        try:
+            got = decode_tile(data, tile.width)
+        except TileError as exc:
+            raise Violation(ViolationKind.TAMPERED_TILE, f"{tile.path}: {exc.message}") from exc
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            if g != e:
+                raise Violation(
+                    ViolationKind.TAMPERED_TILE,
+                    f"{tile.path} hash {i} is {g.hex()}, the tiles below hash to {e.hex()}",
+                    ((tile.index << TILE_HEIGHT) + i) << (TILE_HEIGHT * tile.level),
+                )
+
+
+__all__ = [
+    "DEFAULT_CAP",
+    "DEFAULT_SCOPE",
+    "LogSource",
+    "Monitor",
+    "MonitorState",
+    "Progress",
+    "SupplyState",
+    "Violation",
+    "ViolationKind",
+]
