@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import bisect
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -268,13 +268,15 @@ class Monitor:
     def __init__(
         self,
         source: LogSource,
-        verifier: NoteVerifier,
+        verifiers: Sequence[NoteVerifier],
+        origin: str,
         state: MonitorState | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_every: int = 65536,
     ) -> None:
         self.source = source
-        self.verifier = verifier
+        self.verifiers = list(verifiers)
+        self.origin = origin
         self.state = state
         self.progress = Progress()
         self._on_progress = on_progress
@@ -308,10 +310,15 @@ class Monitor:
     def check_note(self, note: str) -> MonitorState:
         """Verify one checkpoint note against the log and the remembered state."""
         try:
-            cp = open_checkpoint(note, [self.verifier], origin=self.verifier.name)
+            cp = open_checkpoint(note, self.verifiers, origin=self.origin)
         except GoldenError as exc:
             raise Violation(ViolationKind.BAD_CHECKPOINT, exc.message) from exc
         old = self.state
+        if old is not None and old.origin != cp.origin:
+            raise Violation(
+                ViolationKind.BAD_CHECKPOINT,
+                f"the state file is for log {old.origin!r}, this checkpoint is {cp.origin!r}",
+            )
         if old is not None:
             if cp.size < old.size:
                 raise Violation(

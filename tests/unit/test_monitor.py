@@ -92,7 +92,7 @@ def issued(n: int) -> list[tuple[uuid.UUID, bytes]]:
 
 
 def run(log: MemLog, state: MonitorState | None = None) -> MonitorState:
-    return Monitor(log, VERIFIER, state).check()
+    return Monitor(log, [VERIFIER], ORIGIN, state).check()
 
 
 def violation(log: MemLog, state: MonitorState | None = None) -> Violation:
@@ -128,7 +128,7 @@ def test_empty_log_passes() -> None:
 
 def test_big_log_over_several_tile_levels_passes() -> None:
     entries = [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, 66_001)]
-    monitor = Monitor(MemLog(entries), VERIFIER)
+    monitor = Monitor(MemLog(entries), [VERIFIER], ORIGIN)
     assert monitor.check().size == 66_000
     # Two fetches per 256 entries (bundle and level-0 tile) plus the level 1 and 2 tiles.
     assert monitor.progress.fetches == 2 * 258 + 2 + 1
@@ -146,7 +146,7 @@ def test_unknown_cosignatures_are_ignored() -> None:
 
 def test_follow_verifies_only_new_entries_and_catches_a_rewrite() -> None:
     entries = [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, 301)]
-    monitor = Monitor(MemLog(entries[:290]), VERIFIER)
+    monitor = Monitor(MemLog(entries[:290]), [VERIFIER], ORIGIN)
     monitor.check()
     monitor.source = MemLog(entries)
     assert monitor.check().size == 300
