@@ -1,7 +1,17 @@
 # syntax=docker/dockerfile:1
-# golden-press image: worker (`python worker.py`), API (`python -m service.api_server`),
-# migrations (`python -m service.migrate`) and the `golden-press` CLI. Configuration comes only
-# from environment variables; keys are mounted as files at run time, never baked in.
+# golden-press image: worker (`python worker.py`), API (`python -m service.api.server`),
+# migrations (`python -m service.store.migrate`) and the `golden-press` CLI. Configuration comes
+# only from environment variables; keys are mounted as files at run time, never baked in.
+
+# Build stage: generate the protobuf code once (grpcio-tools stays out of the runtime image).
+FROM python:3.11-slim AS proto
+WORKDIR /src
+RUN pip install --no-cache-dir "grpcio-tools>=1.66"
+COPY service/__init__.py service/__init__.py
+COPY service/devstack/ service/devstack/
+COPY proto/ proto/
+RUN python -m service.devstack.protogen
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,12 +37,12 @@ COPY service/ service/
 COPY starter/ starter/
 COPY proto/ proto/
 COPY migrations/ migrations/
+# The generated protobuf code from the build stage (never edited by hand, never copied from the
+# build context: see .dockerignore).
+COPY --from=proto /src/proto/ proto/
 
-# Dependencies and the `golden-press` entry point, then the protobuf code generated from proto/
-# (never edited by hand, never copied from the build context: see .dockerignore).
 RUN pip install . \
-    && python -m service.protogen \
-    && python -c "import worker, service.api_server, service.migrate"
+    && python -c "import worker, service.api.server, service.store.migrate"
 
 USER 10001:10001
 EXPOSE 50051 9464

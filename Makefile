@@ -14,9 +14,10 @@ demo: proto
 
 test: lint buf typecheck pytest
 
-lint: $(STAMP)
+lint: proto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Protobuf contract: buf lint (buf.yaml) and buf breaking against the last release's protos, kept in
 # released/proto/<version>/ (move it forward at each release). buf comes from the npm package
@@ -46,7 +47,7 @@ dev-down: $(STAMP)
 
 # Generated *_pb2*.py are not committed; protogen only regenerates stale ones (fast when fresh).
 proto: $(STAMP)
-	$(BIN)/python -m service.protogen
+	$(BIN)/python -m service.devstack.protogen
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -31,26 +31,28 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.faults import Faults
-from activities.issuance import IssuanceActivities
-from activities.publishing import PublishingActivities
-from activities.reconciler import ReconcilerActivities
-from activities.redemption import RedemptionActivities
-from activities.revocation import RevocationActivities
+from activities.issue_ticket import IssuanceActivities
+from activities.publish import PublishingActivities
+from activities.reconcile import ReconcilerActivities
+from activities.redeem_ticket import RedemptionActivities
+from activities.revoke_ticket import RevocationActivities
 from golden_press.checkpoint import ledger_key_id
+from golden_press.sagas import reconcile_schedule_id, reconcile_workflow_id
 from golden_press.settings import Settings
 from golden_press.signing import key_id_for
-from service.db import create_pool
-from service.events import OutboxPublisher, ensure_stream
-from service.keys import KeyFileError, load_key_file
-from service.ledger_store import LedgerStore
 from service.logs import configure_logging
+from service.sagas.client import connect_client
+from service.store.db import create_pool
+from service.store.key_files import KeyFileError, load_key_file
+from service.store.keys import register_keys as register_public_keys
+from service.store.ledger import LedgerStore
+from service.store.outbox import OutboxPublisher, ensure_stream
 from workflows.issue_ticket import IssueTicketWorkflow
-from workflows.reconcile import RECONCILE_SCHEDULE_ID, ReconcileReservationsWorkflow
+from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 from workflows.revoke_ticket import RevokeTicketWorkflow
 
@@ -91,24 +93,7 @@ async def register_keys(pool: asyncpg.Pool, keys: Keys, origin: str) -> None:
             origin,
         ),
     ]
-    async with pool.acquire() as conn, conn.transaction():
-        for purpose, key_id, public_key, name in rows:
-            inserted = await conn.fetchval(
-                "INSERT INTO signing_keys (key_id, purpose, public_key, name)"
-                " VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
-                key_id,
-                purpose,
-                public_key,
-                name,
-            )
-            if inserted:
-                await conn.execute(
-                    "UPDATE signing_keys SET status = 'retired', retired_at = now()"
-                    " WHERE purpose = $1 AND key_id <> $2 AND status = 'current'",
-                    purpose,
-                    key_id,
-                )
+    await register_public_keys(pool, rows)
 
 
 async def ensure_reconciler_schedule(
@@ -118,14 +103,14 @@ async def ensure_reconciler_schedule(
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             ReconcileReservationsWorkflow.run,
-            id=f"reconcile-{task_queue}",
+            id=reconcile_workflow_id(task_queue),
             task_queue=task_queue,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:
-        await client.create_schedule(f"{RECONCILE_SCHEDULE_ID}-{task_queue}", schedule)
+        await client.create_schedule(reconcile_schedule_id(task_queue), schedule)
     except ScheduleAlreadyRunningError:
         pass
 
@@ -136,16 +121,6 @@ def metrics_runtime(port: int) -> Runtime | None:
         return None
     return Runtime(
         telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
-    )
-
-
-async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """A Temporal client with the pydantic data converter (same as every starter)."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
     )
 
 
@@ -213,7 +188,7 @@ async def run(settings: Settings) -> int:
     except KeyFileError as err:
         print(f"golden-press worker: {err}", file=sys.stderr)
         return 2
-    client = await connect_temporal(settings, metrics_runtime(settings.metrics_port))
+    client = await connect_client(settings, metrics_runtime(settings.metrics_port))
     pool = await create_pool(settings.pg_dsn, max_size=20)
     nc = await connect_nats(settings)
     stop = asyncio.Event()

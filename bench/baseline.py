@@ -6,7 +6,7 @@ behind the same gRPC entry point (golden.v1.GoldenPress/IssueTicket, bearer toke
 details) so a herd against it and against golden-press differ only in what is behind the API.
 Run as a server process by the benches:
 
-    python bench/baseline.py serve --dsn DSN --addr 127.0.0.1:PORT --tokens-file FILE
+    .venv/bin/python -m bench.baseline serve --dsn DSN --addr 127.0.0.1:PORT --tokens-file FILE
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,7 +30,8 @@ from nacl.signing import SigningKey
 
 from golden_press.models import Ticket, TicketState
 from golden_press.signing import canonical_payload, key_id_for, sign_payload
-from service.api_server import error_status, golden_pb2, golden_pb2_grpc, ticket_to_pb
+from service.api.convert import error_status, ticket_to_pb
+from service.api.pb import golden_pb2, golden_pb2_grpc
 
 #: The seed's lock key (any constant: the baseline has its own database).
 BASELINE_LOCK = 0x5EED
@@ -174,7 +173,7 @@ async def serve(dsn: str, addr: str, tokens_file: Path, pool_size: int = 20) -> 
 
 
 def main() -> None:
-    """`python bench/baseline.py serve ...`."""
+    """`.venv/bin/python -m bench.baseline serve ...`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")

@@ -1,10 +1,10 @@
 """The launch-moment herd: many IssueTicket calls at once through gRPC; exactly five must win.
 
-    .venv/bin/python bench/bench_herd.py [--requests 10000] [--users 2000] [--concurrency 200]
+    .venv/bin/python -m bench.bench_herd [--requests 10000] [--users 2000] [--concurrency 200]
 
 Starts a private Temporal dev server, then for each design a fresh database and its servers:
 - baseline: the seed's direct design (bench/baseline.py) behind the same gRPC entry point;
-- golden-press: `python worker.py` + `python -m service.api_server` (admission, then the saga).
+- golden-press: `python worker.py` + `python -m service.api.server` (admission, then the saga).
 The client (this process) sends every user's attempts (requests/users each, shuffled, a fresh
 request id per attempt) over one grpc.aio channel with a bearer token, `--concurrency` in flight.
 Asserts exactly 5 tickets in both databases. Targets: rate >= 0.5x baseline, p99 rejection < 50 ms.
@@ -22,11 +22,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import asyncpg
 import grpc
-from common import (
+
+from bench.common import (
     API_VARIANTS,
     BENCH_TOKEN,
     Child,
@@ -45,9 +44,8 @@ from common import (
     temporal_dev,
     wait_grpc_healthy,
 )
-
-from service.api_server import golden_pb2, golden_pb2_grpc
-from service.servers import free_port
+from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.devstack.servers import free_port
 
 
 @dataclass
@@ -93,7 +91,7 @@ async def run_baseline(args: argparse.Namespace, attempts: list[tuple[str, str]]
         tokens.write_text(BENCH_TOKEN + "\n")
         async with fresh_database("golden_bench_seed", migrate=False) as dsn:
             addr = f"127.0.0.1:{free_port()}"
-            argv = [sys.executable, str(Path(__file__).parent / "baseline.py"), "serve"]
+            argv = [sys.executable, "-m", "bench.baseline", "serve"]
             argv += ["--dsn", dsn, "--addr", addr, "--tokens-file", str(tokens)]
             child = Child.spawn("baseline", argv, dict(os.environ), Path(tmp))
             try:

@@ -1,6 +1,6 @@
 """Ledger benchmark: append rate, then inclusion/consistency proof latency at N entries.
 
-    .venv/bin/python bench/bench_ledger.py [--entries 1000000] [--queries 1000]
+    .venv/bin/python -m bench.bench_ledger [--entries 1000000] [--queries 1000]
         [--admin-dsn postgresql://postgres@127.0.0.1:5432/postgres] [--keep]
 
 Creates a fresh database `golden_bench_<hex>`, applies the migrations, measures appends (single
@@ -23,17 +23,14 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 from nacl.signing import SigningKey
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from golden_press.ledger_entry import EntryKind, LedgerEntry, user_commitment
 from golden_press.merkle import leaf_hash, verify_consistency, verify_inclusion
-from service.db import apply_migrations
-from service.ledger_store import LedgerStore
+from service.store.db import apply_migrations
+from service.store.ledger import LedgerStore
 
 ORIGIN = "golden-press.bench/ledger"
 

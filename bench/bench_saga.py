@@ -1,6 +1,6 @@
 """Saga latency: one issuance end to end, sequentially, vs Temporal's floor and the seed's.
 
-    .venv/bin/python bench/bench_saga.py [--runs 200] [--warmup 10]
+    .venv/bin/python -m bench.bench_saga [--runs 200] [--warmup 10]
 
 In one process (no contention: the calls are sequential): a private Temporal dev server, a fresh
 database with the cap raised (golden_config) so no run meets CapReached, the real worker
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -31,17 +29,18 @@ from temporalio import activity, workflow
 
 # The sandbox re-runs this module for FloorWorkflow: plain string paths, heavy imports passed
 # through (as workflows/ does for its activity modules).
-_HERE = os.path.dirname(__file__)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
 
 with workflow.unsafe.imports_passed_through():
     import asyncpg
     import grpc
     import nats
-    from baseline import create_schema
-    from baseline import issue as baseline_issue
-    from common import (
+    from nacl.signing import SigningKey
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from bench.baseline import create_schema
+    from bench.baseline import issue as baseline_issue
+    from bench.common import (
         auth_metadata,
         bench_settings,
         delete_stream,
@@ -53,13 +52,10 @@ with workflow.unsafe.imports_passed_through():
         print_table,
         temporal_dev,
     )
-    from nacl.signing import SigningKey
-    from temporalio.client import Client
-    from temporalio.worker import Worker
-
     from golden_press.models import IssueTicketInput, IssueTicketResult, Outcome, request_hash
-    from service.api_server import golden_pb2, golden_pb2_grpc, serve, shutdown
-    from service.db import create_pool
+    from service.api.pb import golden_pb2, golden_pb2_grpc
+    from service.api.server import serve, shutdown
+    from service.store.db import create_pool
     from worker import golden_worker, load_keys
 
 

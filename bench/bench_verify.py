@@ -1,9 +1,9 @@
 """Verification rate: VerifyTicket calls/s through the gRPC API vs raw pynacl verify in one process.
 
-    .venv/bin/python bench/bench_verify.py [--calls 20000] [--concurrency 64] [--seconds 2]
+    .venv/bin/python -m bench.bench_verify [--calls 20000] [--concurrency 64] [--seconds 2]
 
 Starts a private Temporal dev server, a fresh database, `python worker.py` and
-`python -m service.api_server`, issues five tickets through the API, then calls VerifyTicket
+`python -m service.api.server`, issues five tickets through the API, then calls VerifyTicket
 (by ticket_id, and with the ticket itself) from this process over one grpc.aio channel.
 Raw: nacl VerifyKey.verify of the same canonical payloads in a loop, in this process.
 Target: the API's rate >= 25% of raw.
@@ -15,15 +15,14 @@ import argparse
 import asyncio
 import base64
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import grpc
-from common import (
+from nacl.signing import VerifyKey
+
+from bench.common import (
     API_VARIANTS,
     auth_metadata,
     cpu_seconds,
@@ -37,10 +36,9 @@ from common import (
     start_empty_server,
     temporal_dev,
 )
-from nacl.signing import VerifyKey
-
 from golden_press.signing import canonical_payload, verify_payload
-from service.api_server import golden_pb2, golden_pb2_grpc, ticket_from_pb
+from service.api.convert import ticket_from_pb
+from service.api.pb import golden_pb2, golden_pb2_grpc
 
 
 def raw_rate(keys: dict[str, bytes], tickets: list[golden_pb2.Ticket], seconds: float) -> dict:

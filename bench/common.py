@@ -23,25 +23,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from temporalio.testing import WorkflowEnvironment
+
+from golden_press.settings import Settings
+from service.devstack.servers import free_port
+from service.store.db import skip_pool_reset
+from service.store.key_files import generate_key_file
+from tests.helpers.servers import dsn_for, migrated_template, start_local_temporal
+from tests.helpers.worker import settings_env
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import asyncpg  # noqa: E402
-import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from golden_press.settings import Settings  # noqa: E402
-from service.db import skip_pool_reset  # noqa: E402
-from service.keys import generate_key_file  # noqa: E402
-from service.servers import free_port  # noqa: E402
-from tests.helpers import (  # noqa: E402
-    dsn_for,
-    migrated_template,
-    settings_env,
-    start_local_temporal,
-)
 
 ADMIN_DSN = os.environ.get(
     "GOLDEN_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -210,7 +204,7 @@ async def start_worker(settings: Settings, log_dir: Path, name: str = "worker") 
     return child
 
 
-#: API variants: `stock` is `python -m service.api_server`; the others run the same server with
+#: API variants: `stock` is `python -m service.api.server`; the others run the same server with
 #: one of the herd fixes undone (see serve_api_variant), to show what each fix buys:
 #: `verbose-log` logs every RPC (DEBUG level), `pool-reset` restores asyncpg's reset round trip
 #: on every pool release, `durable-commits` flushes WAL for every rate-limit counter, `untuned`
@@ -224,9 +218,9 @@ async def start_api(
     """The API server on settings.grpc_addr, once its health check says SERVING."""
     env = settings_env(settings)
     if variant == "stock":
-        argv = [sys.executable, "-m", "service.api_server"]
+        argv = [sys.executable, "-m", "service.api.server"]
     else:
-        argv = [sys.executable, str(Path(__file__).resolve()), "serve-api", variant]
+        argv = [sys.executable, "-m", "bench.common", "serve-api", variant]
     child = Child.spawn(name, argv, env, log_dir)
     try:
         await wait_grpc_healthy(settings.grpc_addr, child)
@@ -391,10 +385,10 @@ def finish(code: int) -> None:
 
 
 def serve_api_variant(variant: str) -> None:
-    """Run service.api_server's main with fixes undone (the bench's before/after switch)."""
+    """Run service.api.server's main with fixes undone (the bench's before/after switch)."""
     import logging
 
-    import service.api_server as api
+    import service.api.server as api
 
     pool_reset = variant in ("pool-reset", "untuned")
     durable = variant in ("durable-commits", "untuned")
@@ -425,7 +419,7 @@ def serve_api_variant(variant: str) -> None:
 async def _serve_empty(addr: str) -> None:
     from grpc_health.v1 import health
 
-    from service.api_server import golden_pb2, golden_pb2_grpc
+    from service.api.pb import golden_pb2, golden_pb2_grpc
 
     class Empty(golden_pb2_grpc.GoldenPressServicer):
         async def VerifyTicket(self, request: object, context: object) -> object:
@@ -444,7 +438,7 @@ async def _serve_empty(addr: str) -> None:
 async def start_empty_server(log_dir: Path) -> tuple[Child, str]:
     """A grpc.aio GoldenPress whose VerifyTicket does nothing: the gRPC floor of this machine."""
     addr = f"127.0.0.1:{free_port()}"
-    argv = [sys.executable, str(Path(__file__).resolve()), "serve-empty", addr]
+    argv = [sys.executable, "-m", "bench.common", "serve-empty", addr]
     child = Child.spawn("empty", argv, dict(os.environ), log_dir)
     try:
         await wait_grpc_healthy(addr, child)

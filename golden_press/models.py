@@ -47,16 +47,6 @@ def request_hash(user_id: str) -> str:
     ).hexdigest()
 
 
-def issue_workflow_id(request_id: str) -> str:
-    """Workflow id of an issuance (the interface sheet's `issue-<request_id>`)."""
-    return f"issue-{request_id}"
-
-
-def redeem_workflow_id(ticket_id: UUID | str) -> str:
-    """Workflow id of a redemption (`redeem-<ticket_id>`)."""
-    return f"redeem-{ticket_id}"
-
-
 class TicketState(StrEnum):
     """Lifecycle of a ticket row; see the interface sheet's scope table."""
 

@@ -2,7 +2,8 @@
 
     python -m starter.issue_ticket --user alice [--request-id my-key]
 
-It uses the same admission module as the gRPC API (service.admission), so the rules are the same:
+It uses the same admission module as the gRPC API (service.sagas.admission), so the rules are
+the same:
 validate -> request_id lookup -> deny-list and rate limit -> sold-out flag -> in-flight gate ->
 start `IssueTicketWorkflow` (id `issue-<request_id>`) and wait for its result. A rejection prints
 `error: <Reason>: <message>` and exits 1. Connection settings come from the environment
@@ -18,8 +19,10 @@ import sys
 
 from golden_press.errors import GoldenError
 from golden_press.settings import Settings
-from service.admission import Admission, SagaFailed, connect_client, new_request_id
-from service.db import create_pool
+from service.sagas.admission import Admission, new_request_id
+from service.sagas.client import connect_client
+from service.sagas.runs import SagaFailed
+from service.store.db import create_pool
 
 
 async def issue(user_id: str, request_id: str) -> int:

@@ -3,9 +3,9 @@
     python -m starter.redeem_ticket TICKET_ID --user alice --bundle bundle.json
 
 The bundle is the holder's proof (`golden-press proof TICKET_ID -o bundle.json`). Starts
-`RedeemTicketWorkflow` with id `redeem-<ticket_id>` through service.admission; a second redemption
-of the same ticket while one runs is refused with RedemptionInProgress. Settings come from the
-environment, as for starter/issue_ticket.py.
+`RedeemTicketWorkflow` with id `redeem-<ticket_id>` through service.sagas.admission; a second
+redemption of the same ticket while one runs is refused with RedemptionInProgress. Settings come
+from the environment, as for starter/issue_ticket.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from pathlib import Path
 
 from golden_press.errors import GoldenError
 from golden_press.settings import Settings
-from service.admission import Admission, SagaFailed, connect_client
-from service.db import create_pool
+from service.sagas.admission import Admission
+from service.sagas.client import connect_client
+from service.sagas.runs import SagaFailed
+from service.store.db import create_pool
 
 
 async def redeem(ticket_id: str, user_id: str, bundle_json: str) -> int:

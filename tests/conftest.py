@@ -1,7 +1,8 @@
 """Shared fixtures: one Temporal dev server per session, one isolated golden-press stack per test.
 
 The machine's PostgreSQL (127.0.0.1:5432) and NATS (127.0.0.1:4222) are used when they answer;
-otherwise the session starts its own (service.servers). Tests never stop the shared servers.
+otherwise the session starts its own (service.devstack.servers). Tests never stop the shared
+servers.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import (
+from tests.helpers.servers import (
     Servers,
-    Stack,
-    golden_stack,
     migrated_template,
     shared_or_private_nats,
     shared_or_private_postgres,
     start_local_temporal,
 )
+from tests.helpers.stack import Stack, golden_stack
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
-from golden_press import search_attributes as sa
+from golden_press import sagas as sa
+from golden_press.sagas import ticket_id_for
 
 with workflow.unsafe.imports_passed_through():
-    from activities.issuance import IssuanceActivities
+    from activities.issue_ticket import IssuanceActivities
     from golden_press.models import (
         FinaliseInput,
         IssueTicketInput,
@@ -32,14 +33,6 @@ with workflow.unsafe.imports_passed_through():
         VoidInput,
     )
     from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
-
-#: ticket_id = uuid5(TICKET_NAMESPACE, request_id): every run and retry writes the same row.
-TICKET_NAMESPACE = uuid.UUID("5b1f7e1c-3a57-4d1e-9f5c-601de0000002")
-
-
-def ticket_id_for(request_id: str) -> uuid.UUID:
-    """Deterministic ticket id of an issuance request."""
-    return uuid.uuid5(TICKET_NAMESPACE, request_id)
 
 
 @workflow.defn

@@ -6,11 +6,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reconciler import ReconcilerActivities
+    from activities.reconcile import ReconcilerActivities
     from golden_press.models import PublishInput, ReconcileResult
     from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, SagaWorkflow
-
-RECONCILE_SCHEDULE_ID = "golden-press-reconciler"
 
 
 @workflow.defn

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from golden_press import search_attributes as sa
+from golden_press import sagas as sa
 
 with workflow.unsafe.imports_passed_through():
-    from activities.redemption import RedemptionActivities
+    from activities.redeem_ticket import RedemptionActivities
     from golden_press.models import (
         CheckResult,
         Outcome,

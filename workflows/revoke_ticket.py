@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from golden_press import search_attributes as sa
+from golden_press import sagas as sa
 
 with workflow.unsafe.imports_passed_through():
-    from activities.revocation import RevocationActivities
+    from activities.revoke_ticket import RevocationActivities
     from golden_press.models import RevokeTicketInput, RevokeTicketResult
     from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
 

@@ -10,8 +10,8 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from activities.publishing import PublishingActivities
-from golden_press import search_attributes as sa
+from activities.publish import PublishingActivities
+from golden_press import sagas as sa
 from golden_press.models import Progress, PublishInput
 
 #: Business steps before the point of no return: a few tries, then compensate.

@@ -10,9 +10,10 @@ import uuid
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.issuance import IssuanceActivities
+    from activities.issue_ticket import IssuanceActivities
     from golden_press.models import IssueTicketInput, IssueTicketResult, TicketRef
-    from workflows.issue_ticket import IssueTicketWorkflow, ticket_id_for
+    from golden_press.sagas import ticket_id_for
+    from workflows.issue_ticket import IssueTicketWorkflow
     from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT
 
 

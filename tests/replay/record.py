@@ -30,17 +30,16 @@ from golden_press.models import (
     RedeemTicketInput,
     RevokeTicketInput,
 )
-from tests.helpers import (
+from tests.helpers.ledger import forged_checkpoint, fork, tamper_signature
+from tests.helpers.servers import (
     Servers,
-    Stack,
-    golden_stack,
     migrated_template,
     shared_or_private_nats,
     shared_or_private_postgres,
     start_local_temporal,
-    wait_until,
 )
-from tests.test_redemption import _forged_checkpoint, _fork, _tamper_signature
+from tests.helpers.stack import Stack, golden_stack
+from tests.helpers.waiting import wait_until
 from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 from workflows.revoke_ticket import RevokeTicketWorkflow
@@ -144,10 +143,10 @@ async def record_redemption(stack: Stack, rec: Recorder) -> None:
     d_id, d_bundle = tickets["dave"]
 
     rejections: list[tuple[str, uuid.UUID, str, ProofBundle, str]] = [
-        ("bad_signature", b_id, "bob", _tamper_signature(b_bundle), "BadSignature"),
+        ("bad_signature", b_id, "bob", tamper_signature(b_bundle), "BadSignature"),
         ("bad_proof", b_id, "bob", c_bundle, "BadProof"),
-        ("bad_checkpoint", b_id, "bob", _forged_checkpoint(b_bundle), "BadCheckpoint"),
-        ("inconsistent_checkpoint", b_id, "bob", _fork(stack, b_bundle), "InconsistentCheckpoint"),
+        ("bad_checkpoint", b_id, "bob", forged_checkpoint(b_bundle), "BadCheckpoint"),
+        ("inconsistent_checkpoint", b_id, "bob", fork(stack, b_bundle), "InconsistentCheckpoint"),
         ("not_issuee", b_id, "carol", b_bundle, "NotIssuee"),
         ("unknown_ticket", uuid.uuid4(), "bob", b_bundle, "TicketNotFound"),
     ]

@@ -1,0 +1,146 @@
+"""The GoldenPress gRPC API (grpc.aio): admission + sagas for writes, PostgreSQL for reads.
+
+`python -m service.api.server` serves on GOLDEN_GRPC_ADDR with health checking and reflection on.
+IssueTicket and RedeemTicket need `authorization: Bearer <token>` with a token listed in
+GOLDEN_API_TOKENS_FILE (one per line); every other RPC is public. Rejections carry a
+google.rpc.ErrorInfo (domain "golden-press", reason = the reason type) in the status details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from temporalio.client import Client
+
+from golden_press.settings import Settings
+from service.api.auth import load_tokens
+from service.api.convert import SERVICE_NAME
+from service.api.pb import golden_pb2_grpc
+from service.api.servicer import ApiDeps, GoldenPressService
+from service.logs import configure_logging
+from service.sagas.admission import Admission
+from service.sagas.client import connect_client
+from service.store.db import create_pool
+from service.store.ledger import LedgerStore
+
+log = logging.getLogger("golden_press.api")
+
+
+# ---- server lifecycle -------------------------------------------------------------------------
+
+_RUNNING: dict[int, ApiDeps] = {}
+
+
+def make_ledger_store(settings: Settings) -> LedgerStore:
+    """Read-only: the public-facing API never holds the ledger's private key."""
+    return LedgerStore.read_only(settings.ledger_origin)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    client: Client | None = None,
+    address: str | None = None,
+) -> grpc.aio.Server:
+    """Build, bind and start the server; pool/client given by the caller stay the caller's."""
+    owned: list[Callable[[], Awaitable[Any]]] = []
+    if pool is None:
+        pool = await create_pool(settings.pg_dsn, min_size=2, max_size=20, durable_commits=False)
+        owned.append(pool.close)
+    if client is None:
+        client = await connect_client(settings)
+    admission = Admission.from_settings(settings, pool, client)
+    await admission.start()
+    owned.insert(0, admission.close)
+    deps = ApiDeps(
+        settings=settings,
+        pool=pool,
+        admission=admission,
+        ledger=make_ledger_store(settings),
+        tokens=load_tokens(settings.api_tokens_file),
+        owned=owned,
+    )
+
+    server = grpc.aio.server()
+    golden_pb2_grpc.add_GoldenPressServicer_to_server(GoldenPressService(deps), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    addr = address or settings.grpc_addr
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC address {addr}")
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    server.golden_port = port  # type: ignore[attr-defined]
+    _RUNNING[id(server)] = deps
+    log.info("gRPC API listening", extra={"address": addr, "port": port})
+    return server
+
+
+def bound_port(server: grpc.aio.Server) -> int:
+    """The port serve() bound (useful with an address ending in :0)."""
+    return int(server.golden_port)  # type: ignore[attr-defined]
+
+
+def admission_of(server: grpc.aio.Server) -> Admission:
+    """The admission instance behind a served server (tests inspect its flag)."""
+    return _RUNNING[id(server)].admission
+
+
+async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
+    """Stop the server, then close what serve() opened."""
+    await server.stop(grace)
+    deps = _RUNNING.pop(id(server), None)
+    if deps is not None:
+        for close in deps.owned:
+            try:
+                await close()
+            except Exception:
+                log.exception("error while closing API resources")
+
+
+# ---- logging and main -------------------------------------------------------------------------
+
+
+async def _main() -> int:
+    settings = Settings()  # read from the environment
+    if settings.metrics_port > 0:
+        start_http_server(settings.metrics_port)
+    server = await serve(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await shutdown(server, grace=5.0)
+    return 0
+
+
+def main() -> None:
+    """`python -m service.api.server`."""
+    configure_logging(logging.DEBUG if os.environ.get("GOLDEN_DEBUG") else logging.INFO)
+    try:
+        code = asyncio.run(_main())
+    except Exception:
+        log.exception("API server crashed")
+        code = 1
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The GoldenPress servicer: writes through admission and the sagas, reads from PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+from prometheus_client import Counter, Histogram
+from temporalio.service import RPCError
+
+from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
+from golden_press.errors import GoldenError, InvalidRequest, Reason
+from golden_press.models import ProofBundle, Ticket, TicketState
+from golden_press.settings import Settings
+from service.api.auth import authenticate
+from service.api.convert import (
+    _STATE_TO_PB,
+    STATUS_FOR_REASON,
+    decode_page_token,
+    encode_page_token,
+    error_status,
+    state_from_pb,
+    ticket_from_pb,
+    ticket_to_pb,
+)
+from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.sagas.admission import Admission, SagaFailed, parse_ticket_id
+from service.store import keys as key_store
+from service.store import tickets as queries
+from service.store.ledger import LedgerStore
+from service.store.outbox import timestamp
+
+log = logging.getLogger("golden_press.api")
+
+RPC_TOTAL = Counter("golden_rpc_total", "gRPC calls by method and status code", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "golden_rpc_seconds",
+    "gRPC call latency",
+    ["method", "outcome"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Handler = Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
+
+
+def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req, _Resp]]:
+    """Wrap a handler: bearer auth for writes, error mapping, metrics, one log line."""
+
+    def decorate(fn: Handler[_Req, _Resp]) -> Handler[_Req, _Resp]:
+        method = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(self: GoldenPressService, request: _Req, context: Any) -> _Resp:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            status: grpc.Status | None = None
+            extra: dict[str, Any] = {"method": method}
+            try:
+                if write:
+                    self.authenticate(context)
+                return await fn(self, request, context)
+            except GoldenError as err:
+                code = STATUS_FOR_REASON.get(err.reason, grpc.StatusCode.FAILED_PRECONDITION)
+                status = error_status(code, err.reason.value, err.message)
+                extra["reason"] = err.reason.value
+            except SagaFailed as err:
+                code = grpc.StatusCode.ABORTED
+                status = error_status(
+                    code, "SagaFailed", err.message, {"workflow_id": err.workflow_id}
+                )
+                extra["workflow_id"] = err.workflow_id
+                log.error("saga failed: %s", err.message, extra=extra)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RPCError) as exc:
+                code = grpc.StatusCode.UNAVAILABLE
+                status = error_status(code, "Unavailable", f"backend unavailable: {exc}")
+                log.exception("backend error", extra=extra)
+            finally:
+                elapsed = time.perf_counter() - started
+                RPC_TOTAL.labels(method, code.name).inc()
+                RPC_SECONDS.labels(method, "ok" if code is grpc.StatusCode.OK else "error").observe(
+                    elapsed
+                )
+                extra.update(code=code.name, ms=round(elapsed * 1e3, 2))
+                # Successful writes at INFO; reads and business rejections (a herd's worth) at
+                # DEBUG: the metrics above count them, and a log line per rejection cost ~7% CPU.
+                level = logging.INFO if write and code is grpc.StatusCode.OK else logging.DEBUG
+                log.log(level, "rpc", extra=extra)
+            assert status is not None
+            await context.abort_with_status(status)
+            raise AssertionError("unreachable")  # abort_with_status raises
+
+        return wrapper
+
+    return decorate
+
+
+@dataclass
+class ApiDeps:
+    """What the service needs; `owned` are closed by shutdown()."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    admission: Admission
+    ledger: LedgerStore
+    tokens: frozenset[str]
+    owned: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+
+#: How stale the cached public keys may be (a rotated-in key verifies within this delay).
+TRUST_ROOTS_TTL_S = 5.0
+
+
+class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
+    """GoldenPress: writes through admission and the sagas, reads straight from PostgreSQL."""
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self._deps = deps
+        self._pool = deps.pool
+        self._admission = deps.admission
+        self._ledger = deps.ledger
+        self._origin = deps.settings.ledger_origin
+        self._roots: tuple[float, TrustRoots] | None = None
+
+    async def _trust_roots(self, issuer_key_id: str) -> TrustRoots:
+        """Public keys change only on rotation: cached, re-read when stale or a key id is new."""
+        now = time.monotonic()
+        cached = self._roots
+        if cached is not None:
+            age = now - cached[0]
+            # An unknown key id may be a freshly rotated key: re-read, but at most once a second,
+            # so forged key ids cannot turn this public RPC into a query per call.
+            unknown = issuer_key_id not in cached[1].issuer_keys
+            if age <= TRUST_ROOTS_TTL_S and not (unknown and age > 1.0):
+                return cached[1]
+        roots = await key_store.trust_roots(self._pool, self._origin)
+        self._roots = (now, roots)
+        return roots
+
+    def authenticate(self, context: Any) -> None:
+        """Unauthenticated unless the call carries `authorization: Bearer <known token>`."""
+        authenticate(context, self._deps.tokens)
+
+    @rpc(write=True)
+    async def IssueTicket(
+        self, request: golden_pb2.IssueTicketRequest, context: Any
+    ) -> golden_pb2.IssueTicketResponse:
+        """Admission, then the issuance saga."""
+        outcome = await self._admission.issue(request.user_id, request.request_id or None)
+        return golden_pb2.IssueTicketResponse(
+            ticket=ticket_to_pb(outcome.ticket),
+            workflow_id=outcome.workflow_id,
+            request_id=outcome.request_id,
+            replayed=outcome.replayed,
+        )
+
+    @rpc(write=True)
+    async def RedeemTicket(
+        self, request: golden_pb2.RedeemTicketRequest, context: Any
+    ) -> golden_pb2.RedeemTicketResponse:
+        """The redemption saga with the holder's bundle."""
+        result = await self._admission.redeem(
+            request.ticket_id, request.user_id, request.bundle_json
+        )
+        resp = golden_pb2.RedeemTicketResponse(
+            ticket_id=str(result.ticket_id), workflow_id=f"redeem-{result.ticket_id}"
+        )
+        if result.leaf_index is not None:
+            resp.leaf_index = result.leaf_index
+        return resp
+
+    @rpc()
+    async def VerifyTicket(
+        self, request: golden_pb2.VerifyTicketRequest, context: Any
+    ) -> golden_pb2.VerifyTicketResponse:
+        """Crypto (signature; inclusion and checkpoint for a bundle) plus the stored state."""
+        subject = request.WhichOneof("subject")
+        resp = golden_pb2.VerifyTicketResponse()
+        stored: Ticket | None = None
+        if subject == "ticket_id":
+            stored = await queries.get_ticket(self._pool, parse_ticket_id(request.ticket_id))
+            if stored is None:
+                raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {request.ticket_id}")
+            if not stored.signature:
+                resp.ticket.CopyFrom(ticket_to_pb(stored))
+                resp.state = _STATE_TO_PB[stored.state]
+                resp.reason = Reason.TICKET_NOT_REDEEMABLE.value
+                resp.message = f"ticket is {stored.state.value}, not signed yet"
+                return resp
+            ticket = stored
+            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
+        elif subject == "ticket":
+            ticket = ticket_from_pb(request.ticket)
+            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
+        elif subject == "bundle_json":
+            bundle = load_bundle(request.bundle_json)
+            checkpoint = verify_bundle(bundle, await self._trust_roots(bundle.ticket.key_id))
+            ticket = bundle.ticket
+            resp.proof_valid = True
+            resp.checkpoint_tree_size = checkpoint.size
+        else:
+            raise InvalidRequest("give ticket_id, ticket or bundle_json")
+        resp.signature_valid = True
+
+        stored_now = (
+            stored
+            if subject == "ticket_id"
+            else await queries.get_ticket(self._pool, ticket.ticket_id)
+        )
+        if stored_now is None:
+            resp.ticket.CopyFrom(ticket_to_pb(ticket))
+            resp.reason = Reason.TICKET_NOT_FOUND.value
+            resp.message = "signature is authentic but this ledger has no such ticket"
+            return resp
+        resp.ticket.CopyFrom(ticket_to_pb(stored_now))
+        resp.state = _STATE_TO_PB[stored_now.state]
+        if stored_now.state in (TicketState.ISSUED, TicketState.REDEEMED):
+            resp.valid = True
+            resp.redeemable = stored_now.state is TicketState.ISSUED
+        else:
+            resp.reason = Reason.TICKET_NOT_REDEEMABLE.value
+            resp.message = f"ticket is {stored_now.state.value}"
+        return resp
+
+    @rpc()
+    async def GetTicket(
+        self, request: golden_pb2.GetTicketRequest, context: Any
+    ) -> golden_pb2.GetTicketResponse:
+        """One ticket by id."""
+        ticket = await queries.get_ticket(self._pool, parse_ticket_id(request.ticket_id))
+        if ticket is None:
+            raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {request.ticket_id}")
+        return golden_pb2.GetTicketResponse(ticket=ticket_to_pb(ticket))
+
+    @rpc()
+    async def ListTickets(
+        self, request: golden_pb2.ListTicketsRequest, context: Any
+    ) -> golden_pb2.ListTicketsResponse:
+        """A keyset page of tickets by serial."""
+        if request.page_size < 0:
+            raise InvalidRequest("page_size must not be negative")
+        size = min(request.page_size or queries.DEFAULT_PAGE_SIZE, queries.MAX_PAGE_SIZE)
+        tickets = await queries.list_tickets(
+            self._pool,
+            state=state_from_pb(request.state),
+            user_id=request.user_id or None,
+            after_serial=decode_page_token(request.page_token),
+            limit=size + 1,  # one more tells whether there is a next page
+        )
+        resp = golden_pb2.ListTicketsResponse(tickets=[ticket_to_pb(t) for t in tickets[:size]])
+        if len(tickets) > size:
+            resp.next_page_token = encode_page_token(tickets[size - 1].serial)
+        return resp
+
+    @rpc()
+    async def GetCheckpoint(
+        self, request: golden_pb2.GetCheckpointRequest, context: Any
+    ) -> golden_pb2.GetCheckpointResponse:
+        """The latest signed checkpoint."""
+        async with self._pool.acquire() as conn:
+            head = await self._ledger.latest_checkpoint(conn)
+        return golden_pb2.GetCheckpointResponse(
+            checkpoint=head.note,
+            origin=self._origin,
+            tree_size=head.size,
+            root_hash=head.root,
+        )
+
+    @rpc()
+    async def GetInclusionProof(
+        self, request: golden_pb2.GetInclusionProofRequest, context: Any
+    ) -> golden_pb2.GetInclusionProofResponse:
+        """The proof bundle of a ticket's `issued` entry against the latest checkpoint."""
+        ticket_id = parse_ticket_id(request.ticket_id)
+        async with self._pool.acquire() as conn:
+            found = await queries.ticket_with_salt(conn, ticket_id)
+            if found is None:
+                raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {ticket_id}")
+            ticket, salt = found
+            if ticket.leaf_index is None:
+                raise GoldenError(
+                    Reason.TICKET_NOT_REDEEMABLE,
+                    f"ticket {ticket_id} is {ticket.state.value} and not in the ledger",
+                )
+            bundle: ProofBundle = await self._ledger.build_bundle(conn, ticket, salt)
+        return golden_pb2.GetInclusionProofResponse(
+            bundle_json=bundle.model_dump_json(),
+            ticket=ticket_to_pb(bundle.ticket),
+            leaf_index=bundle.leaf_index,
+            tree_size=bundle.tree_size,
+            inclusion_proof=[base64.b64decode(h) for h in bundle.inclusion_proof],
+            checkpoint=bundle.checkpoint,
+        )
+
+    @rpc()
+    async def GetPublicKeys(
+        self, request: golden_pb2.GetPublicKeysRequest, context: Any
+    ) -> golden_pb2.GetPublicKeysResponse:
+        """Every issuer and ledger key, current and retired."""
+        keys = await key_store.public_keys(self._pool)
+        resp = golden_pb2.GetPublicKeysResponse(ledger_origin=self._origin)
+        for k in keys:
+            msg = resp.keys.add(
+                key_id=k.key_id,
+                purpose=k.purpose,
+                public_key=k.public_key,
+                status=k.status,
+                name=k.name,
+                created_at=timestamp(k.created_at),
+            )
+            if k.retired_at is not None:
+                msg.retired_at.CopyFrom(timestamp(k.retired_at))
+        return resp

@@ -1,0 +1,153 @@
+"""The CLI's side of the wire: where the API is, one gRPC call, and the error report.
+
+Where it connects: GOLDEN_GRPC_ADDR and the first token of GOLDEN_API_TOKENS_FILE when set, else
+the dev stack recorded in GOLDEN_STATE_DIR/stack.json (`golden-press dev up`), else the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from golden_press.settings import Settings
+
+#: Exit codes: 1 a rejection (a reason type), 2 usage, 3 the API or database is unreachable.
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+class CliError(Exception):
+    """A failure to report as `error: <reason>: <message>` with an exit code."""
+
+    def __init__(self, reason: str, message: str, code: int = EXIT_REJECTED) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.code = code
+
+
+def settings() -> Settings:
+    """Settings from the environment (mypy without the pydantic plugin wants the aliases)."""
+    return Settings()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the API is and the token writes present."""
+
+    address: str
+    token: str
+    dsn: str
+    #: Temporal of the running dev stack (admin revoke), empty: from settings.
+    temporal: str = ""
+    task_queue: str = ""
+
+
+def _first_token(path: Path) -> str:
+    try:
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                return line.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
+    """--addr/--token flags, else the environment, else the running dev stack, else defaults."""
+    s = settings()
+    address = os.environ.get("GOLDEN_GRPC_ADDR", "")
+    token = _first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
+    dsn = os.environ.get("GOLDEN_PG_DSN", "")
+    temporal = task_queue = ""
+    if not (address and dsn):
+        try:
+            from service.devstack.stack import running_stack
+
+            info = running_stack()
+        except Exception:
+            info = None
+        if info is not None:
+            address = address or info.grpc
+            token = token or info.token
+            dsn = dsn or info.postgres
+            if not os.environ.get("TEMPORAL_ADDRESS"):
+                temporal, task_queue = info.temporal, info.task_queue
+    return Endpoint(
+        address=getattr(args, "addr", None) or address or s.grpc_addr,
+        token=getattr(args, "token", None) or token or _first_token(s.api_tokens_file),
+        dsn=dsn or s.pg_dsn,
+        temporal=temporal,
+        task_queue=task_queue,
+    )
+
+
+class Api:
+    """A gRPC channel and stub plus bearer metadata for writes."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        import grpc
+
+        from service.api.pb import golden_pb2, golden_pb2_grpc
+
+        self.endpoint = endpoint
+        self.pb = golden_pb2
+        self.channel = grpc.aio.insecure_channel(endpoint.address)
+        self.stub = golden_pb2_grpc.GoldenPressStub(self.channel)
+
+    @property
+    def auth(self) -> list[tuple[str, str]]:
+        """Metadata for IssueTicket/RedeemTicket."""
+        return [("authorization", f"Bearer {self.endpoint.token}")] if self.endpoint.token else []
+
+    async def call(self, method: str, request: Any, *, write: bool = False) -> Any:
+        """One RPC; a failed call becomes a CliError carrying the ErrorInfo reason."""
+        import grpc
+
+        from service.api.convert import error_reason
+
+        fn = getattr(self.stub, method)
+        try:
+            return await fn(request, metadata=self.auth if write else None, timeout=120)
+        except grpc.aio.AioRpcError as err:
+            reason = error_reason(err) or err.code().name
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if not error_reason(err):
+                    raise CliError(
+                        "Unavailable",
+                        f"cannot reach the golden-press API at {self.endpoint.address} "
+                        "(is `golden-press dev up` running?)",
+                        EXIT_UNAVAILABLE,
+                    ) from err
+            raise CliError(reason, err.details() or err.code().name) from err
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+def report(err: CliError) -> int:
+    """The one-line rejection on stderr; the exit code."""
+    print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+    return err.code
+
+
+def is_file(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CliError("InvalidRequest", f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from exc

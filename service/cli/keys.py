@@ -1,0 +1,138 @@
+"""Key and ledger verbs: keys generate/export, and `ledger verify` (offline, no server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from service.cli.client import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Api,
+    CliError,
+    read_text,
+    settings,
+    write_text,
+)
+from service.cli.output import (
+    colour,
+    emit_json,
+)
+
+
+async def public_keys_json(api: Api) -> str:
+    """Trust roots for offline verifiers, from the API's public keys."""
+    from golden_press.bundle import dump_trust_roots
+    from service.store.keys import PublicKeyRow, trust_roots_from_keys
+
+    resp = await api.call("GetPublicKeys", api.pb.GetPublicKeysRequest())
+    rows = [
+        PublicKeyRow(
+            key_id=k.key_id,
+            purpose=k.purpose,
+            public_key=k.public_key,
+            status=k.status,
+            name=k.name,
+            created_at=k.created_at.ToDatetime(),
+            retired_at=None,
+        )
+        for k in resp.keys
+    ]
+    try:
+        return dump_trust_roots(trust_roots_from_keys(rows, resp.ledger_origin)) + "\n"
+    except LookupError as exc:
+        raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
+
+
+def default_keys_file() -> Path:
+    """Where `keys export` writes and `ledger verify` reads trust roots by default."""
+    return settings().state_dir / "public-keys.json"
+
+
+async def cmd_keys_export(api: Api, args: argparse.Namespace) -> int:
+    """Write the trust roots (every issuer and ledger public key) for offline verification."""
+    path = Path(args.output) if args.output else default_keys_file()
+    text = await public_keys_json(api)
+    write_text(path, text)
+    roots = json.loads(text)
+    if args.json:
+        emit_json({"keys_file": str(path), **roots})
+    else:
+        print(f"public keys written to {path}")
+        for key_id, pub in roots["issuer_keys"].items():
+            print(f"  issuer  {key_id}  {pub}")
+        for led in roots["ledger"]:
+            print(f"  ledger  {led.get('name') or roots['origin']}  {led['public_key']}")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    """Offline: signature, ledger entry, inclusion proof and checkpoint, with pinned keys only."""
+    from golden_press.bundle import load_bundle, load_trust_roots, verify_bundle
+    from golden_press.errors import GoldenError
+
+    keys_path = Path(args.keys) if args.keys else default_keys_file()
+    if not keys_path.is_file():
+        raise CliError(
+            "InvalidRequest",
+            f"no trust roots at {keys_path}: run `golden-press keys export` (or pass --keys)",
+            EXIT_USAGE,
+        )
+    try:
+        roots = load_trust_roots(keys_path.read_text())
+    except ValueError as exc:
+        raise CliError("InvalidRequest", f"{keys_path} is not a trust roots file: {exc}") from exc
+    try:
+        bundle = load_bundle(read_text(args.bundle))
+        checkpoint = verify_bundle(bundle, roots)
+    except GoldenError as err:
+        raise CliError(err.reason.value, err.message) from err
+    t = bundle.ticket
+    if args.json:
+        emit_json(
+            {
+                "valid": True,
+                "ticket_id": str(t.ticket_id),
+                "serial": t.serial,
+                "user_id": t.user_id,
+                "leaf_index": bundle.leaf_index,
+                "tree_size": checkpoint.size,
+                "origin": checkpoint.origin,
+                "root_hash": checkpoint.root.hex(),
+            }
+        )
+    else:
+        for line in (
+            f"issuer signature (key {t.key_id})",
+            "ledger entry matches the ticket and its holder",
+            f"inclusion proof: leaf {bundle.leaf_index} of {checkpoint.size}",
+            f"checkpoint signed by the ledger key ({checkpoint.origin})",
+        ):
+            print(f"{colour('ok', 'ok')}  {line}")
+        print(colour(f"bundle verifies offline: golden ticket #{t.serial} of {t.user_id}", "ok"))
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Create the issuer and ledger key files (mode 0600); never overwrites an existing key."""
+    from golden_press.signing import key_id_for
+    from service.store.key_files import KeyFileError, generate_key_file
+
+    s = settings()
+    made = {}
+    for name, path in (("issuer", s.signing_key_file), ("ledger", s.ledger_key_file)):
+        if path.exists():
+            if not args.json:
+                print(f"{name:<7} {path} exists; kept")
+            continue
+        try:
+            key = generate_key_file(path)
+        except KeyFileError as exc:
+            raise CliError("InvalidRequest", str(exc)) from exc
+        made[name] = {"path": str(path), "key_id": key_id_for(bytes(key.verify_key))}
+        if not args.json:
+            print(f"{name:<7} {path} written (key id {made[name]['key_id']})")
+    if args.json:
+        emit_json(made)
+    return 0

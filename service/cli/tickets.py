@@ -1,0 +1,223 @@
+"""Ticket verbs: issue, verify, get, list, proof, checkpoint, redeem (all through the API)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.cli.client import (
+    Api,
+    CliError,
+    is_file,
+    read_text,
+    write_text,
+)
+from service.cli.output import (
+    colour,
+    emit_json,
+    show_ticket,
+    table,
+    ticket_dict,
+)
+
+
+async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
+    """Mint a ticket (the request id makes a retry safe: it returns the same ticket)."""
+    from service.sagas.admission import new_request_id
+
+    request_id = args.request_id or new_request_id()
+    resp = await api.call(
+        "IssueTicket",
+        api.pb.IssueTicketRequest(user_id=args.user, request_id=request_id),
+        write=True,
+    )
+    t = ticket_dict(resp.ticket)
+    if args.json:
+        emit_json(
+            {
+                "ticket": t,
+                "workflow_id": resp.workflow_id,
+                "request_id": resp.request_id,
+                "replayed": resp.replayed,
+            }
+        )
+    else:
+        head = "ticket already issued for this request" if resp.replayed else "golden ticket issued"
+        print(colour(head, "ok"))
+        print(show_ticket(t))
+        print(f"{'workflow':<12} {resp.workflow_id}")
+    return 0
+
+
+async def cmd_verify(api: Api, args: argparse.Namespace) -> int:
+    """Verify a ticket by id, or a proof bundle file, against the API's keys and state."""
+    if is_file(args.subject):
+        req = api.pb.VerifyTicketRequest(bundle_json=read_text(args.subject))
+    else:
+        req = api.pb.VerifyTicketRequest(ticket_id=args.subject)
+    resp = await api.call("VerifyTicket", req)
+    t = ticket_dict(resp.ticket)
+    state = t["state"] if resp.state else "unknown"
+    if args.json:
+        emit_json(
+            {
+                "valid": resp.valid,
+                "signature_valid": resp.signature_valid,
+                "proof_valid": resp.proof_valid,
+                "redeemable": resp.redeemable,
+                "state": state,
+                "reason": resp.reason,
+                "message": resp.message,
+                "checkpoint_tree_size": resp.checkpoint_tree_size,
+                "ticket": t,
+            }
+        )
+    else:
+        checks = [("signature", resp.signature_valid)]
+        if req.WhichOneof("subject") == "bundle_json":
+            checks.append((f"inclusion proof (tree size {resp.checkpoint_tree_size})", True))
+        for name, ok in checks:
+            print(f"{colour('ok', 'ok') if ok else colour('FAILED', 'error')}  {name}")
+        print(f"{'ok' if resp.valid else 'no':>2}  state {colour(state, state)}")
+        if resp.valid:
+            note = "redeemable" if resp.redeemable else "already redeemed"
+            print(colour(f"valid golden ticket #{t['serial']} of {t['user_id']} ({note})", "ok"))
+    if not resp.valid:
+        raise CliError(resp.reason or "TicketNotRedeemable", resp.message or "ticket is not valid")
+    return 0
+
+
+async def cmd_get(api: Api, args: argparse.Namespace) -> int:
+    """Show one ticket."""
+    resp = await api.call("GetTicket", api.pb.GetTicketRequest(ticket_id=args.ticket_id))
+    t = ticket_dict(resp.ticket)
+    if args.json:
+        emit_json(t)
+    else:
+        print(show_ticket(t))
+    return 0
+
+
+async def list_all(
+    api: Api, *, state: str | None = None, user: str | None = None, limit: int = 10_000
+) -> list[dict[str, Any]]:
+    """Every matching ticket, following page tokens."""
+    out: list[dict[str, Any]] = []
+    token = ""
+    state_pb = getattr(api.pb, f"TICKET_STATE_{state.upper()}") if state else 0
+    while len(out) < limit:
+        resp = await api.call(
+            "ListTickets",
+            api.pb.ListTicketsRequest(
+                page_size=min(500, limit - len(out)),
+                page_token=token,
+                state=state_pb,
+                user_id=user or "",
+            ),
+        )
+        out.extend(ticket_dict(t) for t in resp.tickets)
+        token = resp.next_page_token
+        if not token:
+            break
+    return out
+
+
+async def cmd_list(api: Api, args: argparse.Namespace) -> int:
+    """Tickets by serial, filtered by state and user."""
+    tickets = await list_all(api, state=args.state, user=args.user, limit=args.limit)
+    if args.json:
+        emit_json(tickets)
+        return 0
+    if not tickets:
+        print("no tickets")
+        return 0
+    rows = [
+        (
+            t["serial"],
+            t["state"],
+            t["user_id"],
+            t["issued_at"][:19].replace("T", " "),
+            t["ticket_id"],
+            "-" if t["leaf_index"] is None else t["leaf_index"],
+        )
+        for t in tickets
+    ]
+    print(table(rows, ("serial", "state", "user", "issued at (UTC)", "ticket", "leaf")))
+    return 0
+
+
+async def fetch_bundle(api: Api, ticket_id: str) -> str:
+    """The proof bundle JSON of a ticket against the latest checkpoint."""
+    resp = await api.call("GetInclusionProof", api.pb.GetInclusionProofRequest(ticket_id=ticket_id))
+    return str(resp.bundle_json)
+
+
+def pretty_bundle(bundle_json: str) -> str:
+    """Indented bundle JSON (the same document, easier to read and diff)."""
+    return json.dumps(json.loads(bundle_json), indent=2) + "\n"
+
+
+async def cmd_proof(api: Api, args: argparse.Namespace) -> int:
+    """Write (or print) a ticket's proof bundle."""
+    bundle = pretty_bundle(await fetch_bundle(api, args.ticket_id))
+    if args.output:
+        write_text(Path(args.output), bundle)
+        info = json.loads(bundle)
+        if args.json:
+            emit_json(
+                {
+                    "bundle": args.output,
+                    "leaf_index": info["leaf_index"],
+                    "tree_size": info["tree_size"],
+                }
+            )
+        else:
+            print(
+                f"proof bundle written to {args.output} "
+                f"(leaf {info['leaf_index']} of a tree of {info['tree_size']})"
+            )
+    else:
+        sys.stdout.write(bundle)
+    return 0
+
+
+async def cmd_checkpoint(api: Api, args: argparse.Namespace) -> int:
+    """The latest signed checkpoint."""
+    resp = await api.call("GetCheckpoint", api.pb.GetCheckpointRequest())
+    if args.json:
+        emit_json(
+            {
+                "origin": resp.origin,
+                "tree_size": resp.tree_size,
+                "root_hash": resp.root_hash.hex(),
+                "checkpoint": resp.checkpoint,
+            }
+        )
+    else:
+        sys.stdout.write(
+            resp.checkpoint if resp.checkpoint.endswith("\n") else resp.checkpoint + "\n"
+        )
+    return 0
+
+
+async def cmd_redeem(api: Api, args: argparse.Namespace) -> int:
+    """Redeem with a bundle file, or with a bundle fetched from the API first."""
+    bundle = read_text(args.bundle) if args.bundle else await fetch_bundle(api, args.ticket_id)
+    resp = await api.call(
+        "RedeemTicket",
+        api.pb.RedeemTicketRequest(ticket_id=args.ticket_id, user_id=args.user, bundle_json=bundle),
+        write=True,
+    )
+    leaf = resp.leaf_index if resp.HasField("leaf_index") else None
+    if args.json:
+        emit_json(
+            {"ticket_id": resp.ticket_id, "workflow_id": resp.workflow_id, "leaf_index": leaf}
+        )
+    else:
+        print(colour(f"ticket {resp.ticket_id} redeemed by {args.user}", "ok"))
+        print(f"{'workflow':<12} {resp.workflow_id}")
+        print(f"{'ledger leaf':<12} {leaf}")
+    return 0

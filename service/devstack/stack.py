@@ -1,0 +1,633 @@
+"""`golden-press dev up/down`: the embedded dev stack (PostgreSQL, NATS, Temporal, worker, API).
+
+Each server comes from the environment when its variable is set (GOLDEN_PG_DSN, GOLDEN_NATS_URL,
+TEMPORAL_ADDRESS), else it is started privately with its state under GOLDEN_STATE_DIR. What was
+started is written to `stack.json` in the state dir (pids and start times, so `dev down` never
+signals a reused pid), which is how `dev down`, `ensure_stack()` and later CLI calls find it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from golden_press.settings import Settings
+from service.devstack.servers import (
+    HOST,
+    SEARCH_ATTRIBUTES,
+    ChildProcess,
+    NatsServer,
+    PostgresCluster,
+    ServerError,
+    TemporalDevServer,
+    free_port,
+    log_tail,
+    pid_alive,
+    port_in_use,
+    process_start_time,
+    run_async,
+    stop_pid,
+)
+from service.store.key_files import ensure_key_file, read_tokens
+from service.store.migrate import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STACK_FILE = "stack.json"
+#: How the worker and the API are started (cwd = repo root; settings come from the environment).
+WORKER_CMD: list[str] = [sys.executable, "worker.py"]
+API_CMD: list[str] = [sys.executable, "-m", "service.api.server"]
+WORKER_READY_TIMEOUT_S = 120.0  # first start imports and validates every workflow: seconds
+API_READY_TIMEOUT_S = 60.0
+
+
+class StackInfo(BaseModel):
+    """Addresses of a running dev stack: the `dev up --detach` JSON line, plus the child env."""
+
+    temporal: str
+    ui: str | None
+    postgres: str
+    nats: str
+    grpc: str
+    namespace: str
+    task_queue: str
+    token: str
+    #: Environment (GOLDEN_*, TEMPORAL_*) that points a process at this stack.
+    env: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def json_line(self) -> str:
+        """The one line `dev up --detach` prints."""
+        return json.dumps(self.model_dump(), separators=(",", ":"))
+
+    def settings(self) -> Settings:
+        """Settings of a client of this stack (what the worker and the API were given)."""
+        return Settings(**self.env)  # type: ignore[arg-type,call-arg]
+
+
+@dataclass
+class _Proc:
+    """One process of the stack as recorded in stack.json."""
+
+    name: str
+    pid: int
+    start_time: int | None
+    pgid: int | None  # signal the whole group (our children run in their own session)
+    first_signal: int = signal.SIGTERM
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.start_time)
+
+    def stop(self) -> bool:
+        return stop_pid(
+            self.pid,
+            pgid=self.pgid,
+            start_time=self.start_time,
+            first_signal=self.first_signal,
+            timeout=30.0,
+        )
+
+
+@dataclass
+class _Stack:
+    """What one `dev up` started, in start order; stopped in reverse."""
+
+    state_dir: Path
+    parts: list[tuple[str, Any]] = field(default_factory=list)  # (name, server or ChildProcess)
+    info: StackInfo | None = None
+
+    def add(self, name: str, part: Any) -> None:
+        self.parts.append((name, part))
+
+    def procs(self) -> list[_Proc]:
+        found = []
+        for name, part in self.parts:
+            if isinstance(part, ChildProcess):
+                pid = part.proc.pid if part.proc else None
+                pgid, first = pid, signal.SIGTERM
+            elif isinstance(part, PostgresCluster):
+                pid, pgid, first = part.pid, None, signal.SIGINT  # SIGINT = fast shutdown
+            else:
+                pid, pgid, first = part.pid, part.pid, signal.SIGTERM
+            if pid is not None:
+                found.append(_Proc(name, pid, process_start_time(pid), pgid, first))
+        return found
+
+    def first_exit(self) -> str | None:
+        """A one-line reason when a part of the stack has stopped on its own."""
+        for name, part in self.parts:
+            if isinstance(part, ChildProcess):
+                code = part.exited()
+                if code is not None:
+                    return f"{name} exited with code {code}: {log_tail(part.log_file)}"
+            elif part.pid is not None and not pid_alive(part.pid):
+                return f"{name} (pid {part.pid}) is gone"
+        return None
+
+    def stop(self) -> None:
+        for _name, part in reversed(self.parts):
+            with contextlib.suppress(Exception):
+                part.stop()
+        self.parts.clear()
+
+    def detach(self) -> None:
+        for _name, part in self.parts:
+            if hasattr(part, "detach"):
+                part.detach()
+            elif isinstance(part, ChildProcess):
+                part.proc = None  # no longer ours to stop; `dev down` stops it by pid
+
+    def save(self, supervisor: int | None) -> None:
+        assert self.info is not None
+        state = {
+            "version": 1,
+            "info": self.info.model_dump(),
+            "env": self.info.env,
+            "processes": [vars(p) for p in self.procs()],
+            "supervisor": None
+            if supervisor is None
+            else {"pid": supervisor, "start_time": process_start_time(supervisor)},
+        }
+        _write_private(self.state_dir / STACK_FILE, json.dumps(state, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- state dir
+
+
+def _settings() -> Settings:
+    """Settings from the environment (ignore: mypy without the pydantic plugin wants aliases)."""
+    return Settings()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (keys, tokens), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """One `dev up`/`dev down`/`ensure_stack` at a time per state dir."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class _Recorded:
+    info: StackInfo
+    procs: list[_Proc]
+    supervisor: _Proc | None
+
+
+def _read_state(state_dir: Path) -> _Recorded | None:
+    try:
+        raw = json.loads((state_dir / STACK_FILE).read_text())
+        info = StackInfo(**raw["info"], env=raw.get("env", {}))
+        procs = [_Proc(**p) for p in raw["processes"]]
+        sup = raw.get("supervisor")
+        supervisor = _Proc("supervisor", sup["pid"], sup["start_time"], None) if sup else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _Recorded(info, procs, supervisor)
+
+
+def _stop_recorded(state_dir: Path, recorded: _Recorded) -> list[str]:
+    """Stop a recorded stack (supervisor first: it stops its own children); names not stopped."""
+    if recorded.supervisor is not None:
+        stop_pid(recorded.supervisor.pid, start_time=recorded.supervisor.start_time, timeout=60.0)
+    failed = [p.name for p in reversed(recorded.procs) if not p.stop()]
+    if not failed:
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / STACK_FILE).unlink()
+    return failed
+
+
+def _running(state_dir: Path) -> _Recorded | None:
+    """The recorded stack if all of it still runs; a half-dead one is stopped and forgotten."""
+    recorded = _read_state(state_dir)
+    if recorded is None:
+        return None
+    members = [*recorded.procs, *([recorded.supervisor] if recorded.supervisor else [])]
+    if all(p.alive() for p in members):
+        return recorded
+    _stop_recorded(state_dir, recorded)
+    return None
+
+
+def running_stack(state_dir: Path | None = None) -> StackInfo | None:
+    """The dev stack running from this state dir, if any (for CLI verbs that want its env)."""
+    state_dir = (state_dir or _settings().state_dir).resolve()
+    recorded = _running(state_dir)
+    return recorded.info if recorded else None
+
+
+# --------------------------------------------------------------------------- bring-up
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+async def _prepare_stream(url: str, settings: Settings) -> None:
+    """Create or update the JetStream stream (its config lives in service.store.outbox)."""
+    import nats
+
+    from service.store.outbox import ensure_stream
+
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        await ensure_stream(nc.jetstream(), settings)
+    finally:
+        await nc.close()
+
+
+async def _temporal_client(address: str, namespace: str) -> Any:
+    from service.sagas.client import connect_client
+
+    return await connect_client(
+        _settings().model_copy(
+            update={"temporal_address": address, "temporal_namespace": namespace}
+        )
+    )
+
+
+async def _prepare_temporal(address: str, namespace: str) -> None:
+    """Register any missing search attribute (a dev server got them on its command line)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    client = await _temporal_client(address, namespace)
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+
+
+async def _poller_identities(address: str, namespace: str, task_queue: str) -> set[str]:
+    """Identities of the workers recently polling the task queue for workflow tasks."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    client = await _temporal_client(address, namespace)
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return {poller.identity for poller in described.pollers}
+
+
+def _grpc_serving(address: str) -> bool:
+    """gRPC health check of the API (a server without the health service counts once it answers)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
+            )
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _parse_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    try:
+        return host or HOST, int(port)
+    except ValueError as exc:
+        raise ServerError("api", f"GOLDEN_GRPC_ADDR={addr!r} is not host:port") from exc
+
+
+def _private_file(path: Path) -> Path:
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _ensure_token(path: Path) -> str:
+    """The first token of the API token file, creating the file (0600) with a fresh one."""
+    existing = read_tokens(path)
+    if existing:
+        return existing[0]
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token + "\n")
+    return token
+
+
+def _timed(progress: bool, what: str, start: Callable[[], str]) -> str:
+    began = time.monotonic()
+    where = start()
+    _say(progress, f"  {what:<9} {where}  ({time.monotonic() - began:.1f} s)")
+    return where
+
+
+def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
+    """Start (or adopt) every part; on any failure stop what was started and re-raise."""
+    stack = _Stack(state_dir)
+    explicit = settings.model_fields_set
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        worker_script = REPO_ROOT / "worker.py"
+        if WORKER_CMD[1:] == ["worker.py"] and not worker_script.exists():
+            raise ServerError("worker", f"{worker_script} not found")
+        if API_CMD[1:] == ["-m", "service.api.server"] and (
+            importlib.util.find_spec("service.api.server") is None
+        ):
+            raise ServerError("api", "module service.api.server not found")
+        if "grpc_addr" in explicit:
+            grpc_addr = settings.grpc_addr
+            if port_in_use(*_parse_addr(grpc_addr)):
+                raise ServerError("api", f"port {grpc_addr} is in use (GOLDEN_GRPC_ADDR)")
+        else:
+            grpc_addr = f"{HOST}:{free_port()}"
+
+        def postgres() -> str:
+            if "pg_dsn" in explicit:
+                return settings.pg_dsn
+            cluster = PostgresCluster.start(state_dir / "postgres", log_file=logs / "postgres.log")
+            stack.add("postgres", cluster)
+            return cluster.dsn
+
+        dsn = _timed(progress, "postgres", postgres)
+        try:
+            run_async(lambda: migrate(dsn))
+        except Exception as exc:
+            raise ServerError("postgres", f"cannot prepare the database at {dsn}: {exc}") from exc
+
+        def nats_server() -> str:
+            if "nats_url" in explicit:
+                return settings.nats_url
+            server = NatsServer.start(state_dir / "nats", log_file=logs / "nats.log")
+            stack.add("nats", server)
+            return server.url
+
+        nats_url = _timed(progress, "nats", nats_server)
+        try:
+            run_async(lambda: _prepare_stream(nats_url, settings))
+        except Exception as exc:
+            raise ServerError(
+                "nats", f"cannot create stream {settings.stream_name}: {exc}"
+            ) from exc
+
+        ui: list[str | None] = [None]
+
+        def temporal() -> str:
+            if "temporal_address" in explicit:
+                return settings.temporal_address
+            server = TemporalDevServer.start(
+                state_dir / "temporal.db", log_file=logs / "temporal.log"
+            )
+            stack.add("temporal", server)
+            ui[0] = server.ui_url
+            return server.address
+
+        address = _timed(progress, "temporal", temporal)
+        namespace, task_queue = settings.temporal_namespace, settings.task_queue
+        try:
+            run_async(lambda: _prepare_temporal(address, namespace))
+            pollers_before = run_async(lambda: _poller_identities(address, namespace, task_queue))
+        except Exception as exc:
+            raise ServerError("temporal", f"cannot use {address}/{namespace}: {exc}") from exc
+
+        keys = state_dir / "keys"
+        signing = _private_file(
+            settings.signing_key_file if "signing_key_file" in explicit else keys / "issuer.key"
+        )
+        ledger = _private_file(
+            settings.ledger_key_file if "ledger_key_file" in explicit else keys / "ledger.key"
+        )
+        tokens = _private_file(
+            settings.api_tokens_file if "api_tokens_file" in explicit else state_dir / "api-tokens"
+        )
+        try:
+            ensure_key_file(signing)
+            ensure_key_file(ledger)
+            token = _ensure_token(tokens)
+        except Exception as exc:
+            raise ServerError("keys", str(exc)) from exc
+
+        env = {
+            "GOLDEN_PG_DSN": dsn,
+            "GOLDEN_NATS_URL": nats_url,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": namespace,
+            "GOLDEN_TASK_QUEUE": task_queue,
+            "GOLDEN_SIGNING_KEY_FILE": str(signing),
+            "GOLDEN_LEDGER_KEY_FILE": str(ledger),
+            "GOLDEN_API_TOKENS_FILE": str(tokens),
+            "GOLDEN_GRPC_ADDR": grpc_addr,
+            "GOLDEN_STATE_DIR": str(state_dir),
+            "GOLDEN_STREAM": settings.stream_name,
+            "GOLDEN_SUBJECT_PREFIX": settings.subject_prefix,
+        }
+        child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+
+        began = time.monotonic()
+        worker = ChildProcess("worker", WORKER_CMD, logs / "worker.log", child_env, REPO_ROOT)
+        worker.spawn()
+        stack.add("worker", worker)
+        api = ChildProcess("api", API_CMD, logs / "api.log", child_env, REPO_ROOT)
+        api.spawn()
+        stack.add("api", api)
+
+        def worker_polling() -> bool:
+            now = run_async(lambda: _poller_identities(address, namespace, task_queue))
+            return bool(now - pollers_before)
+
+        worker.wait_ready(worker_polling, WORKER_READY_TIMEOUT_S)
+        _say(
+            progress, f"  {'worker':<9} task queue {task_queue}  ({time.monotonic() - began:.1f} s)"
+        )
+        api.wait_ready(lambda: _grpc_serving(grpc_addr), API_READY_TIMEOUT_S)
+        _say(progress, f"  {'grpc api':<9} {grpc_addr}  ({time.monotonic() - began:.1f} s)")
+
+        stack.info = StackInfo(
+            temporal=address,
+            ui=ui[0],
+            postgres=dsn,
+            nats=nats_url,
+            grpc=grpc_addr,
+            namespace=namespace,
+            task_queue=task_queue,
+            token=token,
+            env=env,
+        )
+        return stack
+    except BaseException:
+        stack.stop()
+        raise
+
+
+def _print_human(info: StackInfo, state_dir: Path) -> None:
+    rows = [
+        ("Temporal", f"{info.temporal}  (namespace {info.namespace})"),
+        ("Web UI", info.ui or "(external Temporal: see its own UI)"),
+        ("PostgreSQL", info.postgres),
+        ("NATS", info.nats),
+        ("gRPC API", info.grpc),
+        ("task queue", info.task_queue),
+        ("API token", info.token),
+        ("logs", str(state_dir / "logs")),
+    ]
+    print("golden-press dev stack is up; Ctrl-C stops it.")
+    for name, value in rows:
+        print(f"  {name:<11} {value}")
+    print("Point other shells at it with:")
+    for name, value in info.env.items():
+        print(f"  export {name}={value}")
+    sys.stdout.flush()
+
+
+def _supervise(stack: _Stack) -> int:
+    """Block until Ctrl-C/SIGTERM (exit 0) or until a part dies (exit 1); then stop everything."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    # SIGHUP too: closing the terminal must not leave the servers running.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    code, reason = 0, None
+    try:
+        while not stop.wait(0.5):
+            reason = stack.first_exit()
+            if reason:
+                code = 1
+                break
+    finally:
+        print("stopping the dev stack ...", file=sys.stderr, flush=True)
+        stack.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (stack.state_dir / STACK_FILE).unlink()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if reason:
+        print(f"golden-press dev up: {reason}", file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def dev_up(detach: bool) -> int:
+    """`golden-press dev up [--detach]`: start the stack; detached, print one JSON line, return."""
+    settings = _settings()
+    state_dir = settings.state_dir.resolve()
+    try:
+        with _locked(state_dir):
+            recorded = _running(state_dir)
+            if recorded is not None:
+                if detach:
+                    print(recorded.info.json_line(), flush=True)
+                    return 0
+                raise ServerError(
+                    "dev stack",
+                    f"already running from {state_dir}; stop it with `golden-press dev down`",
+                )
+            if not detach:
+                print(f"starting the dev stack in {state_dir} ...", file=sys.stderr, flush=True)
+            stack = _bring_up(settings, state_dir, progress=not detach)
+            assert stack.info is not None
+            if detach:
+                stack.save(supervisor=None)
+                stack.detach()
+                print(stack.info.json_line(), flush=True)
+                return 0
+            stack.save(supervisor=os.getpid())
+    except ServerError as exc:
+        print(f"golden-press dev up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("golden-press dev up: interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    _print_human(stack.info, state_dir)
+    return _supervise(stack)
+
+
+def dev_down() -> int:
+    """`golden-press dev down`: stop what `dev up` started from this state dir; leave nothing."""
+    state_dir = _settings().state_dir.resolve()
+    with _locked(state_dir):
+        recorded = _read_state(state_dir)
+        if recorded is None:
+            print(f"no dev stack is running from {state_dir}")
+            return 0
+        failed = _stop_recorded(state_dir, recorded)
+    if failed:
+        print(f"golden-press dev down: could not stop {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"dev stack in {state_dir} stopped")
+    return 0
+
+
+def ensure_stack() -> StackInfo:
+    """The running dev stack, started detached first when there is none (`golden-press demo`)."""
+    settings = _settings()
+    state_dir = settings.state_dir.resolve()
+    with _locked(state_dir):
+        recorded = _running(state_dir)
+        if recorded is not None:
+            return recorded.info
+        print(f"starting the dev stack in {state_dir} ...", file=sys.stderr, flush=True)
+        stack = _bring_up(settings, state_dir, progress=True)
+        assert stack.info is not None
+        stack.save(supervisor=None)
+        stack.detach()
+        return stack.info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m service.devstack.stack up [--detach] | down` (= `golden-press dev ...`)."""
+    parser = argparse.ArgumentParser(prog="python -m service.devstack.stack")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    up = verbs.add_parser("up")
+    up.add_argument("--detach", action="store_true")
+    verbs.add_parser("down")
+    args = parser.parse_args(argv)
+    return dev_up(args.detach) if args.verb == "up" else dev_down()
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the Temporal SDK may crash at interpreter exit (sdk-python#300)

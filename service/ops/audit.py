@@ -1,0 +1,545 @@
+"""`golden-press audit`: reconcile tickets, the Merkle ledger, the outbox and the event stream.
+
+Every check reads; the only write is the state file remembering the last checkpoint seen, so a
+later audit can prove the ledger only ever grew (a consistency proof from that checkpoint to the
+current head). Run it on a quiet system: an in-flight saga may show up as a pending outbox row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+import nats
+from nacl.signing import SigningKey
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+from golden_press.checkpoint import open_checkpoint
+from golden_press.errors import GoldenError, Reason
+from golden_press.ledger_entry import EntryKind, decode_entry, signature_digest, user_commitment
+from golden_press.merkle import EMPTY_ROOT, leaf_hash, root_hash, verify_consistency
+from golden_press.models import CapScope, TicketState
+from golden_press.settings import Settings
+from service.store.db import create_pool
+from service.store.key_files import load_key_file
+from service.store.keys import trust_roots
+from service.store.ledger import LedgerStore
+from service.store.outbox import EVENT_TYPES, event_id_for, events_pb2
+
+#: Ledger entry kinds each ticket state implies (exactly these, nothing more).
+EXPECTED_KINDS: dict[TicketState, frozenset[EntryKind]] = {
+    TicketState.RESERVED: frozenset(),
+    TicketState.ISSUED: frozenset({EntryKind.ISSUED}),
+    TicketState.REDEEMED: frozenset({EntryKind.ISSUED, EntryKind.REDEEMED}),
+    TicketState.VOIDED: frozenset({EntryKind.VOIDED}),
+    TicketState.REVOKED: frozenset({EntryKind.ISSUED, EntryKind.REVOKED}),
+}
+#: How each entry kind moves the number of slots in use, per cap scope (reserved rows are not
+#: in the ledger, so the replay counts tickets from their `issued` entry on).
+CAP_DELTA: dict[CapScope, dict[EntryKind, int]] = {
+    CapScope.LIVE: {
+        EntryKind.ISSUED: 1,
+        EntryKind.REDEEMED: -1,
+        EntryKind.REVOKED: -1,
+        EntryKind.VOIDED: 0,
+    },
+    CapScope.LIFETIME: {
+        EntryKind.ISSUED: 1,
+        EntryKind.REDEEMED: 0,
+        EntryKind.REVOKED: 0,
+        EntryKind.VOIDED: 0,
+    },
+}
+STATE_FILE_NAME = "audit-state.json"
+_PAGE = 1000
+
+
+class Finding(BaseModel):
+    """One thing that does not reconcile: which check, and the details to find it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: str
+    detail: str
+
+
+class AuditReport(BaseModel):
+    """All findings of one audit run plus the counts it looked at."""
+
+    findings: list[Finding] = Field(default_factory=list)
+    tickets: int = 0
+    ledger_size: int = 0
+    stream_events: int = 0
+    checkpoint_size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed to reconcile."""
+        return not self.findings
+
+    def add(self, check: str, detail: str) -> None:
+        """Record a finding."""
+        self.findings.append(Finding(check=check, detail=detail))
+
+
+class StreamEvent(BaseModel):
+    """One golden-ticket message as read back from JetStream."""
+
+    seq: int
+    subject: str
+    msg_id: str
+    leaf_index: int | None
+    data: bytes
+
+
+class SeenCheckpoint(BaseModel):
+    """What the state file keeps: the last checkpoint an audit verified."""
+
+    size: int
+    root: str  # hex
+    note: str = ""
+    audited_at: datetime | None = None
+
+
+def load_seen(path: Path) -> SeenCheckpoint | None:
+    """The last audited checkpoint, or None before the first audit."""
+    if not path.exists():
+        return None
+    return SeenCheckpoint.model_validate_json(path.read_text())
+
+
+def save_seen(path: Path, seen: SeenCheckpoint) -> None:
+    """Atomically replace the state file (a crash never leaves half a JSON document)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(seen.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+async def read_stream(js: JetStreamContext, settings: Settings) -> list[StreamEvent] | None:
+    """Every golden_ticket message on the stream in stream order; None when the stream is gone."""
+    subject = f"{settings.subject_prefix}.golden_ticket.>"
+    try:
+        await js.stream_info(settings.stream_name)
+    except NotFoundError:
+        return None
+    sub = await js.pull_subscribe(
+        subject,
+        stream=settings.stream_name,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0
+        ),
+    )
+    out: list[StreamEvent] = []
+    try:
+        remaining = (await sub.consumer_info()).num_pending or 0
+        while remaining > 0:
+            msgs = await sub.fetch(min(remaining, 256), timeout=10)
+            for msg in msgs:
+                headers = msg.headers or {}
+                leaf = headers.get("Golden-Leaf-Index")
+                out.append(
+                    StreamEvent(
+                        seq=msg.metadata.sequence.stream,
+                        subject=msg.subject,
+                        msg_id=headers.get("Nats-Msg-Id", ""),
+                        leaf_index=int(leaf) if leaf and leaf.isdigit() else None,
+                        data=msg.data,
+                    )
+                )
+            remaining -= len(msgs)
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+def _check_rows_vs_ledger(
+    report: AuditReport, tickets: list[asyncpg.Record], by_ticket: dict[UUID, dict[EntryKind, int]]
+) -> None:
+    """Each ticket's state implies exactly its set of ledger entries, and the reverse."""
+    known = set()
+    for t in tickets:
+        tid = t["ticket_id"]
+        known.add(tid)
+        state = TicketState(t["state"])
+        have = set(by_ticket.get(tid, {}))
+        want = EXPECTED_KINDS[state]
+        if state is TicketState.ISSUED and t["issued_leaf"] is None and not have:
+            # Finalised but short of the ledger: still a reservation (see the lease check).
+            want = frozenset()
+        if have != want:
+            report.add(
+                "ticket_ledger",
+                f"ticket {tid} (serial {t['serial']}) is {state.value} but the ledger holds "
+                f"{sorted(k.value for k in have)}, expected {sorted(k.value for k in want)}",
+            )
+        leaves = by_ticket.get(tid, {})
+        for column, kind in (
+            ("issued_leaf", EntryKind.ISSUED),
+            ("redeemed_leaf", EntryKind.REDEEMED),
+        ):
+            if kind in leaves and t[column] != leaves[kind]:
+                report.add(
+                    "ticket_ledger",
+                    f"ticket {tid} {column} is {t[column]}, its {kind.value} entry is leaf "
+                    f"{leaves[kind]}",
+                )
+    for tid in by_ticket.keys() - known:
+        report.add(
+            "ticket_ledger", f"ledger entries {sorted(by_ticket[tid])} for unknown ticket {tid}"
+        )
+
+
+def _check_entry_content(
+    report: AuditReport, leaf: int, kind: EntryKind, data: bytes, t: asyncpg.Record | None
+) -> None:
+    """The canonical entry bytes say what the ticket row says (kind, id, serial, commitment)."""
+    try:
+        entry = decode_entry(data)
+    except GoldenError as err:
+        report.add("ledger_entry", f"leaf {leaf} does not decode: {err.message}")
+        return
+    if entry.kind != kind:
+        report.add(
+            "ledger_entry", f"leaf {leaf} row says {kind.value}, bytes say {entry.kind.value}"
+        )
+    if t is None:
+        return
+    try:
+        wanted: dict[str, tuple[object, object]] = {
+            "ticket_id": (entry.ticket_id, t["ticket_id"]),
+            "serial": (entry.serial, t["serial"]),
+            "user_commitment": (
+                entry.user_commitment,
+                user_commitment(bytes(t["user_salt"]), t["user_id"]),
+            ),
+        }
+        if kind is EntryKind.ISSUED:
+            wanted["signature_digest"] = (
+                entry.signature_digest,
+                signature_digest(t["signature"]),
+            )
+            wanted["key_id"] = (entry.key_id, t["key_id"])
+    except (GoldenError, ValueError) as exc:
+        report.add("ledger_entry", f"leaf {leaf}: ticket {t['ticket_id']} row is malformed: {exc}")
+        return
+    for name, (actual, expected) in wanted.items():
+        if actual != expected:
+            report.add("ledger_entry", f"leaf {leaf} {name} is {actual}, the ticket has {expected}")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _check_cap_history(
+    report: AuditReport,
+    kinds_in_order: Iterable[tuple[int, UUID, EntryKind]],
+    issued_at: dict[UUID, datetime],
+    history: list[tuple[datetime, int, CapScope]],
+) -> None:
+    """Replay the ledger: no issuance took a slot beyond the cap in force when it reserved.
+
+    Each `issued` entry is judged by the cap and scope of `cap_history` at its ticket's
+    `issued_at` (the reserve, under the lock), so a later `set-cap` never rewrites history.
+    """
+    in_use = {scope: 0 for scope in CapScope}
+    for leaf, ticket_id, kind in kinds_in_order:
+        for scope in CapScope:
+            in_use[scope] += CAP_DELTA[scope][kind]
+        if kind is not EntryKind.ISSUED or not history:
+            continue
+        when = issued_at.get(ticket_id)
+        in_force = [h for h in history if when is None or h[0] <= when] or history[:1]
+        _, cap, scope = in_force[-1]
+        if in_use[scope] > cap:
+            report.add(
+                "cap_history",
+                f"after leaf {leaf} (issued) {in_use[scope]} tickets counted against the "
+                f"{scope.value} cap of {cap} in force then",
+            )
+
+
+def _check_stream(
+    report: AuditReport,
+    events: list[StreamEvent] | None,
+    entries: list[tuple[int, UUID, EntryKind]],
+    published: set[int],
+    settings: Settings,
+) -> None:
+    """Every published ledger entry is on the stream exactly once, and in leaf order."""
+    if events is None:
+        if entries:
+            report.add("stream", f"stream {settings.stream_name} does not exist")
+        return
+    report.stream_events = len(events)
+    prefix = f"{settings.subject_prefix}.golden_ticket."
+    by_leaf: dict[int, list[StreamEvent]] = defaultdict(list)
+    ids = Counter(e.msg_id for e in events)
+    for msg_id, n in ids.items():
+        if n > 1:
+            report.add("stream", f"event {msg_id} is on the stream {n} times")
+    last = -1
+    for e in events:
+        if e.leaf_index is None:
+            report.add("stream", f"stream seq {e.seq} has no Golden-Leaf-Index header")
+            continue
+        by_leaf[e.leaf_index].append(e)
+        if e.leaf_index <= last:
+            report.add(
+                "stream_order",
+                f"stream seq {e.seq} carries leaf {e.leaf_index} after leaf {last}",
+            )
+        last = max(last, e.leaf_index)
+    ledger_leaves = set()
+    for leaf, tid, kind in entries:
+        ledger_leaves.add(leaf)
+        found = by_leaf.get(leaf, [])
+        if not found:
+            if leaf in published:
+                report.add(
+                    "stream",
+                    f"leaf {leaf} ({kind.value} {tid}) is marked published but "
+                    "is not on the stream",
+                )
+            continue  # unpublished: reported by the outbox check
+        if len(found) > 1:
+            report.add("stream", f"leaf {leaf} is on the stream {len(found)} times")
+        e = found[0]
+        want_id = str(event_id_for(tid, kind.value))
+        if e.msg_id != want_id:
+            report.add("stream", f"leaf {leaf} event id is {e.msg_id}, expected {want_id}")
+        if e.subject != prefix + kind.value:
+            report.add("stream", f"leaf {leaf} is on subject {e.subject}, expected {kind.value}")
+            continue
+        message = getattr(events_pb2, EVENT_TYPES[kind.value])()
+        try:
+            message.ParseFromString(e.data)
+        except Exception as exc:  # protobuf raises DecodeError; any failure is a finding
+            report.add("stream", f"leaf {leaf} event does not parse: {exc}")
+            continue
+        if message.leaf_index != leaf or message.ticket_id != str(tid):
+            report.add(
+                "stream",
+                f"leaf {leaf} event body says leaf {message.leaf_index} ticket "
+                f"{message.ticket_id}, expected {tid}",
+            )
+    for leaf in sorted(by_leaf.keys() - ledger_leaves):
+        report.add("stream", f"stream carries leaf {leaf}, which the ledger does not have")
+
+
+async def _check_checkpoint(
+    report: AuditReport,
+    conn: asyncpg.Connection,
+    ledger: LedgerStore,
+    settings: Settings,
+    size: int,
+    leaf_hashes: list[bytes],
+    state_file: Path | None,
+) -> None:
+    """Head = recomputed root, signed by a known ledger key, consistent with the last one seen."""
+    head = await ledger.latest_checkpoint(conn)
+    report.checkpoint_size = head.size
+    if head.size != size:
+        report.add("checkpoint", f"latest checkpoint covers {head.size} leaves, ledger has {size}")
+        return
+    computed = root_hash(leaf_hashes) if leaf_hashes else EMPTY_ROOT
+    if computed != head.root:
+        report.add(
+            "checkpoint",
+            f"checkpoint root {head.root.hex()} differs from the recomputed {computed.hex()}",
+        )
+        return
+    if head.size:
+        try:
+            roots = await trust_roots(conn, settings.ledger_origin)
+            cp = open_checkpoint(head.note, roots.ledger_verifiers(), settings.ledger_origin)
+        except GoldenError as err:
+            report.add("checkpoint", f"latest checkpoint note does not verify: {err.message}")
+            return
+        if (cp.size, cp.root) != (head.size, head.root):
+            report.add("checkpoint", "latest checkpoint note differs from its stored size/root")
+            return
+    if state_file is None:
+        return
+    try:
+        seen = load_seen(state_file)
+    except ValueError as exc:
+        report.add("checkpoint", f"audit state file {state_file} is unreadable: {exc}")
+        return
+    if seen is not None and seen.size > 0:
+        try:
+            if head.size < seen.size:
+                raise GoldenError(
+                    Reason.INCONSISTENT_CHECKPOINT,
+                    f"ledger shrank from {seen.size} to {head.size} leaves",
+                )
+            proof = (
+                await ledger.consistency_proof(conn, seen.size, head.size)
+                if head.size > seen.size
+                else []
+            )
+            verify_consistency(seen.size, head.size, bytes.fromhex(seen.root), head.root, proof)
+        except GoldenError as err:
+            report.add(
+                "checkpoint_consistency",
+                f"checkpoint {head.size} is not an extension of the audited {seen.size}: "
+                f"{err.message}",
+            )
+            return
+    save_seen(
+        state_file,
+        SeenCheckpoint(
+            size=head.size, root=head.root.hex(), note=head.note, audited_at=datetime.now(UTC)
+        ),
+    )
+
+
+async def run_audit(
+    pool: asyncpg.Pool,
+    js: JetStreamContext,
+    settings: Settings,
+    ledger_store: LedgerStore,
+    state_file: Path | None,
+) -> AuditReport:
+    """Run every reconciliation check; the state file (if given) is updated when consistent."""
+    report = AuditReport()
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot: tickets, ledger and outbox are read as of the same instant.
+        tickets = await conn.fetch("SELECT * FROM tickets ORDER BY serial")
+        report.tickets = len(tickets)
+        entries: list[tuple[int, UUID, EntryKind]] = []
+        leaf_hashes: list[bytes] = []
+        by_ticket: dict[UUID, dict[EntryKind, int]] = defaultdict(dict)
+        by_id = {t["ticket_id"]: t for t in tickets}
+        start = 0
+        while True:
+            page = await ledger_store.entries(conn, start, start + _PAGE)
+            for e in page:
+                if e.leaf_index != len(entries):
+                    report.add("ledger_gap", f"expected leaf {len(entries)}, found {e.leaf_index}")
+                if leaf_hash(e.entry) != e.leaf_hash:
+                    report.add("ledger_entry", f"leaf {e.leaf_index} stored hash is wrong")
+                if e.kind in by_ticket[e.ticket_id]:
+                    report.add(
+                        "ledger_entry", f"ticket {e.ticket_id} has two {e.kind.value} entries"
+                    )
+                by_ticket[e.ticket_id][e.kind] = e.leaf_index
+                _check_entry_content(report, e.leaf_index, e.kind, e.entry, by_id.get(e.ticket_id))
+                entries.append((e.leaf_index, e.ticket_id, e.kind))
+                leaf_hashes.append(leaf_hash(e.entry))
+            if len(page) < _PAGE:
+                break
+            start += _PAGE
+        by_ticket = {k: v for k, v in by_ticket.items() if v}
+        report.ledger_size = len(entries)
+        _check_rows_vs_ledger(report, tickets, by_ticket)
+        history = [
+            # asyncpg gives '-infinity' as a naive datetime.min
+            (_aware(r["changed_at"]), r["cap"], CapScope(r["scope"]))
+            for r in await conn.fetch(
+                "SELECT changed_at, cap, scope FROM cap_history ORDER BY changed_at, id"
+            )
+        ]
+        _check_cap_history(
+            report, entries, {t["ticket_id"]: t["issued_at"] for t in tickets}, history
+        )
+        stale = await conn.fetch(
+            "SELECT ticket_id, serial, state, reserved_until FROM tickets"
+            " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
+            " AND reserved_until < now() ORDER BY serial"
+        )
+        for row in stale:
+            report.add(
+                "stale_reservation",
+                f"ticket {row['ticket_id']} (serial {row['serial']}) is {row['state']} without a "
+                f"ledger entry; its lease ended {row['reserved_until'].isoformat()}",
+            )
+        outbox = await conn.fetch(
+            "SELECT leaf_index, event_id, kind, ticket_id, published_at FROM event_outbox"
+            " ORDER BY leaf_index"
+        )
+        outbox_leaves = {r["leaf_index"] for r in outbox}
+        for r in outbox:
+            if r["published_at"] is None:
+                report.add(
+                    "outbox", f"event of leaf {r['leaf_index']} ({r['kind']}) is unpublished"
+                )
+        for leaf, tid, kind in entries:
+            if leaf not in outbox_leaves:
+                report.add("outbox", f"leaf {leaf} ({kind.value} {tid}) has no outbox event")
+        published = {r["leaf_index"] for r in outbox if r["published_at"] is not None}
+        await _check_checkpoint(
+            report, conn, ledger_store, settings, len(entries), leaf_hashes, state_file
+        )
+    _check_stream(report, await read_stream(js, settings), entries, published, settings)
+    return report
+
+
+def _ledger_store(settings: Settings) -> LedgerStore:
+    """Read-only use: the private key only signs the empty tree, so any key will do without one."""
+    try:
+        key = load_key_file(settings.ledger_key_file)
+    except Exception:
+        key = SigningKey.generate()
+    return LedgerStore(key, settings.ledger_origin)
+
+
+async def audit_main(settings: Settings, *, json_output: bool = False) -> int:
+    """CLI body: connect, audit, print the findings; 1 on any finding, 0 when clean.
+
+    Raises OSError (ConnectionError) when PostgreSQL or NATS cannot be reached.
+    """
+    pool = await create_pool(settings.pg_dsn, max_size=2)
+    try:
+        nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=2)
+    except (NoServersError, OSError) as exc:
+        await pool.close()
+        # An OSError, so callers (the CLI) report it as "unavailable" like a PostgreSQL outage.
+        raise ConnectionError(f"cannot reach NATS at {settings.nats_url}") from exc
+    try:
+        report = await run_audit(
+            pool,
+            nc.jetstream(),
+            settings,
+            _ledger_store(settings),
+            settings.state_dir / STATE_FILE_NAME,
+        )
+    finally:
+        await nc.close()
+        await pool.close()
+    if json_output:
+        print(json.dumps({"ok": report.ok, **report.model_dump(mode="json")}))
+    else:
+        print(
+            f"audited {report.tickets} tickets, {report.ledger_size} ledger entries, "
+            f"{report.stream_events} stream events, checkpoint {report.checkpoint_size}"
+        )
+        for f in report.findings:
+            print(f"FINDING {f.check}: {f.detail}")
+        print("audit clean" if report.ok else f"{len(report.findings)} finding(s)")
+    return 0 if report.ok else 1
+
+
+def main() -> None:
+    """`python -m service.ops.audit` (settings from the environment)."""
+    import os
+
+    code = asyncio.run(audit_main(Settings(), json_output="--json" in sys.argv[1:]))
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The Merkle ledger in PostgreSQL: serialised appends, stored subtree hashes, signed checkpoints.
+
+Tables (migrations/002_ledger.sql): `ledger_entries` (one row per leaf), `ledger_nodes` (the hash
+of every complete subtree, leaves included, keyed by (level, idx)) and `ledger_checkpoints` (one
+signed C2SP note per append batch). A complete subtree never changes once its last leaf exists,
+so any proof or historical root is a fold of O(log n) stored hashes fetched in one query.
+
+Appends run inside the caller's transaction under pg_advisory_xact_lock(LEDGER_KEY): the leaf
+index, the new subtree hashes, the checkpoint and the caller's own state change commit or roll
+back together, and leaf indices stay dense (0..n-1) across processes.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+from google.protobuf.message import Message
+from nacl.signing import SigningKey
+from pydantic import BaseModel, ConfigDict
+
+from golden_press.checkpoint import Checkpoint, NoteVerifier, ledger_key_id, sign_checkpoint
+from golden_press.errors import GoldenError, InvalidRequest, Reason
+from golden_press.ledger_entry import EntryKind, LedgerEntry, encode_entry, entry_for_ticket
+from golden_press.merkle import (
+    EMPTY_ROOT,
+    Node,
+    consistency_ranges,
+    fold_nodes,
+    frontier_nodes,
+    inclusion_ranges,
+    leaf_hash,
+    node_hash,
+    range_nodes,
+)
+from golden_press.models import ProofBundle, Ticket
+from service.store.db import LEDGER_KEY
+from service.store.outbox import write_outbox
+from service.store.tickets import row_to_ticket
+
+_FETCH_NODES = (
+    "SELECT n.level, n.idx, n.hash FROM unnest($1::smallint[], $2::bigint[]) AS k(level, idx)"
+    " JOIN ledger_nodes n ON n.level = k.level AND n.idx = k.idx"
+)
+
+
+class AppendResult(BaseModel):
+    """Where an entry sits; tree_size is the size of the checkpoint that covers it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    leaf_index: int
+    tree_size: int
+    created: bool
+
+
+class StoredCheckpoint(BaseModel):
+    """A signed tree head as stored (or, for the empty tree, as freshly signed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int
+    root: bytes
+    note: str
+
+
+class StoredEntry(BaseModel):
+    """One leaf row, for audits and mirrors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    leaf_index: int
+    ticket_id: UUID
+    kind: EntryKind
+    entry: bytes
+    leaf_hash: bytes
+    created_at: datetime
+
+
+class LedgerStore:
+    """Append to and prove from the ledger; holds only the checkpoint key, never a connection.
+
+    Without a signing key the store is read-only (the public API): it serves stored checkpoints
+    and proofs and never holds the ledger's private key.
+    """
+
+    def __init__(self, signing_key: SigningKey | None, origin: str) -> None:
+        self._key = signing_key
+        self.origin = origin
+
+    @classmethod
+    def read_only(cls, origin: str) -> LedgerStore:
+        """A store for readers: proofs and stored checkpoints, no appends, no key."""
+        return cls(None, origin)
+
+    @property
+    def public_key(self) -> bytes:
+        """Raw 32-byte Ed25519 public key of the checkpoint signer."""
+        return bytes(self._signer.verify_key)
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The note verifier of this store's checkpoint key."""
+        return NoteVerifier(self.origin, self.public_key)
+
+    @property
+    def key_id(self) -> str:
+        """Hex C2SP note key id of the checkpoint signer (name = origin)."""
+        return ledger_key_id(self.origin, self.public_key)
+
+    @property
+    def _signer(self) -> SigningKey:
+        if self._key is None:
+            raise GoldenError(
+                Reason.BAD_CHECKPOINT, "this ledger store is read-only and the ledger is empty"
+            )
+        return self._key
+
+    def sign(self, size: int, root: bytes) -> str:
+        """The signed checkpoint note for (size, root)."""
+        return sign_checkpoint(
+            Checkpoint(origin=self.origin, size=size, root=root), self._signer, self.origin
+        )
+
+    # ---- appends ------------------------------------------------------------------------------
+
+    async def append(self, conn: asyncpg.Connection, entry: LedgerEntry) -> AppendResult:
+        """Append one entry in the caller's transaction (idempotent per ticket and kind)."""
+        return (await self.append_many(conn, [entry]))[0]
+
+    async def append_many(
+        self, conn: asyncpg.Connection, entries: Sequence[LedgerEntry]
+    ) -> list[AppendResult]:
+        """Append a batch under the ledger lock with one checkpoint; must run in a transaction."""
+        if not conn.is_in_transaction():
+            raise RuntimeError("LedgerStore.append must run inside the caller's transaction")
+        if not entries:
+            return []
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_KEY)
+        size: int = await conn.fetchval(
+            "SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_entries"
+        )
+        rows = await conn.fetch(
+            "SELECT e.leaf_index, e.ticket_id, e.kind FROM unnest($1::uuid[], $2::text[])"
+            " AS k(ticket_id, kind) JOIN ledger_entries e"
+            " ON e.ticket_id = k.ticket_id AND e.kind = k.kind",
+            [e.ticket_id for e in entries],
+            [e.kind.value for e in entries],
+        )
+        known: dict[tuple[UUID, str], int] = {
+            (r["ticket_id"], r["kind"]): r["leaf_index"] for r in rows
+        }
+        frontier = await self._frontier(conn, size)
+
+        placed: list[tuple[int, bool]] = []
+        new_idx: list[int] = []
+        new_tid: list[UUID] = []
+        new_kind: list[str] = []
+        new_data: list[bytes] = []
+        new_hash: list[bytes] = []
+        node_level: list[int] = []
+        node_idx: list[int] = []
+        node_val: list[bytes] = []
+        n = size
+        for e in entries:
+            key = (e.ticket_id, e.kind.value)
+            if key in known:
+                placed.append((known[key], False))
+                continue
+            data = encode_entry(e)
+            h = leaf_hash(data)
+            known[key] = n
+            placed.append((n, True))
+            new_idx.append(n)
+            new_tid.append(e.ticket_id)
+            new_kind.append(e.kind.value)
+            new_data.append(data)
+            new_hash.append(h)
+            node_level.append(0)
+            node_idx.append(n)
+            node_val.append(h)
+            # Carry up: every trailing 1 bit of n closes a complete subtree (binary counter).
+            level, i = 0, n
+            while i & 1:
+                h = node_hash(frontier.pop(level), h)
+                level, i = level + 1, i >> 1
+                node_level.append(level)
+                node_idx.append(i)
+                node_val.append(h)
+            frontier[level] = h
+            n += 1
+
+        if new_idx:
+            await conn.execute(
+                "INSERT INTO ledger_entries (leaf_index, ticket_id, kind, entry, leaf_hash)"
+                " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bytea[],"
+                " $5::bytea[])",
+                new_idx,
+                new_tid,
+                new_kind,
+                new_data,
+                new_hash,
+            )
+            await conn.execute(
+                "INSERT INTO ledger_nodes (level, idx, hash)"
+                " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                node_level,
+                node_idx,
+                node_val,
+            )
+            root = fold_nodes([frontier[lv] for lv in sorted(frontier, reverse=True)])
+            await conn.execute(
+                "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)",
+                n,
+                root,
+                self.sign(n, root),
+            )
+        return [AppendResult(leaf_index=i, tree_size=n, created=c) for i, c in placed]
+
+    async def _frontier(self, conn: asyncpg.Connection, size: int) -> dict[int, bytes]:
+        """level -> hash of the complete subtrees of the current tree (its right edge)."""
+        nodes = frontier_nodes(size)
+        found = await self._nodes(conn, nodes)
+        return {level: found[(level, idx)] for level, idx in nodes}
+
+    async def _nodes(self, conn: asyncpg.Connection, nodes: Sequence[Node]) -> dict[Node, bytes]:
+        """Fetch stored subtree hashes in one query; a missing one means the tree is smaller."""
+        if not nodes:
+            return {}
+        rows = await conn.fetch(_FETCH_NODES, [lv for lv, _ in nodes], [ix for _, ix in nodes])
+        found = {(r["level"], r["idx"]): bytes(r["hash"]) for r in rows}
+        missing = [node for node in nodes if node not in found]
+        if missing:
+            raise InvalidRequest(
+                f"ledger has no subtree {missing[0]}: the requested tree size is beyond the log"
+            )
+        return found
+
+    async def _ranges(
+        self, conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]], extra: Sequence[Node]
+    ) -> list[bytes]:
+        """MTH of each leaf range, from one fetch of all the stored subtrees they need."""
+        plans = [range_nodes(start, end) for start, end in ranges]
+        wanted = sorted({node for plan in plans for node in plan} | set(extra))
+        found = await self._nodes(conn, wanted)
+        return [fold_nodes([found[node] for node in plan]) for plan in plans]
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    async def ensure_genesis_checkpoint(self, conn: asyncpg.Connection) -> None:
+        """Store the signed empty-tree checkpoint, so read-only stores can serve it too."""
+        await conn.execute(
+            "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES (0, $1, $2)"
+            " ON CONFLICT (tree_size) DO NOTHING",
+            EMPTY_ROOT,
+            self.sign(0, EMPTY_ROOT),
+        )
+
+    async def latest_checkpoint(self, conn: asyncpg.Connection) -> StoredCheckpoint:
+        """The newest signed checkpoint; the empty tree's is signed on demand."""
+        row = await conn.fetchrow(
+            "SELECT tree_size, root, note FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1"
+        )
+        if row is None:
+            return StoredCheckpoint(size=0, root=EMPTY_ROOT, note=self.sign(0, EMPTY_ROOT))
+        return StoredCheckpoint(size=row["tree_size"], root=bytes(row["root"]), note=row["note"])
+
+    async def checkpoint_note(self, conn: asyncpg.Connection, size: int) -> str | None:
+        """The signed note of the checkpoint at exactly `size`, if one was written."""
+        note: str | None = await conn.fetchval(
+            "SELECT note FROM ledger_checkpoints WHERE tree_size = $1", size
+        )
+        if note is None and size == 0:
+            return self.sign(0, EMPTY_ROOT)
+        return note
+
+    async def root_at(self, conn: asyncpg.Connection, size: int) -> bytes:
+        """MTH of the first `size` leaves, from stored subtrees (any size, checkpointed or not)."""
+        if size < 0:
+            raise InvalidRequest(f"tree size must be >= 0, got {size}")
+        if size == 0:
+            return EMPTY_ROOT
+        return (await self._ranges(conn, [(0, size)], []))[0]
+
+    # ---- proofs -------------------------------------------------------------------------------
+
+    async def inclusion_proof(
+        self, conn: asyncpg.Connection, leaf_index: int, tree_size: int
+    ) -> list[bytes]:
+        """PATH(leaf_index, D[tree_size]) (RFC 9162 2.1.3.1) in one query of O(log n) rows."""
+        if not 0 <= leaf_index < tree_size:
+            raise InvalidRequest(f"need 0 <= leaf_index < tree_size, got {leaf_index}, {tree_size}")
+        ranges = inclusion_ranges(leaf_index, tree_size)
+        return await self._ranges(conn, ranges, [(0, leaf_index), (0, tree_size - 1)])
+
+    async def consistency_proof(
+        self, conn: asyncpg.Connection, size1: int, size2: int
+    ) -> list[bytes]:
+        """PROOF(size1, D[size2]) (RFC 9162 2.1.4.1) in one query of O(log n) rows."""
+        if not 0 < size1 <= size2:
+            raise InvalidRequest(f"need 0 < size1 <= size2, got {size1}, {size2}")
+        if size1 == size2:
+            await self._nodes(conn, [(0, size2 - 1)])
+            return []
+        return await self._ranges(conn, consistency_ranges(size1, size2), [(0, size2 - 1)])
+
+    # ---- entries ------------------------------------------------------------------------------
+
+    async def entry(self, conn: asyncpg.Connection, leaf_index: int) -> bytes:
+        """The canonical bytes of leaf `leaf_index`."""
+        data = await conn.fetchval(
+            "SELECT entry FROM ledger_entries WHERE leaf_index = $1", leaf_index
+        )
+        if data is None:
+            raise InvalidRequest(f"ledger has no leaf {leaf_index}")
+        return bytes(data)
+
+    async def find_leaf(
+        self, conn: asyncpg.Connection, ticket_id: UUID, kind: EntryKind
+    ) -> int | None:
+        """Leaf index of a ticket's entry of `kind`, if appended."""
+        leaf: int | None = await conn.fetchval(
+            "SELECT leaf_index FROM ledger_entries WHERE ticket_id = $1 AND kind = $2",
+            ticket_id,
+            EntryKind(kind).value,
+        )
+        return leaf
+
+    async def entries(self, conn: asyncpg.Connection, start: int, stop: int) -> list[StoredEntry]:
+        """Leaves [start, stop) in order, for the audit (page through large logs)."""
+        rows = await conn.fetch(
+            "SELECT leaf_index, ticket_id, kind, entry, leaf_hash, created_at FROM ledger_entries"
+            " WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
+            start,
+            stop,
+        )
+        return [
+            StoredEntry(
+                leaf_index=r["leaf_index"],
+                ticket_id=r["ticket_id"],
+                kind=EntryKind(r["kind"]),
+                entry=bytes(r["entry"]),
+                leaf_hash=bytes(r["leaf_hash"]),
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    # ---- bundles ------------------------------------------------------------------------------
+
+    async def build_bundle(
+        self, conn: asyncpg.Connection, ticket: Ticket, user_salt: bytes
+    ) -> ProofBundle:
+        """The holder's proof bundle: the ticket's `issued` leaf against the latest checkpoint."""
+        leaf = await self.find_leaf(conn, ticket.ticket_id, EntryKind.ISSUED)
+        if leaf is None:
+            raise GoldenError(
+                Reason.TICKET_NOT_FOUND, f"ticket {ticket.ticket_id} has no issued ledger entry"
+            )
+        head = await self.latest_checkpoint(conn)
+        proof = await self.inclusion_proof(conn, leaf, head.size)
+        data = await self.entry(conn, leaf)
+        if ticket.leaf_index is None:
+            ticket = ticket.model_copy(update={"leaf_index": leaf})
+        return ProofBundle(
+            ticket=ticket,
+            user_salt=_b64(user_salt),
+            entry=_b64(data),
+            leaf_index=leaf,
+            tree_size=head.size,
+            inclusion_proof=[_b64(h) for h in proof],
+            checkpoint=head.note,
+        )
+
+
+async def record_entry(
+    conn: asyncpg.Connection,
+    ledger: LedgerStore,
+    kind: EntryKind,
+    row: asyncpg.Record,
+    event: Message,
+    *,
+    at: datetime,
+    reason: str = "",
+) -> AppendResult:
+    """Append a ticket's ledger entry and its outbox event in the caller's transaction.
+
+    Fills the fields every event shares (ticket id, serial, leaf index; write_outbox adds the
+    event id); the caller sets only what is particular to its event.
+    """
+    entry = entry_for_ticket(kind, row_to_ticket(row), bytes(row["user_salt"]), at, reason)
+    appended = await ledger.append(conn, entry)
+    event.ticket_id = str(row["ticket_id"])  # type: ignore[attr-defined]
+    event.serial = row["serial"]  # type: ignore[attr-defined]
+    event.leaf_index = appended.leaf_index  # type: ignore[attr-defined]
+    await write_outbox(
+        conn,
+        leaf_index=appended.leaf_index,
+        ticket_id=row["ticket_id"],
+        kind=kind.value,
+        event=event,
+    )
+    return appended
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+__all__ = ["AppendResult", "LedgerStore", "StoredCheckpoint", "StoredEntry"]

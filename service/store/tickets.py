@@ -1,0 +1,345 @@
+"""Ticket rows: the row mapping, reads for the API and the CLI, and the locks the sagas take."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
+from uuid import UUID
+
+import asyncpg
+
+from golden_press.errors import Reason
+from golden_press.models import COUNTED_STATES, CapScope, Ticket, TicketState
+from service.store.db import SLOTS_CHANNEL
+
+#: Both a pool and a connection answer fetch/fetchrow; reads need no transaction.
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+_TICKET_COLUMNS = (
+    "ticket_id, serial, user_id, issued_at, key_id, signature, state, request_id, issued_leaf"
+)
+
+
+def row_to_ticket(row: asyncpg.Record) -> Ticket:
+    """The public view of a stored ticket row (timestamps in UTC)."""
+    issued_at: datetime = row["issued_at"]
+    return Ticket(
+        ticket_id=row["ticket_id"],
+        serial=row["serial"],
+        user_id=row["user_id"],
+        issued_at=issued_at.astimezone(UTC),
+        key_id=row["key_id"],
+        signature=row["signature"],
+        state=TicketState(row["state"]),
+        request_id=row["request_id"],
+        leaf_index=row["issued_leaf"],
+    )
+
+
+async def get_ticket(db: Executor, ticket_id: UUID) -> Ticket | None:
+    """One ticket by id, or None."""
+    row = await db.fetchrow(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = $1", ticket_id
+    )
+    return row_to_ticket(row) if row is not None else None
+
+
+async def list_tickets(
+    db: Executor,
+    *,
+    state: TicketState | None = None,
+    user_id: str | None = None,
+    after_serial: int = 0,
+    limit: int = DEFAULT_PAGE_SIZE,
+) -> list[Ticket]:
+    """Tickets with serial > after_serial, oldest first (keyset pages stay stable on inserts)."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    rows = await db.fetch(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets"
+        " WHERE serial > $1 AND ($2::text IS NULL OR state = $2)"
+        " AND ($3::text IS NULL OR user_id = $3)"
+        " ORDER BY serial LIMIT $4",
+        after_serial,
+        state.value if state is not None else None,
+        user_id,
+        limit,
+    )
+    return [row_to_ticket(r) for r in rows]
+
+
+async def ticket_with_salt(db: Executor, ticket_id: UUID) -> tuple[Ticket, bytes] | None:
+    """A ticket and the salt of its user commitment (needed to build a proof bundle)."""
+    row = await db.fetchrow(
+        f"SELECT {_TICKET_COLUMNS}, user_salt FROM tickets WHERE ticket_id = $1", ticket_id
+    )
+    if row is None:
+        return None
+    return row_to_ticket(row), bytes(row["user_salt"])
+
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Executor",
+    "admission_check",
+    "count_counted",
+    "expired_reservations",
+    "find_request",
+    "get_ticket",
+    "insert_reservation",
+    "list_tickets",
+    "lock_ticket",
+    "mark_issued",
+    "mark_redeemed",
+    "mark_revoked",
+    "mark_voided",
+    "notify_slots",
+    "reserve_refusal",
+    "row_to_ticket",
+    "set_issued_leaf",
+    "set_redeemed_leaf",
+    "slot_counts",
+    "ticket_row",
+    "ticket_with_salt",
+]
+
+
+async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Record | None:
+    """The ticket row, locked for the rest of the caller's transaction."""
+    return await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1 FOR UPDATE", ticket_id)
+
+
+async def notify_slots(conn: asyncpg.Connection, why: str) -> None:
+    """Tell admission processes a slot may have freed (delivered at commit)."""
+    await conn.execute("SELECT pg_notify($1, $2)", SLOTS_CHANNEL, why)
+
+
+async def count_counted(db: Executor, scope: CapScope) -> int:
+    """Tickets that count against the cap under `scope` (the interface sheet's scope table).
+
+    Decides the cap only when called inside the transaction that holds the cap's advisory lock.
+    """
+    used = await db.fetchval(
+        "SELECT count(*) FROM tickets WHERE state = ANY($1::text[])",
+        [s.value for s in COUNTED_STATES[scope]],
+    )
+    return int(used)
+
+
+# ---- admission's pre-check (no lock: a cheap filter in front of the sagas) -------------------
+
+# One round trip: request_id lookup, rate-limit attempt (not counted for a known request_id: a
+# retry of a winner is not an attempt), deny-list and one-per-user. The reserve rules below
+# decide; this only keeps requests that cannot win off Temporal.
+_ADMIT_SQL = """
+WITH existing AS (
+    SELECT ticket_id, serial, user_id, issued_at, key_id, signature, state, request_id,
+           request_hash, issued_leaf, void_reason
+    FROM tickets WHERE request_id = $1
+), attempt AS (
+    INSERT INTO rate_limit AS r (user_id, window_start, attempts)
+    SELECT $2, now(), 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (user_id) DO UPDATE SET
+        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $3)
+                            THEN now() ELSE r.window_start END,
+        attempts = CASE WHEN r.window_start <= now() - make_interval(secs => $3)
+                        THEN 1 ELSE r.attempts + 1 END
+    RETURNING attempts
+)
+SELECT e.*,
+       EXISTS (SELECT 1 FROM deny_list WHERE user_id = $2) AS denied,
+       (SELECT attempts FROM attempt) AS attempts,
+       EXISTS (SELECT 1 FROM tickets WHERE user_id = $2 AND state <> 'voided') AS holds_ticket
+FROM (SELECT 1) AS one LEFT JOIN existing AS e ON true
+"""
+
+_SLOTS_SQL = """
+SELECT c.cap, c.scope,
+       (SELECT count(*) FROM tickets WHERE state = 'reserved') AS reserved,
+       (SELECT count(*) FROM tickets WHERE state = 'issued') AS issued,
+       (SELECT count(*) FROM tickets WHERE state = 'redeemed') AS redeemed,
+       (SELECT count(*) FROM tickets WHERE state = 'revoked') AS revoked
+FROM golden_config AS c
+"""
+
+
+async def admission_check(
+    db: Executor, request_id: str, user_id: str, rate_window_s: float
+) -> asyncpg.Record:
+    """The request_id's ticket (if any) plus the user's deny/rate/one-per-user facts."""
+    row = await db.fetchrow(_ADMIT_SQL, request_id, user_id, rate_window_s)
+    assert row is not None  # the LEFT JOIN always yields one row
+    return row
+
+
+async def slot_counts(db: Executor) -> asyncpg.Record:
+    """Cap, scope and the number of tickets in each counted state (no lock: a snapshot)."""
+    row = await db.fetchrow(_SLOTS_SQL)
+    if row is None:
+        raise RuntimeError("golden_config row missing: migrations not applied?")
+    return row
+
+
+# ---- the reserve rules (inside cap_transaction: these decide) --------------------------------
+
+
+async def find_request(
+    conn: asyncpg.Connection, request_id: str, ticket_id: UUID
+) -> asyncpg.Record | None:
+    """The row a request (or its deterministic ticket id) already wrote, if any."""
+    return await conn.fetchrow(
+        "SELECT * FROM tickets WHERE request_id = $1 OR ticket_id = $2", request_id, ticket_id
+    )
+
+
+async def reserve_refusal(
+    conn: asyncpg.Connection,
+    user_id: str,
+    *,
+    rate_window: timedelta,
+    rate_attempts: int,
+) -> tuple[Reason, str] | None:
+    """Anti-gaming rules and the cap, read under the cap lock; None means a slot is free."""
+    if await conn.fetchval("SELECT 1 FROM deny_list WHERE user_id = $1", user_id):
+        return Reason.USER_DENIED, f"user {user_id} is on the deny-list"
+    attempts = await conn.fetchval(
+        "SELECT attempts FROM rate_limit WHERE user_id = $1"
+        " AND window_start > now() - $2::interval",
+        user_id,
+        rate_window,
+    )
+    if attempts is not None and attempts > rate_attempts:
+        return Reason.RATE_LIMITED, f"user {user_id} is over the attempt limit"
+    if await conn.fetchval(
+        "SELECT 1 FROM tickets WHERE user_id = $1 AND state <> 'voided'", user_id
+    ):
+        return Reason.ONE_PER_USER, f"user {user_id} already holds a ticket"
+    config = await conn.fetchrow("SELECT cap, scope FROM golden_config")
+    assert config is not None
+    if await count_counted(conn, CapScope(config["scope"])) >= config["cap"]:
+        return (
+            Reason.CAP_REACHED,
+            f"all {config['cap']} golden tickets are taken ({config['scope']} scope)",
+        )
+    return None
+
+
+async def insert_reservation(
+    conn: asyncpg.Connection,
+    *,
+    ticket_id: UUID,
+    user_id: str,
+    request_id: str,
+    request_hash: str,
+    workflow_id: str,
+    lease: timedelta,
+    user_salt: bytes,
+) -> asyncpg.Record:
+    """Insert the `reserved` row with the next serial (never reused: gaps after voids)."""
+    row = await conn.fetchrow(
+        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash,"
+        " workflow_id, state, issued_at, reserved_until, user_salt)"
+        " VALUES ($1, nextval('ticket_serial_seq'), $2, $3, $4, $5, 'reserved',"
+        " now(), now() + $6::interval, $7) RETURNING *",
+        ticket_id,
+        user_id,
+        request_id,
+        request_hash,
+        workflow_id,
+        lease,
+        user_salt,
+    )
+    assert row is not None
+    return row
+
+
+# ---- state changes of one ticket (each in the caller's transaction) --------------------------
+
+
+async def ticket_row(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Record | None:
+    """The whole stored row of a ticket (salt and saga columns included), unlocked."""
+    return await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", ticket_id)
+
+
+async def mark_issued(
+    conn: asyncpg.Connection, ticket_id: UUID, signature: str, key_id: str
+) -> asyncpg.Record:
+    """`reserved` -> `issued` with its signature (the caller holds the row lock)."""
+    row = await conn.fetchrow(
+        "UPDATE tickets SET state = 'issued', signature = $2, key_id = $3,"
+        " updated_at = now() WHERE ticket_id = $1 RETURNING *",
+        ticket_id,
+        signature,
+        key_id,
+    )
+    assert row is not None
+    return row
+
+
+async def set_issued_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index: int) -> None:
+    """Record the `issued` entry's leaf: from here on the ticket is past the point of no return."""
+    await conn.execute(
+        "UPDATE tickets SET issued_leaf = $2, reserved_until = NULL, updated_at = now()"
+        " WHERE ticket_id = $1",
+        ticket_id,
+        leaf_index,
+    )
+
+
+async def mark_voided(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:
+    """Release the slot: `voided`, with its reason."""
+    row = await conn.fetchrow(
+        "UPDATE tickets SET state = 'voided', voided_at = now(), void_reason = $2,"
+        " reserved_until = NULL, updated_at = now() WHERE ticket_id = $1 RETURNING *",
+        ticket_id,
+        reason,
+    )
+    assert row is not None
+    return row
+
+
+async def mark_redeemed(
+    conn: asyncpg.Connection, ticket_id: UUID, workflow_id: str
+) -> asyncpg.Record:
+    """`issued` -> `redeemed`, remembering which saga run did it (its lost result is its own)."""
+    row = await conn.fetchrow(
+        "UPDATE tickets SET state = 'redeemed', redeemed_at = now(),"
+        " redeemed_by_workflow = $2, updated_at = now() WHERE ticket_id = $1 RETURNING *",
+        ticket_id,
+        workflow_id,
+    )
+    assert row is not None
+    return row
+
+
+async def set_redeemed_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index: int) -> None:
+    """Record the `redeemed` entry's leaf."""
+    await conn.execute(
+        "UPDATE tickets SET redeemed_leaf = $2 WHERE ticket_id = $1", ticket_id, leaf_index
+    )
+
+
+async def mark_revoked(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:
+    """`issued` -> `revoked` (fraud), with its reason."""
+    row = await conn.fetchrow(
+        "UPDATE tickets SET state = 'revoked', revoked_at = now(), revoke_reason = $2,"
+        " updated_at = now() WHERE ticket_id = $1 RETURNING *",
+        ticket_id,
+        reason,
+    )
+    assert row is not None
+    return row
+
+
+async def expired_reservations(db: Executor) -> list[asyncpg.Record]:
+    """Rows short of the ledger whose lease ran out (the reconciler's candidates), by serial."""
+    return list(
+        await db.fetch(
+            "SELECT ticket_id, workflow_id FROM tickets"
+            " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
+            " AND reserved_until < now() ORDER BY serial"
+        )
+    )

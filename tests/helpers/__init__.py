@@ -1,0 +1,1 @@
+"""Test helpers by topic: servers, stack, worker, waiting, ledger (no test imports another test)."""

@@ -1,0 +1,173 @@
+"""Admission rules against real PostgreSQL and Temporal: what is refused before any workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.service import RPCError
+
+from golden_press.errors import GoldenError, Reason
+from golden_press.sagas import issue_workflow_id
+from service.sagas.admission import Admission
+from service.store.db import SLOTS_CHANNEL
+from tests.helpers.stack import Stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_admission(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
+    """Build started Admission instances over the stack; closed at the end of the test."""
+    made: list[Admission] = []
+
+    async def make(**kwargs: Any) -> Admission:
+        admission = Admission.from_settings(stack.settings, stack.pool, stack.client, **kwargs)
+        await admission.start()
+        made.append(admission)
+        return admission
+
+    yield make
+    for admission in made:
+        await admission.close()
+
+
+async def reason_of(call: Any) -> Reason:
+    with pytest.raises(GoldenError) as info:
+        await call
+    return info.value.reason
+
+
+async def workflow_exists(stack: Stack, workflow_id: str) -> bool:
+    try:
+        await stack.client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return False
+    return True
+
+
+async def wait_for(predicate: Callable[[], bool], within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+async def test_request_id_lookup(stack: Stack, make_admission: Callable[..., Any]) -> None:
+    """A winner's retry gets its ticket at once; the key with another request is refused."""
+    admission = await make_admission()
+    user = uid()
+    first = await admission.issue(user, "req-one")
+    assert not first.replayed and first.ticket.signature
+    again = await admission.issue(user, "req-one")
+    assert again.replayed and again.ticket == first.ticket
+    assert await reason_of(admission.issue(uid(), "req-one")) is Reason.IDEMPOTENCY_KEY_REUSED
+    assert await reason_of(admission.issue("bad user", "r")) is Reason.INVALID_REQUEST
+    assert await reason_of(admission.issue(user, "bad id!")) is Reason.INVALID_REQUEST
+
+
+async def test_deny_list_costs_no_workflow(
+    stack: Stack, make_admission: Callable[..., Any]
+) -> None:
+    """A denied user is refused before Temporal sees anything."""
+    admission = await make_admission()
+    user = uid("denied")
+    await stack.pool.execute("INSERT INTO deny_list (user_id, reason) VALUES ($1, 'x')", user)
+    assert await reason_of(admission.issue(user, f"r-{user}")) is Reason.USER_DENIED
+    assert not await workflow_exists(stack, issue_workflow_id(f"r-{user}"))
+
+
+async def test_rate_limit_and_one_per_user(
+    stack: Stack, make_admission: Callable[..., Any]
+) -> None:
+    """Attempts beyond the window's limit are RateLimited; a winner's retry is not an attempt."""
+    admission = await make_admission()
+    admission._rate_attempts = 2  # the stack's worker keeps its own (higher) limit
+    user = uid()
+    won = await admission.issue(user, f"win-{user}")  # attempt 1
+    assert await reason_of(admission.issue(user, f"b-{user}")) is Reason.ONE_PER_USER  # 2
+    assert await reason_of(admission.issue(user, f"c-{user}")) is Reason.RATE_LIMITED  # 3
+    assert not await workflow_exists(stack, issue_workflow_id(f"c-{user}"))
+    assert (await admission.issue(user, f"win-{user}")).ticket.ticket_id == won.ticket.ticket_id
+    # A new window starts the count again.
+    await stack.pool.execute(
+        "UPDATE rate_limit SET window_start = now() - interval '1 day' WHERE user_id = $1", user
+    )
+    assert await reason_of(admission.issue(user, f"d-{user}")) is Reason.ONE_PER_USER
+
+
+async def test_sold_out_flag_and_notify(stack: Stack, make_admission: Callable[..., Any]) -> None:
+    """Sold out costs no workflow; a NOTIFY on golden_slots re-reads the cap at once."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    admission = await make_admission(refresh_interval_s=3600)  # only NOTIFY can refresh
+    await admission.issue(uid(), uid("r"))
+    assert await wait_for(lambda: admission.slots.sold_out)
+
+    loser = uid("r")
+    assert await reason_of(admission.issue(uid(), loser)) is Reason.CAP_REACHED
+    assert not await workflow_exists(stack, issue_workflow_id(loser))
+
+    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    await asyncio.sleep(0.2)
+    assert admission.slots.sold_out  # no NOTIFY yet: the cached flag stands
+    await stack.pool.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
+    assert await wait_for(lambda: not admission.slots.sold_out)
+    assert admission.slots.cap == 2
+    await admission.issue(uid(), uid("r"))
+
+
+async def test_lifetime_flag_is_permanent_until_notify(
+    stack: Stack, make_admission: Callable[..., Any]
+) -> None:
+    """Under `lifetime` the periodic refresh stops once settled tickets fill the cap."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'lifetime'")
+    admission = await make_admission(refresh_interval_s=0.05)
+    await admission.issue(uid(), uid("r"))
+    assert await wait_for(lambda: admission.slots.permanent)
+    await stack.pool.execute("UPDATE golden_config SET cap = 3")
+    await asyncio.sleep(0.3)
+    assert admission.slots.cap == 1 and admission.slots.sold_out
+    await stack.pool.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
+    assert await wait_for(lambda: admission.slots.cap == 3 and not admission.slots.sold_out)
+
+
+async def test_in_flight_gate(stack: Stack, make_admission: Callable[..., Any]) -> None:
+    """With one free slot and no margin, a concurrent second request gets no workflow."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    admission = await make_admission(gate_margin=0, refresh_interval_s=3600)
+    ids = [uid("r"), uid("r")]
+    results = await asyncio.gather(
+        *(admission.issue(uid(), rid) for rid in ids), return_exceptions=True
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, GoldenError)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    assert losers[0].reason is Reason.CAP_REACHED
+    started = [await workflow_exists(stack, issue_workflow_id(rid)) for rid in ids]
+    assert started.count(True) == 1
+    assert admission.in_flight == 0
+
+
+async def test_cap_reached_inside_workflow_closes_the_flag(
+    stack: Stack, make_admission: Callable[..., Any]
+) -> None:
+    """When the lock says full before the count did, the workflow's CapReached flips the flag."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    admission = await make_admission(refresh_interval_s=3600)
+    other = await make_admission(refresh_interval_s=3600)  # another API process, stale view
+    await other.issue(uid(), uid("r"))
+    assert not admission.slots.sold_out  # its view predates the other's ticket
+    admission._refresh_wanted.clear()
+    assert await reason_of(admission.issue(uid(), uid("r"))) is Reason.CAP_REACHED
+    assert admission.slots.sold_out

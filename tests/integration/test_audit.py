@@ -1,0 +1,160 @@
+"""The audit: clean after real sagas, and each check fires on the damage it exists to catch."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from activities.faults import Faults
+from golden_press.models import Outcome, RevokeTicketInput
+from service.ops.audit import SeenCheckpoint, audit_main, load_seen, save_seen
+from tests.helpers.servers import Servers
+from tests.helpers.stack import Stack, assert_audit_clean, audit, golden_stack
+from workflows.revoke_ticket import RevokeTicketWorkflow
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def checks(report: object) -> set[str]:
+    return {f.check for f in report.findings}  # type: ignore[attr-defined]
+
+
+async def populated(stack: Stack) -> list[uuid.UUID]:
+    """Three issued tickets, one of them redeemed."""
+    ids = []
+    for user in ("ann", "ben", "cyd"):
+        result = await stack.issue(user)
+        assert result.outcome == Outcome.ISSUED and result.ticket_id
+        ids.append(result.ticket_id)
+    bundle = await stack.bundle_for(ids[0])
+    assert (await stack.redeem(ids[0], "ann", bundle)).outcome == Outcome.REDEEMED
+    return ids
+
+
+async def test_clean_after_issue_redeem_and_compensation(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    faults = Faults(plan={"sign": "fail"})
+    async with golden_stack(servers, session_dir, client, faults=faults) as stack:
+        assert (await stack.issue("unlucky")).outcome == Outcome.COMPENSATED
+        faults.plan.clear()
+        await populated(stack)
+        report = await assert_audit_clean(stack)
+        assert (report.tickets, report.ledger_size, report.stream_events) == (4, 5, 5)
+        seen = load_seen(stack.settings.state_dir / "audit-state.json")
+        assert seen is not None and seen.size == 5
+        # Growth after the last audit is checked with a consistency proof, then remembered.
+        await stack.issue("dee")
+        assert (await assert_audit_clean(stack)).checkpoint_size == 6
+
+
+async def test_empty_ledger_is_clean(stack: Stack) -> None:
+    report = await assert_audit_clean(stack)
+    assert (report.tickets, report.ledger_size, report.stream_events) == (0, 0, 0)
+
+
+async def test_state_without_entry_is_found(stack: Stack) -> None:
+    ids = await populated(stack)
+    # A row that claims redemption without its ledger entry (e.g. a hand edit).
+    await stack.pool.execute("UPDATE tickets SET state = 'redeemed' WHERE ticket_id = $1", ids[1])
+    report = await audit(stack)
+    assert "ticket_ledger" in checks(report)
+    assert any(str(ids[1]) in f.detail for f in report.findings)
+
+
+async def test_stale_reservation_and_unpublished_event_are_found(stack: Stack) -> None:
+    await populated(stack)
+    await stack.pool.execute(
+        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
+        " state, issued_at, reserved_until, user_salt) VALUES ($1, 99, 'ghost', 'ghost-req', 'h',"
+        " 'issue-ghost', 'reserved', now(), now() - interval '1 second', $2)",
+        uuid.uuid4(),
+        b"s" * 16,
+    )
+    await stack.pool.execute(
+        "UPDATE event_outbox SET published_at = NULL"
+        " WHERE leaf_index = (SELECT max(leaf_index) FROM event_outbox)"
+    )
+    report = await audit(stack)
+    assert {"stale_reservation", "outbox"} <= checks(report)
+
+
+async def test_missing_and_duplicate_stream_events_are_found(stack: Stack) -> None:
+    await populated(stack)
+    msgs = await stack.stream_messages()
+    # Remove the first event and publish the last one again under a fresh msg id.
+    await stack.js.delete_msg(stack.settings.stream_name, msgs[0].metadata.sequence.stream)
+    last = msgs[-1]
+    headers = dict(last.headers or {})
+    headers["Nats-Msg-Id"] = str(uuid.uuid4())
+    await stack.js.publish(last.subject, last.data, headers=headers)
+    report = await audit(stack)
+    details = " ".join(f.detail for f in report.findings)
+    assert "stream" in checks(report) and "stream_order" in checks(report)
+    assert "leaf 0" in details and "2 times" in details
+
+
+async def test_forked_ledger_is_inconsistent_with_the_last_audit(stack: Stack) -> None:
+    await populated(stack)
+    state = stack.settings.state_dir / "audit-state.json"
+    report = await audit(stack, state)
+    assert report.ok
+    seen = load_seen(state)
+    assert seen is not None
+    # Pretend the previous audit saw a different tree of the same size: a fork.
+    save_seen(state, SeenCheckpoint(size=seen.size, root="11" * 32))
+    assert "checkpoint_consistency" in checks(await audit(stack, state))
+    # A bigger tree than today's: the ledger shrank.
+    save_seen(state, SeenCheckpoint(size=seen.size + 3, root=seen.root))
+    assert "checkpoint_consistency" in checks(await audit(stack, state))
+
+
+async def test_cap_exceeded_in_history_is_found(stack: Stack) -> None:
+    await populated(stack)  # ann redeemed: peak live count was 3 (ann, ben, cyd issued)
+    # Forge the history: had the cap been 2 all along, the third issuance overshot it.
+    await stack.pool.execute("UPDATE cap_history SET cap = 2")
+    report = await audit(stack)
+    assert checks(report) == {"cap_history"}
+    await stack.pool.execute("UPDATE cap_history SET cap = 3")
+    assert (await audit(stack)).ok
+
+
+async def test_lowering_the_cap_later_does_not_rewrite_history(stack: Stack) -> None:
+    await populated(stack)
+    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'lifetime'")
+    await assert_audit_clean(stack)
+
+
+async def test_audit_main_prints_and_exits_non_zero_on_findings(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await populated(stack)
+    assert await audit_main(stack.settings) == 0
+    assert "audit clean" in capsys.readouterr().out
+    await stack.pool.execute("UPDATE event_outbox SET published_at = NULL WHERE leaf_index = 0")
+    assert await audit_main(stack.settings, json_output=True) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["findings"][0]["check"] == "outbox"
+
+
+async def test_revocation_is_clean_and_lifetime_scope_counts_it(stack: Stack) -> None:
+    ids = await populated(stack)
+    revoked = await stack.client.execute_workflow(
+        RevokeTicketWorkflow.run,
+        RevokeTicketInput(ticket_id=ids[2], reason="fraud"),
+        id=f"revoke-{uuid.uuid4()}",
+        task_queue=stack.settings.task_queue,
+    )
+    assert revoked.outcome == "revoked"
+    await assert_audit_clean(stack)
+    # ann redeemed, cyd revoked, then dee: live counted 2 at dee's issuance, lifetime 4. Under a
+    # cap of 3 in force all along, only the lifetime scope would have been overshot.
+    assert (await stack.issue("dee")).outcome == Outcome.ISSUED
+    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'live'")
+    await assert_audit_clean(stack)
+    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'lifetime'")
+    assert checks(await audit(stack)) == {"cap_history"}

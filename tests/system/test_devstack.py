@@ -1,0 +1,311 @@
+"""`golden-press dev up --detach` / `dev down`: everything it starts is stopped again, and a missing
+binary or a port in use is a one-line error, not a traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.devstack import servers
+from service.devstack import stack as devstack
+from service.devstack.servers import pid_alive, port_in_use
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = ("temporal", "ui", "postgres", "nats", "grpc", "namespace", "task_queue", "token")
+
+needs_postgres = pytest.mark.skipif(
+    servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
+)
+
+# Stand-ins for worker.py and service.api.server, so the stack's own machinery is tested even
+# where those are not written yet: a worker that polls the task queue, a server with gRPC health.
+STUB_WORKER = """
+import asyncio, os
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+@workflow.defn
+class Noop:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+async def main() -> None:
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    await Worker(client, task_queue=os.environ["GOLDEN_TASK_QUEUE"], workflows=[Noop]).run()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+STUB_API = """
+import os
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+server.add_insecure_port(os.environ["GOLDEN_GRPC_ADDR"])
+server.start()
+server.wait_for_termination()
+"""
+STUB_RUNNER = """
+import os, sys
+import service.devstack.stack as d
+d.WORKER_CMD = [sys.executable, sys.argv[1]]
+d.API_CMD = [sys.executable, sys.argv[2]]
+code = d.main(sys.argv[3:])
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(code)
+"""
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A fresh state dir the `postgres` user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="golden-devstack-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def stack_env(state_dir: Path) -> dict[str, str]:
+    """The environment of a user with nothing configured: the stack starts every server itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    env["GOLDEN_STATE_DIR"] = str(state_dir)
+    return env
+
+
+@pytest.fixture
+def stubs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    worker, api, runner = tmp_path / "worker.py", tmp_path / "api.py", tmp_path / "run.py"
+    worker.write_text(STUB_WORKER)
+    api.write_text(STUB_API)
+    runner.write_text(STUB_RUNNER)
+    return runner, worker, api
+
+
+def run_stub(
+    stubs: tuple[Path, Path, Path], env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    runner, worker, api = stubs
+    return subprocess.run(
+        [sys.executable, str(runner), str(worker), str(api), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=240,
+    )
+
+
+def processes_mentioning(*needles: str) -> list[str]:
+    """Command lines of live processes that mention any needle (the state dir, the stubs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles) and pid_alive(int(entry.name)):
+            found.append(cmdline)
+    return found
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether pid is gone within timeout (polled)."""
+    return servers._poll(lambda: not pid_alive(pid), timeout)
+
+
+def assert_all_gone(state_dir: Path, recorded: dict, *needles: str) -> None:
+    for proc in recorded["processes"]:
+        assert gone(proc["pid"]), proc
+    assert processes_mentioning(str(state_dir), *needles) == []
+    info = recorded["info"]
+    for addr in (info["temporal"], info["grpc"], info["nats"].removeprefix("nats://")):
+        host, port = addr.rsplit(":", 1)
+        assert not port_in_use(host, int(port)), addr
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`golden-press ARGS` as a user would run it, with no stdin."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "golden-press"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@needs_postgres
+def test_up_detach_then_down_leaves_no_process(
+    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
+) -> None:
+    began = time.monotonic()
+    up = run_stub(stubs, stack_env, "up", "--detach")
+    startup = time.monotonic() - began
+    assert up.returncode == 0, up.stderr
+    lines = up.stdout.splitlines()
+    assert len(lines) == 1, up.stdout
+    info = json.loads(lines[0])
+    assert tuple(info) == KEYS
+    assert info["ui"].startswith("http://127.0.0.1:")
+    assert info["postgres"].startswith("postgresql://postgres@127.0.0.1:")
+    assert info["task_queue"] == "golden-press" and info["token"]
+    recorded = json.loads((state_dir / "stack.json").read_text())
+    names = [p["name"] for p in recorded["processes"]]
+    assert names == ["postgres", "nats", "temporal", "worker", "api"]
+    assert all(pid_alive(p["pid"]) for p in recorded["processes"])
+    for key in ("keys/issuer.key", "keys/ledger.key", "api-tokens"):
+        assert (state_dir / key).stat().st_mode & 0o077 == 0, key
+
+    again = run_stub(stubs, stack_env, "up", "--detach")  # idempotent: the same stack
+    assert again.returncode == 0 and json.loads(again.stdout) == info
+
+    down = run_stub(stubs, stack_env, "down")
+    assert down.returncode == 0, down.stderr
+    assert not (state_dir / "stack.json").exists()
+    assert_all_gone(state_dir, recorded, str(stubs[0].parent))
+    print(f"dev up --detach (stub worker/api): {startup:.1f} s")
+
+
+@needs_postgres
+def test_foreground_up_stops_everything_when_dev_down_signals_it(
+    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
+) -> None:
+    runner, worker, api = stubs
+    proc = subprocess.Popen(
+        [sys.executable, str(runner), str(worker), str(api), "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stack_env,
+        cwd=ROOT,
+    )
+    try:
+        assert servers._poll(lambda: (state_dir / "stack.json").exists(), 120), proc.poll()
+        recorded = json.loads((state_dir / "stack.json").read_text())
+        assert recorded["supervisor"]["pid"] == proc.pid
+        down = run_stub(stubs, stack_env, "down")
+        assert down.returncode == 0, down.stderr
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Ctrl-C stops it" in out and recorded["info"]["token"] in out
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+    assert_all_gone(state_dir, recorded, str(stubs[0].parent))
+
+
+def test_grpc_port_in_use_is_one_line_and_starts_nothing(
+    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**stack_env, "GOLDEN_GRPC_ADDR": f"127.0.0.1:{port}"}
+        up = run_stub(stubs, env, "up", "--detach")
+    assert up.returncode == 1
+    line = one_line_error(up.stderr)
+    assert "api" in line and "in use" in line and str(port) in line
+    assert not (state_dir / "stack.json").exists()
+    assert processes_mentioning(str(state_dir)) == []
+
+
+@needs_postgres
+def test_missing_binary_is_one_line_and_stops_what_started(
+    stack_env: dict[str, str],
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in [k for k in os.environ if k.startswith(("GOLDEN_", "TEMPORAL_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(state_dir))
+    monkeypatch.setattr(devstack, "WORKER_CMD", [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(devstack, "API_CMD", [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(servers, "find_binary", lambda name, extra_dirs=(): None)
+
+    assert devstack.dev_up(detach=True) == 1  # postgres starts, then nats-server is missing
+
+    err = capsys.readouterr().err
+    line = one_line_error(err)
+    assert "nats: nats-server not found" in line
+    assert not (state_dir / "postgres" / "postmaster.pid").exists()
+    assert processes_mentioning(str(state_dir)) == []
+
+
+@pytest.mark.skipif(
+    not (ROOT / "worker.py").exists() or importlib.util.find_spec("service.api.server") is None,
+    reason="worker.py or service.api.server not written yet",
+)
+@needs_postgres
+def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Path) -> None:
+    """The real worker and API: `golden-press dev up --detach`, then `dev down`."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(stack_env, "dev", *args)
+
+    began = time.monotonic()
+    up = run("up", "--detach")
+    startup = time.monotonic() - began
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout.strip().splitlines()[-1])
+        assert tuple(info) == KEYS
+        recorded = json.loads((state_dir / "stack.json").read_text())
+    finally:
+        down = run("down")
+    assert down.returncode == 0, down.stderr
+    assert_all_gone(state_dir, recorded)
+    print(f"dev up --detach (real worker/api): {startup:.1f} s")
+
+
+@needs_postgres
+def test_demo_from_nothing_then_down(stack_env: dict[str, str], state_dir: Path) -> None:
+    """The README's main job: `golden-press demo` starts the whole stack and walks the story."""
+    demo = run_cli(stack_env, "demo")
+    try:
+        recorded = json.loads((state_dir / "stack.json").read_text())
+        out = demo.stdout
+        assert demo.returncode == 0, demo.stderr + out
+        assert len(re.findall(r"^\s+issued\s+#\d", out, re.M)) == 5, out
+        assert "CapReached" in out
+        assert "bundle verifies offline" in out or "ok  leaf" in out, out
+        assert re.search(r"redeemed [0-9a-f-]{36}", out), out
+        assert "AlreadyRedeemed" in out
+        assert re.search(r"Temporal Web UI: http://127\.0\.0\.1:\d+", out), out
+    finally:
+        down = run_cli(stack_env, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert_all_gone(state_dir, recorded)
