@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.json_format import MessageToDict
 
-from service.protogen import ensure_generated
-
-ensure_generated()
-from proto.events.monetization.v1 import golden_pb2 as events_pb2  # noqa: E402
+from proto.events.monetization.v1 import golden_pb2 as events_pb2
 
 EVENT_TYPES = (
     events_pb2.GoldenTicketIssued,
