@@ -293,9 +293,10 @@ async def _in_progress(s: Seeded) -> Any:
         await blocker.terminate("test done")
 
 
-async def _voided_proof(s: Seeded) -> Any:
+async def insert_voided(stack: Stack) -> uuid.UUID:
+    """A row for a reservation that was voided before it was ever signed."""
     voided = uuid.uuid4()
-    await s.api.stack.pool.execute(
+    await stack.pool.execute(
         "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
         " state, issued_at, user_salt) VALUES ($1, nextval('ticket_serial_seq'), $2, $3, 'x',"
         " 'wf', 'voided', now(), '\\x00')",
@@ -303,6 +304,11 @@ async def _voided_proof(s: Seeded) -> Any:
         uid("gone"),
         uid("r"),
     )
+    return voided
+
+
+async def _voided_proof(s: Seeded) -> Any:
+    voided = await insert_voided(s.api.stack)
     request = golden_pb2.GetInclusionProofRequest(ticket_id=str(voided))
     return await s.api.stub.GetInclusionProof(request)
 
@@ -398,15 +404,7 @@ async def test_error_mapping(
 
 async def test_voided_ticket_does_not_verify(api: ApiHandle) -> None:
     """VerifyTicket of a voided (never issued) ticket answers valid=false with its state."""
-    voided = uuid.uuid4()
-    await api.stack.pool.execute(
-        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
-        " state, issued_at, user_salt) VALUES ($1, nextval('ticket_serial_seq'), $2, $3, 'x',"
-        " 'wf', 'voided', now(), '\\x00')",
-        voided,
-        uid("gone"),
-        uid("r"),
-    )
+    voided = await insert_voided(api.stack)
     unsigned = await api.stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=str(voided)))
     assert not unsigned.valid and unsigned.state == golden_pb2.TICKET_STATE_VOIDED
 
