@@ -127,7 +127,7 @@ def metrics_runtime(port: int) -> Runtime | None:
 async def connect_nats(settings: Settings) -> NATS:
     """A NATS connection that keeps reconnecting through outages (publish retries meanwhile)."""
     return await nats.connect(
-        settings.nats_url,
+        settings.nats_servers,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,

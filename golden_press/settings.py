@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(DEFAULT_STATE_DIR, alias="GOLDEN_STATE_DIR")
     #: NATS stream and subject prefix; tests use a fresh pair per run.
     stream_name: str = Field("CHOCO_MONETIZATION", alias="GOLDEN_STREAM")
+    #: Replicas of the event stream (3 on a 3-node JetStream cluster). Unset: a new stream gets 1
+    #: and an existing stream keeps what its operator gave it; set: enforced at every start.
+    stream_replicas: int | None = Field(None, alias="GOLDEN_STREAM_REPLICAS", ge=1, le=5)
     subject_prefix: str = Field("choco.events.monetization", alias="GOLDEN_SUBJECT_PREFIX")
     #: Anti-gaming: attempts per user per window before `RateLimited`.
     rate_limit_attempts: int = Field(5, alias="GOLDEN_RATE_LIMIT_ATTEMPTS")
@@ -52,6 +55,11 @@ class Settings(BaseSettings):
             if name not in self.model_fields_set:
                 object.__setattr__(self, name, self.state_dir / relative)
         return self
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """GOLDEN_NATS_URL split on commas: every node of a cluster as a seed."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @property
     def issued_subject(self) -> str:

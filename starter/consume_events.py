@@ -173,7 +173,7 @@ async def consume(
 async def main_async(args: argparse.Namespace) -> int:
     """Connect, consume, print each new event as a JSON line."""
     settings = Settings()
-    nc = await nats.connect(settings.nats_url.split(","))
+    nc = await nats.connect(settings.nats_servers)
     try:
         sink = JsonlSink(Path(args.sink))
         count = await consume(

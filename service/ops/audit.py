@@ -503,7 +503,7 @@ async def audit_main(settings: Settings, *, json_output: bool = False) -> int:
     """
     pool = await create_pool(settings.pg_dsn, max_size=2)
     try:
-        nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=2)
+        nc = await nats.connect(settings.nats_servers, connect_timeout=5, max_reconnect_attempts=2)
     except (NoServersError, OSError) as exc:
         await pool.close()
         # An OSError, so callers (the CLI) report it as "unavailable" like a PostgreSQL outage.

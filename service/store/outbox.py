@@ -45,10 +45,11 @@ def timestamp(value: datetime) -> Timestamp:
 
 
 def stream_config(settings: Settings) -> StreamConfig:
-    """Infinite retention, file storage, a day of Nats-Msg-Id dedup."""
+    """Infinite retention, file storage, a day of Nats-Msg-Id dedup, GOLDEN_STREAM_REPLICAS."""
     return StreamConfig(
         name=settings.stream_name,
         subjects=[f"{settings.subject_prefix}.>"],
+        num_replicas=settings.stream_replicas or 1,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=0,
@@ -62,9 +63,9 @@ def stream_config(settings: Settings) -> StreamConfig:
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Create the stream, or adjust only what we rely on in an existing one.
 
-    Safe from every process at every start: an operator's other settings (replicas, placement,
-    limits set for other producers) are kept; only our subjects, no max age and a long enough
-    dedup window are enforced.
+    Safe from every process at every start: an operator's other settings (placement, limits set
+    for other producers) are kept; only our subjects, no max age, a long enough dedup window and,
+    when GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
     """
     try:
         info = await js.stream_info(settings.stream_name)
@@ -80,6 +81,8 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         changes["duplicate_window"] = DUPLICATE_WINDOW_S
     if current.max_age:
         changes["max_age"] = 0
+    if settings.stream_replicas and current.num_replicas != settings.stream_replicas:
+        changes["num_replicas"] = settings.stream_replicas
     if changes:
         await js.update_stream(dataclasses.replace(current, **changes))
 

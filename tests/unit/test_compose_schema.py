@@ -3,30 +3,25 @@
 No container engine runs in CI, so the file is checked statically: the Compose specification's
 schema (the copy the pinned check-jsonschema dev dependency vendors), pinned image versions,
 healthchecks, the 3-node NATS cluster, Temporal's own role and database set up by its schema tool
-(the psql part runs for real against the test PostgreSQL, twice: it must be idempotent), and the
-search attributes the setup registers against the ones the workflows upsert.
+(tests/integration/test_compose_temporal_db.py runs the psql part for real), and the search
+attributes the setup registers against the ones the workflows upsert.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import jsonschema
-import pytest
 import yaml
 
-from golden_press import search_attributes
+from golden_press import sagas
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ONE_SHOT = {"migrate", "temporal-setup", "temporal-schema"}
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
@@ -136,61 +131,9 @@ def test_temporal_runs_the_server_image_on_its_own_role_and_databases() -> None:
     assert "setup-schema -v 0.0" in script and "update-schema -d" in script
 
 
-def _libpq_env(dsn: str) -> dict[str, str]:
-    """PG* variables for psql from a postgresql:// DSN."""
-    url = urlsplit(dsn)
-    env = {"PGHOST": url.hostname or "127.0.0.1", "PGPORT": str(url.port or 5432)}
-    env["PGUSER"] = unquote(url.username or "postgres")
-    if url.password:
-        env["PGPASSWORD"] = unquote(url.password)
-    return env
-
-
-def test_temporal_role_and_databases_setup_is_idempotent(pg_admin_dsn: str) -> None:
-    """The psql part of temporal-schema, run twice: the role and both databases, owned by it."""
-    if shutil.which("psql") is None:
-        pytest.skip("no psql on this machine")
-    script = load_compose()["services"]["temporal-schema"]["command"][0]
-    sql_part = script.split("\nschema=")[0].replace("$$", "$")
-    tag = uuid.uuid4().hex[:8]
-    names = {"role": f"t_role_{tag}", "db": f"t_db_{tag}", "vis": f"t_vis_{tag}"}
-    env = {
-        **os.environ,
-        **_libpq_env(pg_admin_dsn),
-        "PGDATABASE": "postgres",
-        "POSTGRES_USER": names["role"],
-        "POSTGRES_PWD": 'it\'s "quoted"',
-        "DBNAME": names["db"],
-        "VISIBILITY_DBNAME": names["vis"],
-    }
-
-    def psql(sql: str) -> str:
-        done = subprocess.run(
-            ["psql", "-Atc", sql], env=env, capture_output=True, text=True, check=True, timeout=60
-        )
-        return done.stdout
-
-    try:
-        for _ in range(2):
-            done = subprocess.run(
-                ["sh", "-c", sql_part], env=env, capture_output=True, text=True, timeout=60
-            )
-            assert done.returncode == 0, done.stderr
-        owners = psql(
-            "SELECT datname || '=' || pg_get_userbyid(datdba) FROM pg_database"
-            f" WHERE datname IN ('{names['db']}', '{names['vis']}') ORDER BY 1"
-        ).split()
-        assert owners == [f"{names['db']}={names['role']}", f"{names['vis']}={names['role']}"]
-        assert psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{names['role']}'") == "t\n"
-    finally:
-        psql(f"DROP DATABASE IF EXISTS {names['db']}")
-        psql(f"DROP DATABASE IF EXISTS {names['vis']}")
-        psql(f"DROP ROLE IF EXISTS {names['role']}")
-
-
 def test_setup_registers_exactly_the_search_attributes_the_workflows_use() -> None:
     script = load_compose()["services"]["temporal-setup"]["command"][0]
     loop = re.search(r"for name in ([A-Za-z ]+); do", script)
     assert loop, "temporal-setup has no search-attribute loop"
     registered = set(loop.group(1).split())
-    assert registered == {key.name for key in search_attributes.ALL}
+    assert registered == set(sagas.SEARCH_ATTRIBUTES)

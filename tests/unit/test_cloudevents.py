@@ -6,10 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from golden_press.cloudevents import MESSAGE_FOR_KIND, event_headers, event_type
-from service.protogen import ensure_generated
-
-ensure_generated()
-from proto.events.monetization.v1 import golden_pb2 as events_pb2  # noqa: E402
+from proto.events.monetization.v1 import golden_pb2 as events_pb2
 
 
 def test_headers_of_an_issued_event() -> None:
