@@ -32,9 +32,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(DEFAULT_STATE_DIR, alias="GOLDEN_STATE_DIR")
     #: NATS stream and subject prefix; tests use a fresh pair per run.
     stream_name: str = Field("CHOCO_MONETIZATION", alias="GOLDEN_STREAM")
-    #: Replicas of the event stream (3 on a 3-node JetStream cluster). Unset: a new stream gets 1
-    #: and an existing stream keeps what its operator gave it; set: enforced at every start.
-    stream_replicas: int | None = Field(None, alias="GOLDEN_STREAM_REPLICAS", ge=1, le=5)
+    #: Replicas of the event stream (3 on a 3-node JetStream cluster). 0 (unset): a new stream
+    #: gets 1 and an existing stream keeps what its operator gave it; 1-5: enforced at every start.
+    stream_replicas: int = Field(0, alias="GOLDEN_STREAM_REPLICAS", ge=0, le=5)
     subject_prefix: str = Field("choco.events.monetization", alias="GOLDEN_SUBJECT_PREFIX")
     #: Anti-gaming: attempts per user per window before `RateLimited`.
     rate_limit_attempts: int = Field(5, alias="GOLDEN_RATE_LIMIT_ATTEMPTS")

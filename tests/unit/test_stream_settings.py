@@ -7,7 +7,7 @@ from service.store.outbox import stream_config
 
 
 def test_stream_replicas_default_to_one_and_follow_the_setting() -> None:
-    assert Settings().stream_replicas is None
+    assert Settings().stream_replicas == 0
     assert stream_config(Settings()).num_replicas == 1
     three = Settings(GOLDEN_STREAM_REPLICAS=3)  # type: ignore[call-arg]
     assert stream_config(three).num_replicas == 3
