@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-import nats
 from nacl.signing import SigningKey
 from nats.aio.client import Client as NATS
 from temporalio.client import (
@@ -50,6 +49,7 @@ from service.store.db import create_pool
 from service.store.key_files import KeyFileError, load_key_file
 from service.store.keys import register_keys as register_public_keys
 from service.store.ledger import LedgerStore
+from service.store.nats_client import connect_nats
 from service.store.outbox import OutboxPublisher, ensure_stream
 from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import ReconcileReservationsWorkflow
@@ -121,16 +121,6 @@ def metrics_runtime(port: int) -> Runtime | None:
         return None
     return Runtime(
         telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
-    )
-
-
-async def connect_nats(settings: Settings) -> NATS:
-    """A NATS connection that keeps reconnecting through outages (publish retries meanwhile)."""
-    return await nats.connect(
-        settings.nats_servers,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
     )
 
 

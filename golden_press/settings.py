@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     #: How long a `reserved` slot may wait before the reconciler may void it.
     reservation_lease_s: float = Field(300.0, alias="GOLDEN_RESERVATION_LEASE_S")
     metrics_port: int = Field(0, alias="GOLDEN_METRICS_PORT")
+    #: NATS TLS (a CA, a client certificate when the server verifies clients) and credentials.
+    nats_tls_ca_file: Path | None = Field(None, alias="GOLDEN_NATS_TLS_CA_FILE")
+    nats_tls_cert_file: Path | None = Field(None, alias="GOLDEN_NATS_TLS_CERT_FILE")
+    nats_tls_key_file: Path | None = Field(None, alias="GOLDEN_NATS_TLS_KEY_FILE")
+    nats_creds_file: Path | None = Field(None, alias="GOLDEN_NATS_CREDS_FILE")
+    nats_nkey_seed_file: Path | None = Field(None, alias="GOLDEN_NATS_NKEY_SEED_FILE")
+    #: gRPC API server TLS (both or neither); a client CA makes it mutual TLS.
+    tls_cert_file: Path | None = Field(None, alias="GOLDEN_TLS_CERT_FILE")
+    tls_key_file: Path | None = Field(None, alias="GOLDEN_TLS_KEY_FILE")
+    tls_client_ca_file: Path | None = Field(None, alias="GOLDEN_TLS_CLIENT_CA_FILE")
+    #: gRPC API clients (CLI, dev stack health check): the CA to trust, and a client certificate.
+    tls_ca_file: Path | None = Field(None, alias="GOLDEN_TLS_CA_FILE")
+    tls_client_cert_file: Path | None = Field(None, alias="GOLDEN_TLS_CLIENT_CERT_FILE")
+    tls_client_key_file: Path | None = Field(None, alias="GOLDEN_TLS_CLIENT_KEY_FILE")
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:

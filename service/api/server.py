@@ -27,6 +27,7 @@ from service.api.auth import load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.pb import golden_pb2_grpc
 from service.api.servicer import ApiDeps, GoldenPressService
+from service.api.tls import ReloadingServerCredentials, is_loopback, server_tls_files
 from service.logs import configure_logging
 from service.sagas.admission import Admission
 from service.sagas.client import connect_client
@@ -80,16 +81,37 @@ async def serve(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     addr = address or settings.grpc_addr
-    port = server.add_insecure_port(addr)
-    if port == 0:
-        raise OSError(f"cannot bind gRPC address {addr}")
+    port, tls = _bind(server, addr, settings)
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     server.golden_port = port  # type: ignore[attr-defined]
     _RUNNING[id(server)] = deps
-    log.info("gRPC API listening", extra={"address": addr, "port": port})
+    log.info("gRPC API listening", extra={"address": addr, "port": port, "tls": tls})
     return server
+
+
+def _bind(server: grpc.aio.Server, addr: str, settings: Settings) -> tuple[int, str]:
+    """Bind TLS when the certificate files are set, else plaintext; returns (port, tls mode)."""
+    files = server_tls_files(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    if files is None:
+        if not is_loopback(addr):
+            log.warning(
+                "gRPC API serving PLAINTEXT on non-loopback address %s: bearer tokens and tickets "
+                "cross the network unencrypted. Set GOLDEN_TLS_CERT_FILE and GOLDEN_TLS_KEY_FILE "
+                "(and GOLDEN_TLS_CLIENT_CA_FILE for mutual TLS); see docs/operations.md.",
+                addr,
+            )
+        port = server.add_insecure_port(addr)
+        mode = "off"
+    else:
+        port = server.add_secure_port(addr, ReloadingServerCredentials(files).credentials)
+        mode = "mutual" if files.mutual else "server"
+    if port == 0:
+        raise OSError(f"cannot bind gRPC address {addr}")
+    return port, mode
 
 
 def bound_port(server: grpc.aio.Server) -> int:

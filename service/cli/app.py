@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--addr", help="gRPC API address (default: env, dev stack, settings)")
     common.add_argument("--token", help="bearer token for issue/redeem (default: tokens file)")
+    common.add_argument(
+        "--ca-file", help="dial TLS trusting this CA (default: GOLDEN_TLS_CA_FILE; none: plaintext)"
+    )
+    common.add_argument(
+        "--cert-file", help="client certificate for mutual TLS (GOLDEN_TLS_CLIENT_CERT_FILE)"
+    )
+    common.add_argument("--key-file", help="its private key (GOLDEN_TLS_CLIENT_KEY_FILE)")
 
     parser = argparse.ArgumentParser(
         prog="golden-press", description="Mint, verify and redeem the five Golden Tickets."

@@ -46,6 +46,11 @@ class Endpoint:
     #: Temporal of the running dev stack (admin revoke), empty: from settings.
     temporal: str = ""
     task_queue: str = ""
+    #: TLS: the CA that signed the API's certificate (None: plaintext) and, for mutual TLS,
+    #: the client certificate and key.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 def _first_token(path: Path) -> str:
@@ -65,6 +70,7 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
     token = _first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
     dsn = os.environ.get("GOLDEN_PG_DSN", "")
     temporal = task_queue = ""
+    stack_env: dict[str, str] = {}
     if not (address and dsn):
         try:
             from service.devstack.stack import running_stack
@@ -76,6 +82,7 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
             address = address or info.grpc
             token = token or info.token
             dsn = dsn or info.postgres
+            stack_env = info.env
             if not os.environ.get("TEMPORAL_ADDRESS"):
                 temporal, task_queue = info.temporal, info.task_queue
     return Endpoint(
@@ -84,7 +91,18 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
         dsn=dsn or s.pg_dsn,
         temporal=temporal,
         task_queue=task_queue,
+        ca_file=_tls_file(args, "ca_file", "GOLDEN_TLS_CA_FILE", stack_env),
+        cert_file=_tls_file(args, "cert_file", "GOLDEN_TLS_CLIENT_CERT_FILE", stack_env),
+        key_file=_tls_file(args, "key_file", "GOLDEN_TLS_CLIENT_KEY_FILE", stack_env),
     )
+
+
+def _tls_file(
+    args: argparse.Namespace, flag: str, variable: str, stack_env: dict[str, str]
+) -> Path | None:
+    """--ca-file/--cert-file/--key-file, else GOLDEN_TLS_*, else what the dev stack was given."""
+    value = getattr(args, flag, None) or os.environ.get(variable) or stack_env.get(variable)
+    return Path(value) if value else None
 
 
 class Api:
@@ -97,7 +115,19 @@ class Api:
 
         self.endpoint = endpoint
         self.pb = golden_pb2
-        self.channel = grpc.aio.insecure_channel(endpoint.address)
+        from service.api.tls import TlsConfigError, channel_credentials
+
+        try:
+            credentials = channel_credentials(
+                endpoint.ca_file, endpoint.cert_file, endpoint.key_file
+            )
+        except TlsConfigError as exc:
+            raise CliError("InvalidRequest", str(exc), EXIT_USAGE) from exc
+        self.channel = (
+            grpc.aio.secure_channel(endpoint.address, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(endpoint.address)
+        )
         self.stub = golden_pb2_grpc.GoldenPressStub(self.channel)
 
     @property
@@ -121,6 +151,10 @@ class Api:
                     raise CliError(
                         "Unavailable",
                         f"cannot reach the golden-press API at {self.endpoint.address} "
+                        "(is `golden-press dev up` running? TLS: does --ca-file match the "
+                        "server, and does it want a client certificate?)"
+                        if self.endpoint.ca_file
+                        else f"cannot reach the golden-press API at {self.endpoint.address} "
                         "(is `golden-press dev up` running?)",
                         EXIT_UNAVAILABLE,
                     ) from err

@@ -19,13 +19,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from golden_press.redact import redact_dsn
 from golden_press.settings import Settings
 from service.devstack.servers import (
     HOST,
@@ -66,12 +67,16 @@ class StackInfo(BaseModel):
     namespace: str
     task_queue: str
     token: str
-    #: Environment (GOLDEN_*, TEMPORAL_*) that points a process at this stack.
+    #: The API serves TLS (GOLDEN_TLS_CERT_FILE/GOLDEN_TLS_KEY_FILE were set).
+    tls: bool = False
+    #: Environment (GOLDEN_*, TEMPORAL_*, OTEL_*) that points a process at this stack.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     def json_line(self) -> str:
         """The one line `dev up --detach` prints."""
-        return json.dumps(self.model_dump(), separators=(",", ":"))
+        # A DSN's password never reaches a terminal or a CI log (use sslmode/passfile in the DSN).
+        fields = {**self.model_dump(), "postgres": redact_dsn(self.postgres)}
+        return json.dumps(fields, separators=(",", ":"))
 
     def settings(self) -> Settings:
         """Settings of a client of this stack (what the worker and the API were given)."""
@@ -253,11 +258,14 @@ def _say(progress: bool, message: str) -> None:
 
 async def _prepare_stream(url: str, settings: Settings) -> None:
     """Create or update the JetStream stream (its config lives in service.store.outbox)."""
-    import nats
-
+    from service.store.nats_client import connect_nats
     from service.store.outbox import ensure_stream
 
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
+    nc = await connect_nats(
+        settings.model_copy(update={"nats_url": url}),
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+    )
     try:
         await ensure_stream(nc.jetstream(), settings)
     finally:
@@ -314,12 +322,17 @@ async def _poller_identities(address: str, namespace: str, task_queue: str) -> s
     return {poller.identity for poller in described.pollers}
 
 
-def _grpc_serving(address: str) -> bool:
+def _grpc_serving(address: str, credentials: Any = None) -> bool:
     """gRPC health check of the API (a server without the health service counts once it answers)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=1.0
@@ -327,6 +340,44 @@ def _grpc_serving(address: str) -> bool:
         except grpc.RpcError as exc:
             return exc.code() == grpc.StatusCode.UNIMPLEMENTED
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+#: Variables every process of the stack gets and `dev up` records: the API's TLS files and the
+#: OpenTelemetry settings (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
+PASSED_THROUGH_PREFIXES = ("GOLDEN_TLS_", "OTEL_")
+
+
+def _passed_through(environ: Mapping[str, str]) -> dict[str, str]:
+    """The TLS and OpenTelemetry variables of this environment, for the stack's processes."""
+    return {k: v for k, v in environ.items() if k.startswith(PASSED_THROUGH_PREFIXES) and v}
+
+
+def _api_health_credentials(settings: Settings) -> Any:
+    """Channel credentials to health-check a TLS API (None: it serves plaintext).
+
+    The CA is GOLDEN_TLS_CA_FILE, else the server certificate itself (a self-signed one); under
+    mutual TLS the check presents GOLDEN_TLS_CLIENT_CERT_FILE/KEY, as the CLI will.
+    """
+    from service.api.tls import TlsConfigError, channel_credentials, server_tls_files
+
+    try:
+        files = server_tls_files(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
+        if files is None:
+            return None
+        if files.mutual and settings.tls_client_cert_file is None:
+            raise TlsConfigError(
+                "mutual TLS: set GOLDEN_TLS_CLIENT_CERT_FILE and GOLDEN_TLS_CLIENT_KEY_FILE too "
+                "(dev up health-checks the API, and the CLI needs them)"
+            )
+        return channel_credentials(
+            settings.tls_ca_file or files.cert_file,
+            settings.tls_client_cert_file,
+            settings.tls_client_key_file,
+        )
+    except TlsConfigError as exc:
+        raise ServerError("api", str(exc)) from exc
 
 
 def _parse_addr(addr: str) -> tuple[str, int]:
@@ -390,7 +441,9 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
         try:
             run_async(lambda: migrate(dsn))
         except Exception as exc:
-            raise ServerError("postgres", f"cannot prepare the database at {dsn}: {exc}") from exc
+            raise ServerError(
+                "postgres", f"cannot prepare the database at {redact_dsn(dsn)}: {exc}"
+            ) from exc
 
         def nats_server() -> str:
             if "nats_url" in explicit:
@@ -458,6 +511,8 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             "GOLDEN_STREAM": settings.stream_name,
             "GOLDEN_SUBJECT_PREFIX": settings.subject_prefix,
         }
+        env.update(_passed_through(os.environ))
+        health_credentials = _api_health_credentials(settings)
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
         began = time.monotonic()
@@ -476,7 +531,7 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
         _say(
             progress, f"  {'worker':<9} task queue {task_queue}  ({time.monotonic() - began:.1f} s)"
         )
-        api.wait_ready(lambda: _grpc_serving(grpc_addr), API_READY_TIMEOUT_S)
+        api.wait_ready(lambda: _grpc_serving(grpc_addr, health_credentials), API_READY_TIMEOUT_S)
         _say(progress, f"  {'grpc api':<9} {grpc_addr}  ({time.monotonic() - began:.1f} s)")
 
         stack.info = StackInfo(
@@ -488,6 +543,7 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             namespace=namespace,
             task_queue=task_queue,
             token=token,
+            tls=health_credentials is not None,
             env=env,
         )
         return stack
@@ -500,9 +556,9 @@ def _print_human(info: StackInfo, state_dir: Path) -> None:
     rows = [
         ("Temporal", f"{info.temporal}  (namespace {info.namespace})"),
         ("Web UI", info.ui or "(external Temporal: see its own UI)"),
-        ("PostgreSQL", info.postgres),
+        ("PostgreSQL", redact_dsn(info.postgres)),
         ("NATS", info.nats),
-        ("gRPC API", info.grpc),
+        ("gRPC API", f"{info.grpc}{'  (TLS)' if info.tls else ''}"),
         ("task queue", info.task_queue),
         ("API token", info.token),
         ("logs", str(state_dir / "logs")),
@@ -512,7 +568,7 @@ def _print_human(info: StackInfo, state_dir: Path) -> None:
         print(f"  {name:<11} {value}")
     print("Point other shells at it with:")
     for name, value in info.env.items():
-        print(f"  export {name}={value}")
+        print(f"  export {name}={redact_dsn(value) if name == 'GOLDEN_PG_DSN' else value}")
     sys.stdout.flush()
 
 

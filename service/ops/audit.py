@@ -17,7 +17,6 @@ from pathlib import Path
 from uuid import UUID
 
 import asyncpg
-import nats
 from nacl.signing import SigningKey
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
@@ -35,6 +34,7 @@ from service.store.db import create_pool
 from service.store.key_files import load_key_file
 from service.store.keys import trust_roots
 from service.store.ledger import LedgerStore
+from service.store.nats_client import connect_nats
 from service.store.outbox import EVENT_TYPES, event_id_for, events_pb2
 
 #: Ledger entry kinds each ticket state implies (exactly these, nothing more).
@@ -503,7 +503,7 @@ async def audit_main(settings: Settings, *, json_output: bool = False) -> int:
     """
     pool = await create_pool(settings.pg_dsn, max_size=2)
     try:
-        nc = await nats.connect(settings.nats_servers, connect_timeout=5, max_reconnect_attempts=2)
+        nc = await connect_nats(settings, max_reconnect_attempts=2)
     except (NoServersError, OSError) as exc:
         await pool.close()
         # An OSError, so callers (the CLI) report it as "unavailable" like a PostgreSQL outage.

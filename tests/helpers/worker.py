@@ -18,8 +18,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a worker process needs to join this stack (names from the settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
     for name, field in Settings.model_fields.items():
-        if field.alias:
-            env[field.alias] = str(getattr(settings, name))
+        value = getattr(settings, name)
+        if field.alias and value is not None:  # unset optional files stay unset
+            env[field.alias] = str(value)
     env.update(extra)
     return env
 

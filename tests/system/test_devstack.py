@@ -24,7 +24,7 @@ from service.devstack import stack as devstack
 from service.devstack.servers import pid_alive, port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ("temporal", "ui", "postgres", "nats", "grpc", "namespace", "task_queue", "token")
+KEYS = ("temporal", "ui", "postgres", "nats", "grpc", "namespace", "task_queue", "token", "tls")
 
 needs_postgres = pytest.mark.skipif(
     servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"

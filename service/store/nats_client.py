@@ -1,0 +1,63 @@
+"""The one way every process connects to NATS: URL, TLS and credentials from the settings.
+
+TLS: a `tls://` URL, or GOLDEN_NATS_TLS_CA_FILE (the CA to trust) and, when the server verifies
+clients, GOLDEN_NATS_TLS_CERT_FILE / GOLDEN_NATS_TLS_KEY_FILE. Authentication: a decentralised-auth
+credentials file (GOLDEN_NATS_CREDS_FILE: user JWT + nkey seed, what `nsc` writes) or a bare nkey
+seed file (GOLDEN_NATS_NKEY_SEED_FILE); a user/password or token goes in the URL's userinfo.
+nats-py reads the files itself; their contents never pass through our logs.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from golden_press.settings import Settings
+
+
+def nats_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """An SSL context for the configured CA / client certificate (None: nats-py's defaults)."""
+    ca, cert, key = (
+        settings.nats_tls_ca_file,
+        settings.nats_tls_cert_file,
+        settings.nats_tls_key_file,
+    )
+    if ca is None and cert is None:
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError("set both GOLDEN_NATS_TLS_CERT_FILE and GOLDEN_NATS_TLS_KEY_FILE")
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def nats_options(settings: Settings) -> dict[str, Any]:
+    """nats.connect keyword arguments for TLS and credentials (empty when none are set)."""
+    options: dict[str, Any] = {}
+    context = nats_tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+    if settings.nats_creds_file is not None:
+        options["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+    return options
+
+
+async def connect_nats(settings: Settings, **overrides: Any) -> NATS:
+    """A connection that keeps reconnecting through outages unless the caller says otherwise."""
+    options: dict[str, Any] = {
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 5,
+        **nats_options(settings),
+        **overrides,
+    }
+    return await nats.connect(settings.nats_servers, **options)
+
+
+__all__ = ["connect_nats", "nats_options", "nats_tls_context"]
