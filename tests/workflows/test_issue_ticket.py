@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -151,7 +153,7 @@ async def start_issue(
     )
 
 
-def activities_of(issuance: FakeIssuance) -> list:
+def activities_of(issuance: FakeIssuance) -> list[Callable[..., Any]]:
     """Every fake the issuance saga calls."""
     publishing = FakePublishing(issuance.script)
     return [
@@ -299,7 +301,9 @@ async def cancel_while_blocked(
         except WorkflowFailureError as err:
             assert isinstance(err.cause, CancelledError)
             result = None
-        return (await handle.describe()).status, result
+        status = (await handle.describe()).status
+        assert status is not None
+        return status, result
 
 
 @pytest.mark.parametrize("step", ["sign_ticket", "finalise_ticket"])
