@@ -307,9 +307,9 @@ async def cancel_while_blocked(
 
 
 @pytest.mark.parametrize("step", ["sign_ticket", "finalise_ticket"])
-async def test_cancel_before_the_ledger_runs_the_void(wf_client: Client, step: str) -> None:
+async def test_cancel_before_the_ledger_runs_the_void(private_wf_client: Client, step: str) -> None:
     script = Script()
-    status, result = await cancel_while_blocked(wf_client, script, step)
+    status, result = await cancel_while_blocked(private_wf_client, script, step)
 
     # The compensation ran, whatever the final status: the void, then its event; never the ledger.
     done = ISSUED_CALLS[: ISSUED_CALLS.index(step) + 1]
