@@ -48,6 +48,9 @@ from tests.helpers.fakes import (
 )
 from workflows.issue_ticket import IssueTicketWorkflow
 
+#: A saga waiting for an activity no fake provides would otherwise hang for the global 300 s.
+pytestmark = pytest.mark.timeout(60)
+
 ISSUED_AT = datetime(2026, 12, 3, 5, 0, tzinfo=UTC)
 LEDGER_LEAF = 41
 VOID_LEAF = 42

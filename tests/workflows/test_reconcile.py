@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -15,6 +16,9 @@ from golden_press import sagas as sa
 from golden_press.models import Progress, PublishInput, ReconcileResult
 from tests.helpers.fakes import Script, activity_names, fake_worker
 from workflows.reconcile import ReconcileReservationsWorkflow
+
+#: A saga waiting for an activity no fake provides would otherwise hang for the global 300 s.
+pytestmark = pytest.mark.timeout(60)
 
 VOIDED = [uuid.uuid4(), uuid.uuid4()]
 

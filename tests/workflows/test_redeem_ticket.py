@@ -42,6 +42,9 @@ from tests.helpers.fakes import (
 )
 from workflows.redeem_ticket import RedeemTicketWorkflow
 
+#: A saga waiting for an activity no fake provides would otherwise hang for the global 300 s.
+pytestmark = pytest.mark.timeout(60)
+
 REDEEMED_LEAF = 77
 REDEEM_CALLS = ["verify_ticket_signature", "verify_ledger_proof", "redeem_ticket", "publish_events"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from temporalio import activity
 from temporalio.client import Client
 
@@ -20,6 +21,9 @@ from tests.helpers.fakes import (
     search_attribute,
 )
 from workflows.revoke_ticket import RevokeTicketWorkflow
+
+#: A saga waiting for an activity no fake provides would otherwise hang for the global 300 s.
+pytestmark = pytest.mark.timeout(60)
 
 REVOKED_LEAF = 12
 
