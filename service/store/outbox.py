@@ -1,4 +1,9 @@
-"""NATS JetStream: the event stream and the outbox publisher (events leave in ledger leaf order)."""
+"""NATS JetStream: the event stream and the outbox publisher (events leave in ledger leaf order).
+
+The stream owns only `<prefix>.golden_ticket.>`: other services publish under the same
+`choco.events.monetization` prefix into streams of their own. Every message carries the
+CloudEvents binary-mode headers and `Nats-Msg-Id` (golden_press.cloudevents).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from golden_press.cloudevents import MESSAGE_FOR_KIND, event_headers
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
 from service.store.db import PUBLISH_KEY
@@ -24,12 +30,21 @@ EVENT_NAMESPACE = UUID("5b1f7e1c-3a57-4d1e-9f5c-601de0000001")
 #: JetStream dedup window: far longer than any retry backoff of the publisher.
 DUPLICATE_WINDOW_S = 86400.0
 
-EVENT_TYPES = {
-    "issued": "GoldenTicketIssued",
-    "redeemed": "GoldenTicketRedeemed",
-    "voided": "GoldenTicketVoided",
-    "revoked": "GoldenTicketRevoked",
-}
+EVENT_TYPES = MESSAGE_FOR_KIND
+
+
+class StreamSubjectsConflict(RuntimeError):
+    """The stream also holds other producers' messages: narrowing it would orphan them."""
+
+
+def stream_subject(settings: Settings) -> str:
+    """The one subject space the stream owns: `<prefix>.golden_ticket.>`."""
+    return f"{settings.subject_prefix}.golden_ticket.>"
+
+
+def legacy_subject(settings: Settings) -> str:
+    """What v0.1.0 claimed: the whole `<prefix>.>` space, other services' events included."""
+    return f"{settings.subject_prefix}.>"
 
 
 def event_id_for(ticket_id: UUID, kind: str) -> UUID:
@@ -48,7 +63,7 @@ def stream_config(settings: Settings) -> StreamConfig:
     """Infinite retention, file storage, a day of Nats-Msg-Id dedup, GOLDEN_STREAM_REPLICAS."""
     return StreamConfig(
         name=settings.stream_name,
-        subjects=[f"{settings.subject_prefix}.>"],
+        subjects=[stream_subject(settings)],
         num_replicas=settings.stream_replicas or 1,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
@@ -64,8 +79,14 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Create the stream, or adjust only what we rely on in an existing one.
 
     Safe from every process at every start: an operator's other settings (placement, limits set
-    for other producers) are kept; only our subjects, no max age, a long enough dedup window and,
+    for other producers) are kept; only our subject, no max age, a long enough dedup window and,
     when GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
+
+    A stream made by v0.1.0 claims the whole `<prefix>.>` space. It is narrowed in place to
+    `<prefix>.golden_ticket.>` when every message it holds is ours (events stay where they are);
+    when it also holds other subjects' messages, start-up stops with StreamSubjectsConflict
+    rather than orphan another producer's events: an operator moves them, or points
+    GOLDEN_STREAM at a new stream.
     """
     try:
         info = await js.stream_info(settings.stream_name)
@@ -73,10 +94,16 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         await js.add_stream(stream_config(settings))
         return
     current = info.config
-    subject = f"{settings.subject_prefix}.>"
+    ours, legacy = stream_subject(settings), legacy_subject(settings)
+    subjects = list(current.subjects or [])
     changes: dict[str, Any] = {}
-    if subject not in (current.subjects or []):
-        changes["subjects"] = [*(current.subjects or []), subject]
+    if legacy in subjects:
+        await _refuse_foreign_messages(js, settings)
+        subjects = [s for s in subjects if s != legacy]
+    if ours not in subjects:
+        subjects.append(ours)
+    if subjects != list(current.subjects or []):
+        changes["subjects"] = subjects
     if (current.duplicate_window or 0) < DUPLICATE_WINDOW_S:
         changes["duplicate_window"] = DUPLICATE_WINDOW_S
     if current.max_age:
@@ -85,6 +112,21 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         changes["num_replicas"] = settings.stream_replicas
     if changes:
         await js.update_stream(dataclasses.replace(current, **changes))
+
+
+async def _refuse_foreign_messages(js: JetStreamContext, settings: Settings) -> None:
+    """Raise StreamSubjectsConflict when the legacy stream holds messages outside our subjects."""
+    info = await js.stream_info(settings.stream_name, subjects_filter=legacy_subject(settings))
+    prefix = f"{settings.subject_prefix}.golden_ticket."
+    foreign = {s: n for s, n in (info.state.subjects or {}).items() if not s.startswith(prefix)}
+    if foreign:
+        examples = ", ".join(sorted(foreign)[:3])
+        raise StreamSubjectsConflict(
+            f"stream {settings.stream_name} claims {legacy_subject(settings)} and holds "
+            f"{sum(foreign.values())} message(s) of other producers ({examples}); golden-press "
+            f"now owns only {stream_subject(settings)}: move those subjects to their own stream "
+            "(nats stream edit) or set GOLDEN_STREAM to a new stream"
+        )
 
 
 async def write_outbox(
@@ -102,6 +144,15 @@ async def write_outbox(
         ticket_id,
         event.SerializeToString(),
     )
+
+
+def event_time(kind: str, payload: bytes, recorded_at: datetime) -> datetime:
+    """When the event happened: the body's own `<kind>_at` (ce-time matches the body)."""
+    message = getattr(events_pb2, MESSAGE_FOR_KIND[kind]).FromString(payload)
+    field = f"{kind}_at"
+    if message.HasField(field):
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    return recorded_at
 
 
 class OutboxPublisher:
@@ -122,21 +173,26 @@ class OutboxPublisher:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PUBLISH_KEY)
             rows = await conn.fetch(
-                "SELECT leaf_index, event_id, kind, payload FROM event_outbox"
+                "SELECT leaf_index, event_id, kind, ticket_id, payload, created_at"
+                " FROM event_outbox"
                 " WHERE published_at IS NULL AND ($1::bigint IS NULL OR leaf_index <= $1)"
                 " ORDER BY leaf_index",
                 up_to_leaf,
             )
             for row in rows:
+                payload = bytes(row["payload"])
                 ack = await self._js.publish(
                     self.subject(row["kind"]),
-                    bytes(row["payload"]),
+                    payload,
                     stream=self._settings.stream_name,
-                    headers={
-                        "Nats-Msg-Id": str(row["event_id"]),
-                        "Golden-Event-Type": EVENT_TYPES[row["kind"]],
-                        "Golden-Leaf-Index": str(row["leaf_index"]),
-                    },
+                    headers=event_headers(
+                        event_id=row["event_id"],
+                        kind=row["kind"],
+                        leaf_index=row["leaf_index"],
+                        source=self._settings.ledger_origin,
+                        time=event_time(row["kind"], payload, row["created_at"]),
+                        ticket_id=row["ticket_id"],
+                    ),
                 )
                 await conn.execute(
                     "UPDATE event_outbox SET published_at = now(), stream_seq = $2"
@@ -148,4 +204,12 @@ class OutboxPublisher:
         return sent
 
 
-__all__ = ["EVENT_TYPES", "OutboxPublisher", "ensure_stream", "event_id_for", "events_pb2"]
+__all__ = [
+    "EVENT_TYPES",
+    "OutboxPublisher",
+    "StreamSubjectsConflict",
+    "ensure_stream",
+    "event_id_for",
+    "events_pb2",
+    "stream_subject",
+]
