@@ -1,12 +1,23 @@
 """tests/unit is pure: no PostgreSQL, NATS or Temporal (it passes with all three unreachable).
 
 The session's server fixtures are lazy, so a unit test only reaches a server by asking for one;
-these overrides turn that into an error that says where such a test belongs.
+these overrides turn that into an error that says where such a test belongs. Settings read the
+process environment, so unit tests also run without the machine's GOLDEN_* and TEMPORAL_*.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings() gives its defaults, whatever the shell exported (e.g. after `dev up`)."""
+    for name in list(os.environ):
+        if name.startswith(("GOLDEN_", "TEMPORAL_")):
+            monkeypatch.delenv(name)
 
 
 def _no_server(request: pytest.FixtureRequest) -> None:
