@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = Field(None, alias="GOLDEN_TLS_CA_FILE")
     tls_client_cert_file: Path | None = Field(None, alias="GOLDEN_TLS_CLIENT_CERT_FILE")
     tls_client_key_file: Path | None = Field(None, alias="GOLDEN_TLS_CLIENT_KEY_FILE")
+    #: API processes sharing GOLDEN_GRPC_ADDR (SO_REUSEPORT), each with its own admission
+    #: snapshot: refusals and verifications cost only CPU, so more processes use more cores.
+    api_processes: int = Field(1, ge=1, le=64, alias="GOLDEN_API_PROCESSES")
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:
