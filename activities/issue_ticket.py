@@ -95,6 +95,8 @@ class IssuanceActivities:
                 lease=timedelta(seconds=self._settings.reservation_lease_s),
                 user_salt=os.urandom(16),
             )
+            # API processes keep a snapshot of the counted tickets: a slot was just taken.
+            await tickets.notify_slots(conn, "reserved")
         self._faults.after_commit("reserve")
         return ReserveResult(ticket=tickets.row_to_ticket(row))
 
@@ -176,6 +178,8 @@ class IssuanceActivities:
             )
             if row["issued_leaf"] is None:
                 await tickets.set_issued_leaf(conn, ref.ticket_id, appended.leaf_index)
+                # The point of no return: now admission replays it and VerifyTicket accepts it.
+                await tickets.notify_slots(conn, "issued")
         if appended.created:
             count("tickets_issued_total")
             activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)

@@ -26,6 +26,7 @@ from golden_press.settings import Settings
 from service.api.auth import load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.pb import golden_pb2_grpc
+from service.api.processes import CHILD_ENV, supervise
 from service.api.servicer import ApiDeps, GoldenPressService
 from service.api.tls import ReloadingServerCredentials, is_loopback, server_tls_files
 from service.logs import configure_logging
@@ -73,7 +74,8 @@ async def serve(
         owned=owned,
     )
 
-    server = grpc.aio.server()
+    # SO_REUSEPORT: the GOLDEN_API_PROCESSES children share one port (service/api/processes.py).
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     golden_pb2_grpc.add_GoldenPressServicer_to_server(GoldenPressService(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -154,8 +156,14 @@ async def _main() -> int:
 
 
 def main() -> None:
-    """`python -m service.api.server`."""
+    """`python -m service.api.server`: one server, or a supervisor of GOLDEN_API_PROCESSES."""
     configure_logging(logging.DEBUG if os.environ.get("GOLDEN_DEBUG") else logging.INFO)
+    settings = Settings()
+    if CHILD_ENV not in os.environ:
+        if settings.api_nice:
+            os.nice(settings.api_nice)  # the children inherit it
+        if settings.api_processes > 1:
+            os._exit(supervise(settings, settings.api_processes))
     try:
         code = asyncio.run(_main())
     except Exception:

@@ -15,22 +15,21 @@ import grpc
 from prometheus_client import Counter, Histogram
 from temporalio.service import RPCError
 
-from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
+from golden_press.bundle import TrustRoots
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.models import ProofBundle, Ticket, TicketState
+from golden_press.models import ProofBundle
 from golden_press.settings import Settings
 from service.api.auth import authenticate
 from service.api.convert import (
-    _STATE_TO_PB,
     STATUS_FOR_REASON,
     decode_page_token,
     encode_page_token,
     error_status,
     state_from_pb,
-    ticket_from_pb,
     ticket_to_pb,
 )
 from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.api.verify import TicketVerifier
 from service.sagas.admission import Admission, SagaFailed, parse_ticket_id
 from service.store import keys as key_store
 from service.store import tickets as queries
@@ -130,6 +129,7 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         self._ledger = deps.ledger
         self._origin = deps.settings.ledger_origin
         self._roots: tuple[float, TrustRoots] | None = None
+        self._verifier = TicketVerifier(deps.admission, deps.pool, self._trust_roots)
 
     async def _trust_roots(self, issuer_key_id: str) -> TrustRoots:
         """Public keys change only on rotation: cached, re-read when stale or a key id is new."""
@@ -182,54 +182,8 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     async def VerifyTicket(
         self, request: golden_pb2.VerifyTicketRequest, context: Any
     ) -> golden_pb2.VerifyTicketResponse:
-        """Crypto (signature; inclusion and checkpoint for a bundle) plus the stored state."""
-        subject = request.WhichOneof("subject")
-        resp = golden_pb2.VerifyTicketResponse()
-        stored: Ticket | None = None
-        if subject == "ticket_id":
-            stored = await queries.get_ticket(self._pool, parse_ticket_id(request.ticket_id))
-            if stored is None:
-                raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {request.ticket_id}")
-            if not stored.signature:
-                resp.ticket.CopyFrom(ticket_to_pb(stored))
-                resp.state = _STATE_TO_PB[stored.state]
-                resp.reason = Reason.TICKET_NOT_REDEEMABLE.value
-                resp.message = f"ticket is {stored.state.value}, not signed yet"
-                return resp
-            ticket = stored
-            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
-        elif subject == "ticket":
-            ticket = ticket_from_pb(request.ticket)
-            verify_ticket(ticket, await self._trust_roots(ticket.key_id))
-        elif subject == "bundle_json":
-            bundle = load_bundle(request.bundle_json)
-            checkpoint = verify_bundle(bundle, await self._trust_roots(bundle.ticket.key_id))
-            ticket = bundle.ticket
-            resp.proof_valid = True
-            resp.checkpoint_tree_size = checkpoint.size
-        else:
-            raise InvalidRequest("give ticket_id, ticket or bundle_json")
-        resp.signature_valid = True
-
-        stored_now = (
-            stored
-            if subject == "ticket_id"
-            else await queries.get_ticket(self._pool, ticket.ticket_id)
-        )
-        if stored_now is None:
-            resp.ticket.CopyFrom(ticket_to_pb(ticket))
-            resp.reason = Reason.TICKET_NOT_FOUND.value
-            resp.message = "signature is authentic but this ledger has no such ticket"
-            return resp
-        resp.ticket.CopyFrom(ticket_to_pb(stored_now))
-        resp.state = _STATE_TO_PB[stored_now.state]
-        if stored_now.state in (TicketState.ISSUED, TicketState.REDEEMED):
-            resp.valid = True
-            resp.redeemable = stored_now.state is TicketState.ISSUED
-        else:
-            resp.reason = Reason.TICKET_NOT_REDEEMABLE.value
-            resp.message = f"ticket is {stored_now.state.value}"
-        return resp
+        """Crypto (memoised) plus the stored state, from memory while the snapshot is fresh."""
+        return await self._verifier.verify(request)
 
     @rpc()
     async def GetTicket(

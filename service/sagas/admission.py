@@ -1,31 +1,33 @@
-"""Admission: the cheap checks in front of the sagas, shared by the gRPC API and the starter.
+"""Admission: the checks in front of the sagas, shared by the gRPC API and the starter.
 
-Order of an issuance request (each step refuses with a typed GoldenError and costs no workflow):
+Order of an issuance request (each refusal is a typed GoldenError and costs no workflow):
 
 1. validate the user id and request id                                    -> InvalidRequest
-2. look up request_id: a ticket with the same request hash is returned at once (a winner's retry
-   gets its ticket, never CapReached); another hash                     -> IdempotencyKeyReused
-3. deny-list                                                              -> UserDenied
-   rate limit: fixed window per user in `rate_limit`                      -> RateLimited
-   one per user: the user already holds a non-voided ticket              -> OnePerUser
-   (steps 2-3 are ONE SQL statement: one round trip per request)
-4. sold-out flag, in memory                                               -> CapReached
-5. in-flight gate: at most (cap - settled tickets) + margin issuance workflows of this process
-   at once; a request beyond it is refused at once               -> CapReached (not queued)
-6. start `issue-<request_id>` (joins a running one) and wait for its result.
+2. join first (issue 13.3): a saga this process runs for the same request id is awaited, not
+   started again; with another request hash                             -> IdempotencyKeyReused
+3. the snapshot (golden_press.snapshot), from memory: a request id whose ticket is in the
+   ledger gets it back; one whose ticket is reserved or not yet in the ledger joins its saga;
+   when sold out, everyone else is refused with NO I/O at all (no rate-limit write: there is
+   nothing left to protect)                          -> UserDenied / OnePerUser / CapReached
+4. only a request that can still win reaches PostgreSQL, in ONE statement: its request id's
+   row, its rate-limit attempt (a request id already sent in the window is a retry, not a new
+   attempt), deny-list, one per user               -> UserDenied / RateLimited / OnePerUser
+5. in-flight gate: at most (cap - settled tickets) + margin issuance sagas of this process at
+   once. A request beyond it is refused at once (CapReached, not queued), except a retry of a
+   request already admitted somewhere: if its saga runs it is joined, with the hash checked.
+6. start `issue-<request_id>` (conflict policy FAIL: a run that already exists is joined only
+   after its request hash, kept in its memo, matches) and wait for its result.
 
-Why the gate refuses instead of waiting: every slot not yet settled is already being contested by a
-workflow in flight, so a waiting caller would hold its connection for a workflow's latency only to
-learn, almost surely, that the slot went to someone else; a herd's p99 would pay for it. The margin
-covers in-flight attempts that fail (compensation), and the flag is refreshed when a slot frees,
-so a retry soon after a freed slot is admitted. None of this decides the cap: only the reserve
-activity does, under the advisory lock. The flag and gate only keep a herd's losers off Temporal.
+Why the gate refuses instead of waiting: every slot not yet settled is already contested by a saga
+in flight, so a waiting caller would hold its connection for a saga's latency only to learn,
+almost surely, that the slot went to someone else. None of this decides the cap: only the reserve
+activity does, under the advisory lock.
 
-The sold-out flag: under `live`, `used >= cap` with `used` counted per the scope table; refreshed
-when the lead's activities `NOTIFY golden_slots` (void, redeem, revoke, set-cap), after every
-workflow this process ran, and every `refresh_interval_s` as a safety net (a missed NOTIFY, a lost
-LISTEN connection). Under `lifetime` the flag is permanent once the *settled* tickets (everything
-but `reserved`, which may still be voided) reach the cap: only a NOTIFY (set-cap) re-reads it.
+The snapshot is replaced whole by a refresher task: on every NOTIFY on `golden_slots` (reserve,
+ledger append, void, redeem, revoke, set-cap, deny), after every saga this process ran, and every
+`refresh_interval_s` whatever the scope (a half-open LISTEN connection misses NOTIFYs silently;
+the timer also checks that connection and reconnects it). The refresher survives any exception
+(logged, retried on the next tick), so the sold-out flag can never freeze (issue 13.8).
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
 import asyncpg
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -50,12 +53,11 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from golden_press import sagas as sa
 from golden_press.errors import GoldenError, InvalidRequest, Reason, one_line
 from golden_press.models import (
-    COUNTED_STATES,
-    CapScope,
     IssueTicketInput,
     IssueTicketResult,
     Outcome,
@@ -75,11 +77,15 @@ from golden_press.sagas import (
     redeem_workflow_id,
 )
 from golden_press.settings import Settings
+from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
-from service.store import tickets
+from service.store.admission import admit, read_snapshot
 from service.store.db import SLOTS_CHANNEL
 
 log = logging.getLogger("golden_press.admission")
+
+#: Memo key of an issuance run: the request hash a joiner must match (issue 13.3).
+REQUEST_HASH_MEMO = "request_hash"
 
 
 @dataclass(frozen=True)
@@ -93,36 +99,12 @@ class IssueOutcome:
 
 
 @dataclass
-class SlotState:
-    """This process's view of the cap: refreshed often, authoritative never."""
+class _Running:
+    """A saga this process started or joined, awaited by every caller of its request id."""
 
-    cap: int = 0
-    scope: CapScope = CapScope.LIVE
-    counts: dict[TicketState, int] = field(default_factory=dict)
-    loaded: bool = False
-    #: Set from a workflow's CapReached until the next refresh (a faster flip than a round trip).
-    forced_sold_out: bool = False
-    refreshed_at: float = 0.0
-
-    @property
-    def used(self) -> int:
-        """Tickets that count against the cap under the scope."""
-        return sum(self.counts.get(s, 0) for s in COUNTED_STATES[self.scope])
-
-    @property
-    def settled(self) -> int:
-        """Counted tickets that can no longer be voided (everything counted but `reserved`)."""
-        return self.used - self.counts.get(TicketState.RESERVED, 0)
-
-    @property
-    def sold_out(self) -> bool:
-        """True when no slot is free by the last count."""
-        return self.forced_sold_out or self.used >= self.cap
-
-    @property
-    def permanent(self) -> bool:
-        """Under `lifetime`, settled tickets never stop counting: only set-cap can reopen."""
-        return self.scope is CapScope.LIFETIME and self.settled >= self.cap
+    request_hash: str
+    task: asyncio.Task[IssueOutcome]
+    gated: bool
 
 
 def validate_issue(user_id: str, request_id: str) -> IssueTicketInput:
@@ -152,6 +134,17 @@ def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
 
 
+async def _ready(handle: WorkflowHandle[Any, IssueTicketResult]) -> WorkflowHandle[Any, Any]:
+    return handle
+
+
+def _key_reused(request_id: str) -> GoldenError:
+    return GoldenError(
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        f"request_id {request_id!r} was already used for a different request",
+    )
+
+
 class Admission:
     """Admits issuance and redemption requests and runs their sagas; one per process."""
 
@@ -174,18 +167,16 @@ class Admission:
         self._rate_attempts = rate_limit_attempts
         self._rate_window_s = rate_limit_window_s
         self._gate_margin = gate_margin
-        self._refresh_interval_s = refresh_interval_s
-        self.slots = SlotState()
-        self.in_flight = 0
-        #: Bumped by every NOTIFY; a CapReached decided before a slot freed must not re-close it.
-        self._generation = 0
+        self.refresh_interval_s = refresh_interval_s
+        self.snapshot = Snapshot()
+        self._running: dict[str, _Running] = {}
         self._refresh_wanted = asyncio.Event()
-        #: Set by a NOTIFY (or a LISTEN reconnect): the one thing that re-reads a permanent flag.
-        self._notified = False
         self._refresh_lock = asyncio.Lock()
         self._listen_conn: asyncpg.Connection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._refresher_task: asyncio.Task[None] | None = None
         self._closed = False
+        #: Refresher failures so far (tests and metrics read it; each one is logged).
+        self.refresh_failures = 0
 
     @classmethod
     def from_settings(
@@ -202,23 +193,41 @@ class Admission:
             **kwargs,
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Gated issuance sagas of this process now running."""
+        return sum(1 for r in self._running.values() if r.gated)
+
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the counts, LISTEN on SLOTS_CHANNEL and start the refresher."""
+        """LISTEN on SLOTS_CHANNEL, load the snapshot and start the refresher."""
         await self._listen()
         await self.refresh()
-        self._tasks.append(asyncio.create_task(self._refresher(), name="admission-refresh"))
+        self._start_refresher()
+
+    def _start_refresher(self) -> None:
+        task = asyncio.create_task(self._refresher(), name="admission-refresh")
+        task.add_done_callback(self._refresher_done)
+        self._refresher_task = task
+
+    def _refresher_done(self, task: asyncio.Task[None]) -> None:
+        # The loop catches every Exception; this is the last line should anything still end it.
+        if self._closed or task.cancelled():
+            return
+        log.error("admission refresher ended (%r); restarting it", task.exception())
+        self._start_refresher()
 
     async def close(self) -> None:
         """Stop the refresher and the LISTEN connection (the pool and client are the caller's)."""
         self._closed = True
-        for task in self._tasks:
+        task, self._refresher_task = self._refresher_task, None
+        if task is not None:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks.clear()
+        for running in list(self._running.values()):
+            running.task.cancel()
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.close()
@@ -243,153 +252,234 @@ class Admission:
         self._listen_conn = conn
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
-        self._generation += 1
-        self.slots.forced_sold_out = False
-        self._notified = True
         self._refresh_wanted.set()
 
     def _on_listen_lost(self, _conn: object) -> None:
-        # The refresher reconnects; until then the periodic refresh keeps the flag honest.
         if self._closed:
             return
-        log.warning("LISTEN connection lost; polling until it is back")
+        log.warning("LISTEN connection lost; reconnecting, re-reading every tick meanwhile")
         self._listen_conn = None
-        self._notified = True
         self._refresh_wanted.set()
 
-    async def _refresher(self) -> None:
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._refresh_wanted.wait(), self._refresh_interval_s)
-            self._refresh_wanted.clear()
-            notified, self._notified = self._notified, False
+    async def _listen_alive(self) -> bool:
+        """Reconnect a closed LISTEN connection; ping an open one (a half-open one hangs)."""
+        conn = self._listen_conn
+        if conn is not None and not conn.is_closed():
             try:
-                if self._listen_conn is None or self._listen_conn.is_closed():
-                    await self._listen()
-                    notified = True  # a NOTIFY may have been missed while disconnected
-                if notified or not self.slots.permanent:
-                    await self.refresh()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("slot refresh failed: %s", exc)
+                await asyncio.wait_for(conn.execute("SELECT 1"), self.refresh_interval_s + 1)
+                return True
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("LISTEN connection unresponsive (%s); reconnecting", exc)
+                conn.terminate()
+        self._listen_conn = None
+        await self._listen()
+        return False
 
-    async def refresh(self) -> SlotState:
-        """Re-read cap, scope and counts (one cheap query); concurrent calls coalesce."""
+    async def _refresher(self) -> None:
+        """Re-read on NOTIFY and on every tick, whatever the scope; never dies of an error."""
+        while not self._closed:
+            try:
+                notified = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refresh_wanted.wait(), self.refresh_interval_s)
+                    notified = True
+                # Cleared BEFORE the read: a NOTIFY arriving during the read triggers another.
+                self._refresh_wanted.clear()
+                if not notified:
+                    await self._listen_alive()
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.refresh_failures += 1
+                log.exception("admission refresh failed; retrying on the next tick")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refresh_wanted.wait(), self.refresh_interval_s)
+
+    async def refresh(self) -> Snapshot:
+        """Re-read the snapshot (one connection, two statements); concurrent calls coalesce."""
         if self._refresh_lock.locked():
             async with self._refresh_lock:  # someone is reading right now: their answer will do
-                return self.slots
+                return self.snapshot
         async with self._refresh_lock:
-            generation = self._generation
-            row = await tickets.slot_counts(self._pool)
-            counts = {
-                TicketState.RESERVED: row["reserved"],
-                TicketState.ISSUED: row["issued"],
-                TicketState.REDEEMED: row["redeemed"],
-                TicketState.REVOKED: row["revoked"],
-            }
-            self.slots = SlotState(
-                cap=row["cap"],
-                scope=CapScope(row["scope"]),
-                counts=counts,
-                loaded=True,
-                forced_sold_out=self.slots.forced_sold_out and generation == self._generation,
-                refreshed_at=time.monotonic(),
-            )
-            # A CapReached flag stands only until a real count says otherwise.
-            if self.slots.used < self.slots.cap:
-                self.slots.forced_sold_out = False
-            return self.slots
+            self.snapshot = await read_snapshot(self._pool)
+            return self.snapshot
 
     def request_refresh(self) -> None:
-        """Ask the refresher for a re-read soon (after a workflow changed the counts)."""
+        """Ask the refresher for a re-read soon (after a saga changed the tickets)."""
         self._refresh_wanted.set()
 
     # ---- issuance -----------------------------------------------------------------------------
 
     async def issue(self, user_id: str, request_id: str | None = None) -> IssueOutcome:
         """Admit and run one issuance; returns the ticket or raises GoldenError/SagaFailed."""
-        if not self.slots.loaded:
+        if not self.snapshot.loaded:
             await self.refresh()
-        request_id = request_id or new_request_id()
-        started = time.perf_counter()
-        request = validate_issue(user_id, request_id)
+        request = validate_issue(user_id, request_id or new_request_id())
+        request_id = request.request_id
         workflow_id = issue_workflow_id(request_id)
 
-        row = await tickets.admission_check(self._pool, request_id, user_id, self._rate_window_s)
-        if row["ticket_id"] is not None:
-            if row["request_hash"] != request.request_hash:
-                raise GoldenError(
-                    Reason.IDEMPOTENCY_KEY_REUSED,
-                    f"request_id {request_id!r} was already used for a different request",
-                )
-            state = TicketState(row["state"])
-            if state is TicketState.VOIDED:
-                raise SagaFailed(
-                    workflow_id,
-                    f"the issuance for request_id {request_id!r} was compensated "
-                    f"({row['void_reason'] or 'voided'}); retry with a new request_id",
-                )
-            if state is not TicketState.RESERVED:
-                return IssueOutcome(
-                    tickets.row_to_ticket(row), workflow_id, request_id, replayed=True
-                )
-            # Reserved: its saga is in flight (or about to be reconciled): join it, no gate.
-            return await self._run_issue(request, workflow_id, gated=False)
+        running = self._running.get(request_id)
+        if running is not None:
+            return await self._await_running(running, request)
 
-        if row["denied"]:
+        decision = self.snapshot.decide(user_id, request_id, request.request_hash)
+        if decision.verdict is not Verdict.ASK_DATABASE:
+            return await self._act(decision, request, workflow_id)
+
+        found = await admit(
+            self._pool, request_id, user_id, self._rate_window_s, self._rate_attempts + 1
+        )
+        if found.stored is not None:
+            known = decide_known(found.stored, request_id, request.request_hash)
+            return await self._act(known, request, workflow_id)
+        if found.denied:
             raise GoldenError(Reason.USER_DENIED, f"user {user_id!r} may not receive a ticket")
-        if row["attempts"] is not None and row["attempts"] > self._rate_attempts:
+        if found.attempts is not None and found.attempts > self._rate_attempts:
             raise GoldenError(
                 Reason.RATE_LIMITED,
                 f"more than {self._rate_attempts} attempts in {self._rate_window_s:g} s; "
                 "try again later",
             )
-        if row["holds_ticket"]:
+        if found.holds_ticket:
             raise GoldenError(Reason.ONE_PER_USER, f"user {user_id!r} already holds a ticket")
 
-        slots = self.slots
-        if slots.sold_out:
-            raise GoldenError(
-                Reason.CAP_REACHED, f"all {slots.cap} golden tickets are taken ({slots.scope})"
-            )
-        limit = max(slots.cap - slots.settled, 0) + self._gate_margin
-        if self.in_flight >= limit:
+        running = self._running.get(request_id)  # started by a concurrent call meanwhile
+        if running is not None:
+            return await self._await_running(running, request)
+        snap = self.snapshot
+        limit = max(snap.cap - snap.settled, 0) + self._gate_margin
+        if snap.sold_out or self.in_flight >= limit:
+            # A retry of a request admitted before (here or in another process) whose saga still
+            # runs is joined, never refused: that saga may be a winner (issue 13.3).
+            if found.seen:
+                joined = await self._join_existing(request, workflow_id)
+                if joined is not None:
+                    running = self._track(request, _ready(joined), False)
+                    return await self._await_running(running, request)
+            if snap.sold_out:
+                raise GoldenError(
+                    Reason.CAP_REACHED, f"all {snap.cap} golden tickets are taken ({snap.scope})"
+                )
             raise GoldenError(
                 Reason.CAP_REACHED,
                 "every free slot is being claimed by an issuance in flight; try again shortly",
             )
-        log.debug("admitted %s in %.1f ms", workflow_id, (time.perf_counter() - started) * 1e3)
-        return await self._run_issue(request, workflow_id, gated=True)
+        return await self._await_running(
+            self._track(request, self._start_or_join(request, workflow_id), True), request
+        )
 
-    async def _run_issue(
-        self, request: IssueTicketInput, workflow_id: str, *, gated: bool
+    async def _act(
+        self, decision: Decision, request: IssueTicketInput, workflow_id: str
     ) -> IssueOutcome:
-        generation = self._generation
-        if gated:
-            self.in_flight += 1
+        stored = decision.stored
+        if decision.verdict is Verdict.REFUSE:
+            assert decision.reason is not None
+            raise GoldenError(decision.reason, decision.message)
+        assert stored is not None
+        if decision.verdict is Verdict.REPLAY:
+            return IssueOutcome(stored.ticket, workflow_id, request.request_id, replayed=True)
+        if decision.verdict is Verdict.COMPENSATED:
+            raise SagaFailed(
+                workflow_id,
+                f"the issuance for request_id {request.request_id!r} was compensated "
+                f"({stored.void_reason or 'voided'}); retry with a new request_id",
+            )
+        # JOIN: its saga has not passed the ledger append. Not gated: the slot is already held.
+        running = self._running.get(request.request_id)
+        if running is None:
+            running = self._track(request, self._start_or_join(request, workflow_id), False)
+        return await self._await_running(running, request)
+
+    def _track(
+        self,
+        request: IssueTicketInput,
+        handle: Awaitable[WorkflowHandle[Any, IssueTicketResult]],
+        gated: bool,
+    ) -> _Running:
+        """Run the saga in its own task so every caller of the request id awaits one result."""
+        task = asyncio.create_task(self._run_issue(request, handle))
+        running = _Running(request.request_hash, task, gated)
+        self._running[request.request_id] = running
+
+        def done(finished: asyncio.Task[IssueOutcome]) -> None:
+            if self._running.get(request.request_id) is running:
+                del self._running[request.request_id]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: callers that went away must not leave a warning
+            self.request_refresh()
+
+        task.add_done_callback(done)
+        return running
+
+    async def _await_running(self, running: _Running, request: IssueTicketInput) -> IssueOutcome:
+        if running.request_hash != request.request_hash:
+            raise _key_reused(request.request_id)
+        # Shielded: a caller that goes away must not cancel the saga other callers wait for.
+        outcome = await asyncio.shield(running.task)
+        return outcome
+
+    async def _start_or_join(
+        self, request: IssueTicketInput, workflow_id: str
+    ) -> WorkflowHandle[Any, IssueTicketResult]:
+        """Start `issue-<request_id>`; a run that exists already is joined if its hash matches."""
         try:
-            handle = await self._client.start_workflow(
+            return await self._client.start_workflow(
                 ISSUE_WORKFLOW,
                 request,
                 id=workflow_id,
                 task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 result_type=IssueTicketResult,
+                memo={REQUEST_HASH_MEMO: request.request_hash},
                 # Findable in the Web UI from the first moment, before any workflow task ran.
                 search_attributes=TypedSearchAttributes(
                     [SearchAttributePair(sa.USER_ID, request.user_id)]
                 ),
                 static_summary=f"Issue a golden ticket to {request.user_id}",
             )
-            try:
-                result: IssueTicketResult = await handle.result()
-            except WorkflowFailureError as exc:
-                raise SagaFailed(workflow_id, f"workflow failed: {exc.cause or exc}") from exc
-        finally:
-            if gated:
-                self.in_flight -= 1
-            self.request_refresh()
+        except WorkflowAlreadyStartedError:
+            handle = await self._join_existing(request, workflow_id)
+            if handle is None:  # it ended between our start and our look: start again
+                return await self._start_or_join(request, workflow_id)
+            return handle
 
+    async def _join_existing(
+        self, request: IssueTicketInput, workflow_id: str
+    ) -> WorkflowHandle[Any, IssueTicketResult] | None:
+        """The running `issue-<request_id>` if there is one; IdempotencyKeyReused if not ours."""
+        handle = self._client.get_workflow_handle(workflow_id, result_type=IssueTicketResult)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        if desc.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+            return None
+        theirs = await desc.memo_value(REQUEST_HASH_MEMO, None)
+        if theirs is None:  # a run started before the memo existed: its user id says the same
+            user = desc.typed_search_attributes.get(sa.USER_ID)
+            theirs = request_hash(user) if user else None
+        if theirs != request.request_hash:
+            raise _key_reused(request.request_id)
+        return self._client.get_workflow_handle(
+            workflow_id, run_id=desc.run_id, result_type=IssueTicketResult
+        )
+
+    async def _run_issue(
+        self,
+        request: IssueTicketInput,
+        starting: Awaitable[WorkflowHandle[Any, IssueTicketResult]],
+    ) -> IssueOutcome:
+        """Await the saga (started or joined) and turn its result into the caller's outcome."""
+        handle = await starting
+        workflow_id = handle.id
+        try:
+            result: IssueTicketResult = await handle.result()
+        except WorkflowFailureError as exc:
+            raise SagaFailed(workflow_id, f"workflow failed: {exc.cause or exc}") from exc
         if result.outcome is Outcome.ISSUED:
             assert result.ticket_id is not None and result.serial is not None
             assert result.issued_at is not None
@@ -410,11 +500,7 @@ class Admission:
             )
             return IssueOutcome(ticket, workflow_id, request.request_id, replayed=False)
         if result.outcome is Outcome.REJECTED:
-            error = rejection(workflow_id, result.reason, result.message)
-            cap_reached = isinstance(error, GoldenError) and error.reason is Reason.CAP_REACHED
-            if cap_reached and generation == self._generation:
-                self.slots.forced_sold_out = True
-            raise error
+            raise rejection(workflow_id, result.reason, result.message)
         raise SagaFailed(workflow_id, result.message or f"saga ended {result.outcome}")
 
     # ---- redemption ---------------------------------------------------------------------------
@@ -468,7 +554,6 @@ class Admission:
 __all__ = [
     "Admission",
     "IssueOutcome",
-    "SlotState",
     "new_request_id",
     "parse_bundle",
     "parse_ticket_id",

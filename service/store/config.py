@@ -15,7 +15,7 @@ from golden_press.models import (
     validate_user_id,
 )
 from service.store.db import SLOTS_CHANNEL, lock_cap
-from service.store.tickets import count_counted
+from service.store.tickets import count_counted, notify_slots
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ async def deny_user(dsn: str, user_id: str, reason: str = "") -> None:
             user_id,
             reason,
         )
+        # API processes refuse deny-listed users from their snapshot while sold out.
+        await notify_slots(conn, "denied")
     finally:
         await conn.close()
 

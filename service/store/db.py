@@ -15,8 +15,9 @@ LEDGER_KEY = 0x601DEA  # ledger appends: dense leaf indices
 PUBLISH_KEY = 0x601DEB  # outbox drain: events leave in leaf order
 MIGRATIONS_KEY = 0x601DEC
 
-#: Channel NOTIFYed when a slot may have freed (void, redeem, revoke, set-cap); admission
-#: LISTENs to refresh its sold-out flag. The payload is informational only.
+#: Channel NOTIFYed whenever what an API process keeps in memory changes (reserve, ledger append,
+#: void, redeem, revoke, set-cap, deny): every API process LISTENs and re-reads its snapshot
+#: (service/sagas/admission.py). The payload is informational only.
 SLOTS_CHANNEL = "golden_slots"
 
 

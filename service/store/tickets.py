@@ -84,7 +84,6 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "Executor",
-    "admission_check",
     "count_counted",
     "expired_reservations",
     "find_request",
@@ -101,7 +100,6 @@ __all__ = [
     "row_to_ticket",
     "set_issued_leaf",
     "set_redeemed_leaf",
-    "slot_counts",
     "ticket_row",
     "ticket_with_salt",
 ]
@@ -113,7 +111,7 @@ async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Reco
 
 
 async def notify_slots(conn: asyncpg.Connection, why: str) -> None:
-    """Tell admission processes a slot may have freed (delivered at commit)."""
+    """Tell API processes their snapshot changed (delivered at commit; see SLOTS_CHANNEL)."""
     await conn.execute("SELECT pg_notify($1, $2)", SLOTS_CHANNEL, why)
 
 
@@ -127,60 +125,6 @@ async def count_counted(db: Executor, scope: CapScope) -> int:
         [s.value for s in COUNTED_STATES[scope]],
     )
     return int(used)
-
-
-# ---- admission's pre-check (no lock: a cheap filter in front of the sagas) -------------------
-
-# One round trip: request_id lookup, rate-limit attempt (not counted for a known request_id: a
-# retry of a winner is not an attempt), deny-list and one-per-user. The reserve rules below
-# decide; this only keeps requests that cannot win off Temporal.
-_ADMIT_SQL = """
-WITH existing AS (
-    SELECT ticket_id, serial, user_id, issued_at, key_id, signature, state, request_id,
-           request_hash, issued_leaf, void_reason
-    FROM tickets WHERE request_id = $1
-), attempt AS (
-    INSERT INTO rate_limit AS r (user_id, window_start, attempts)
-    SELECT $2, now(), 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (user_id) DO UPDATE SET
-        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $3)
-                            THEN now() ELSE r.window_start END,
-        attempts = CASE WHEN r.window_start <= now() - make_interval(secs => $3)
-                        THEN 1 ELSE r.attempts + 1 END
-    RETURNING attempts
-)
-SELECT e.*,
-       EXISTS (SELECT 1 FROM deny_list WHERE user_id = $2) AS denied,
-       (SELECT attempts FROM attempt) AS attempts,
-       EXISTS (SELECT 1 FROM tickets WHERE user_id = $2 AND state <> 'voided') AS holds_ticket
-FROM (SELECT 1) AS one LEFT JOIN existing AS e ON true
-"""
-
-_SLOTS_SQL = """
-SELECT c.cap, c.scope,
-       (SELECT count(*) FROM tickets WHERE state = 'reserved') AS reserved,
-       (SELECT count(*) FROM tickets WHERE state = 'issued') AS issued,
-       (SELECT count(*) FROM tickets WHERE state = 'redeemed') AS redeemed,
-       (SELECT count(*) FROM tickets WHERE state = 'revoked') AS revoked
-FROM golden_config AS c
-"""
-
-
-async def admission_check(
-    db: Executor, request_id: str, user_id: str, rate_window_s: float
-) -> asyncpg.Record:
-    """The request_id's ticket (if any) plus the user's deny/rate/one-per-user facts."""
-    row = await db.fetchrow(_ADMIT_SQL, request_id, user_id, rate_window_s)
-    assert row is not None  # the LEFT JOIN always yields one row
-    return row
-
-
-async def slot_counts(db: Executor) -> asyncpg.Record:
-    """Cap, scope and the number of tickets in each counted state (no lock: a snapshot)."""
-    row = await db.fetchrow(_SLOTS_SQL)
-    if row is None:
-        raise RuntimeError("golden_config row missing: migrations not applied?")
-    return row
 
 
 # ---- the reserve rules (inside cap_transaction: these decide) --------------------------------

@@ -108,38 +108,28 @@ async def test_rate_limit_and_one_per_user(
 
 
 async def test_sold_out_flag_and_notify(stack: Stack, make_admission: Callable[..., Any]) -> None:
-    """Sold out costs no workflow; a NOTIFY on golden_slots re-reads the cap at once."""
+    """Sold out costs no workflow and no write; a NOTIFY on golden_slots re-reads at once."""
     await stack.pool.execute("UPDATE golden_config SET cap = 1")
     admission = await make_admission(refresh_interval_s=3600)  # only NOTIFY can refresh
     await admission.issue(uid(), uid("r"))
-    assert await wait_for(lambda: admission.slots.sold_out)
+    assert await wait_for(lambda: admission.snapshot.sold_out)
 
-    loser = uid("r")
-    assert await reason_of(admission.issue(uid(), loser)) is Reason.CAP_REACHED
+    loser, user = uid("r"), uid()
+    assert await reason_of(admission.issue(user, loser)) is Reason.CAP_REACHED
     assert not await workflow_exists(stack, issue_workflow_id(loser))
+    # Decided from memory: not even a rate-limit counter (issue 15).
+    assert (
+        await stack.pool.fetchval("SELECT count(*) FROM rate_limit WHERE user_id = $1", user) == 0
+    )
 
+    await asyncio.sleep(0.3)  # re-reads the finished saga asked for are done
     await stack.pool.execute("UPDATE golden_config SET cap = 2")
     await asyncio.sleep(0.2)
-    assert admission.slots.sold_out  # no NOTIFY yet: the cached flag stands
+    assert admission.snapshot.sold_out  # no NOTIFY yet: the cached flag stands
     await stack.pool.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
-    assert await wait_for(lambda: not admission.slots.sold_out)
-    assert admission.slots.cap == 2
+    assert await wait_for(lambda: not admission.snapshot.sold_out)
+    assert admission.snapshot.cap == 2
     await admission.issue(uid(), uid("r"))
-
-
-async def test_lifetime_flag_is_permanent_until_notify(
-    stack: Stack, make_admission: Callable[..., Any]
-) -> None:
-    """Under `lifetime` the periodic refresh stops once settled tickets fill the cap."""
-    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'lifetime'")
-    admission = await make_admission(refresh_interval_s=0.05)
-    await admission.issue(uid(), uid("r"))
-    assert await wait_for(lambda: admission.slots.permanent)
-    await stack.pool.execute("UPDATE golden_config SET cap = 3")
-    await asyncio.sleep(0.3)
-    assert admission.slots.cap == 1 and admission.slots.sold_out
-    await stack.pool.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
-    assert await wait_for(lambda: admission.slots.cap == 3 and not admission.slots.sold_out)
 
 
 async def test_in_flight_gate(stack: Stack, make_admission: Callable[..., Any]) -> None:
@@ -159,15 +149,15 @@ async def test_in_flight_gate(stack: Stack, make_admission: Callable[..., Any]) 
     assert admission.in_flight == 0
 
 
-async def test_cap_reached_inside_workflow_closes_the_flag(
+async def test_another_process_reservation_reaches_the_snapshot(
     stack: Stack, make_admission: Callable[..., Any]
 ) -> None:
-    """When the lock says full before the count did, the workflow's CapReached flips the flag."""
+    """A reservation by another API process NOTIFYs: this one refuses from memory at once."""
     await stack.pool.execute("UPDATE golden_config SET cap = 1")
-    admission = await make_admission(refresh_interval_s=3600)
-    other = await make_admission(refresh_interval_s=3600)  # another API process, stale view
+    admission = await make_admission(refresh_interval_s=3600)  # only NOTIFY can refresh
+    other = await make_admission(refresh_interval_s=3600)  # another API process
     await other.issue(uid(), uid("r"))
-    assert not admission.slots.sold_out  # its view predates the other's ticket
-    admission._refresh_wanted.clear()
-    assert await reason_of(admission.issue(uid(), uid("r"))) is Reason.CAP_REACHED
-    assert admission.slots.sold_out
+    assert await wait_for(lambda: admission.snapshot.sold_out)
+    loser = uid("r")
+    assert await reason_of(admission.issue(uid(), loser)) is Reason.CAP_REACHED
+    assert not await workflow_exists(stack, issue_workflow_id(loser))

@@ -1,0 +1,223 @@
+"""VerifyTicket without I/O: ticket states from the admission snapshot, verified signatures and
+opened checkpoints memoised per process.
+
+Staleness bound (docs/operations.md): a state change (revoke, void, redeem) reaches this cache
+when its NOTIFY arrives (milliseconds after the commit) or, if the NOTIFY is lost, at the next
+periodic re-read (`refresh_interval_s`, 1 s). A snapshot older than `max_age_s` (3 s: PostgreSQL
+unreachable, the refresher behind) is not used: VerifyTicket then reads PostgreSQL, and fails
+UNAVAILABLE rather than answer from stale memory. Redemption never relies on this cache: it
+decides under the advisory lock, so a stale "valid" can never let a revoked ticket be redeemed.
+
+What is memoised and why it is safe:
+- the response for a stored ticket, per snapshot (replaced with the snapshot);
+- a presented ticket whose signature verified, by its exact protobuf bytes, per trust roots
+  (signature verification is a pure function of the bytes and the keys; failures are not kept);
+- an opened checkpoint note (ledger signature, witness cosignatures, quorum), by its exact text,
+  per trust roots (same reason): most bundles carry one of the few latest checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
+from golden_press.checkpoint import NoteVerifier
+from golden_press.cosignature import CosignedCheckpoint, WitnessPolicy
+from golden_press.errors import GoldenError, InvalidRequest, Reason
+from golden_press.models import Ticket
+from golden_press.snapshot import Snapshot, standing
+from service.api.convert import _STATE_TO_PB, ticket_from_pb, ticket_to_pb
+from service.api.pb import golden_pb2
+from service.sagas.admission import Admission
+from service.sagas.runs import parse_ticket_id
+from service.store import tickets as queries
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A small bounded map, least recently used out first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+@dataclass(frozen=True)
+class _RememberingPolicy(WitnessPolicy):
+    """The roots' witness policy, remembering the notes it opened (one instance per roots)."""
+
+    opened: dict[tuple[str, str | None], CosignedCheckpoint] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def open(
+        self,
+        note_text: str,
+        ledger_verifiers: Sequence[NoteVerifier],
+        origin: str | None = None,
+    ) -> CosignedCheckpoint:
+        """WitnessPolicy.open, once per distinct note (failures are not remembered)."""
+        key = (note_text, origin)
+        hit = self.opened.get(key)
+        if hit is None:
+            hit = super().open(note_text, ledger_verifiers, origin)
+            if len(self.opened) >= 256:
+                self.opened.clear()
+            self.opened[key] = hit
+        return hit
+
+
+def _response_for(stored: Ticket) -> golden_pb2.VerifyTicketResponse:
+    resp = golden_pb2.VerifyTicketResponse(signature_valid=True)
+    resp.ticket.CopyFrom(ticket_to_pb(stored))
+    resp.state = _STATE_TO_PB[stored.state]
+    verdict = standing(stored)
+    resp.valid = verdict.valid
+    resp.redeemable = verdict.redeemable
+    if verdict.reason is not None:
+        resp.reason = verdict.reason.value
+        resp.message = verdict.message
+    return resp
+
+
+class TicketVerifier:
+    """VerifyTicket's three subjects, answered from memory whenever memory is fresh enough."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        pool: asyncpg.Pool,
+        trust_roots: Callable[[str], Awaitable[TrustRoots]],
+        *,
+        max_age_s: float | None = None,
+        memo_size: int = 10_000,
+    ) -> None:
+        self._admission = admission
+        self._pool = pool
+        self._trust_roots = trust_roots
+        self.max_age_s = (
+            max_age_s if max_age_s is not None else 2 * admission.refresh_interval_s + 1.0
+        )
+        self._responses: dict[UUID, golden_pb2.VerifyTicketResponse] = {}
+        self._responses_of: Snapshot | None = None
+        self._roots_of: TrustRoots | None = None
+        self._presented: _Lru[bytes, UUID] = _Lru(memo_size)
+        self._policy: _RememberingPolicy | None = None
+
+    def _fresh_snapshot(self) -> Snapshot | None:
+        snap = self._admission.snapshot
+        if not snap.loaded or time.monotonic() - snap.read_at > self.max_age_s:
+            return None
+        if snap is not self._responses_of:
+            self._responses = {}
+            self._responses_of = snap
+        return snap
+
+    async def _roots(self, key_id: str) -> TrustRoots:
+        roots = await self._trust_roots(key_id)
+        if roots is self._roots_of:  # the same cached object: nothing changed
+            return roots
+        if roots != self._roots_of or self._policy is None:
+            # Keys changed: memoised verifications no longer hold.
+            self._presented.clear()
+            policy = roots.witness_policy()
+            self._policy = _RememberingPolicy(policy.witnesses, policy.quorum)
+        self._roots_of = roots
+        return roots
+
+    async def stored_response(self, ticket_id: UUID) -> golden_pb2.VerifyTicketResponse | None:
+        """The answer for a stored ticket (its signature checked), or None if there is none."""
+        snap = self._fresh_snapshot()
+        if snap is not None:
+            cached = self._responses.get(ticket_id)
+            if cached is not None:
+                return cached
+            known = snap.by_id.get(ticket_id)
+            stored = known.ticket if known is not None else None
+        else:
+            stored = None
+        if stored is None:  # newer than the snapshot, unknown, or the snapshot is too old
+            stored = await queries.get_ticket(self._pool, ticket_id)
+            if stored is None:
+                return None
+            snap = None  # read from PostgreSQL: never memoised under a snapshot
+        if not stored.signature:
+            resp = _response_for(stored)
+            resp.signature_valid = False
+            resp.message = f"ticket is {stored.state.value}, not signed yet"
+            resp.reason = Reason.TICKET_NOT_REDEEMABLE.value
+            return resp
+        verify_ticket(stored, await self._roots(stored.key_id))
+        resp = _response_for(stored)
+        if snap is not None and snap is self._responses_of:
+            self._responses[ticket_id] = resp
+        return resp
+
+    async def verify(
+        self, request: golden_pb2.VerifyTicketRequest
+    ) -> golden_pb2.VerifyTicketResponse:
+        """VerifyTicket: crypto (memoised), then the stored state (from memory when fresh)."""
+        subject = request.WhichOneof("subject")
+        if subject == "ticket_id":
+            ticket_id = parse_ticket_id(request.ticket_id)
+            resp = await self.stored_response(ticket_id)
+            if resp is None:
+                raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {request.ticket_id}")
+            return resp
+        if subject == "ticket":
+            key = request.ticket.SerializeToString(deterministic=True)
+            roots = await self._roots(request.ticket.key_id)
+            verified = self._presented.get(key)
+            if verified is None:
+                ticket = ticket_from_pb(request.ticket)
+                verify_ticket(ticket, roots)
+                verified = ticket.ticket_id
+                self._presented.put(key, verified)
+            resp = await self.stored_response(verified)
+            return resp if resp is not None else self._not_found(request.ticket)
+        if subject == "bundle_json":
+            bundle = load_bundle(request.bundle_json)
+            roots = await self._roots(bundle.ticket.key_id)
+            checkpoint = verify_bundle(bundle, roots, self._policy)
+            found = await self.stored_response(bundle.ticket.ticket_id)
+            out = golden_pb2.VerifyTicketResponse()
+            if found is None:
+                out = self._not_found(ticket_to_pb(bundle.ticket))
+            else:
+                out.CopyFrom(found)
+            out.proof_valid = True
+            out.checkpoint_tree_size = checkpoint.size
+            return out
+        raise InvalidRequest("give ticket_id, ticket or bundle_json")
+
+    @staticmethod
+    def _not_found(ticket: golden_pb2.Ticket) -> golden_pb2.VerifyTicketResponse:
+        resp = golden_pb2.VerifyTicketResponse(signature_valid=True)
+        resp.ticket.CopyFrom(ticket)
+        resp.reason = Reason.TICKET_NOT_FOUND.value
+        resp.message = "signature is authentic but this ledger has no such ticket"
+        return resp

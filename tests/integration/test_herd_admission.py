@@ -1,0 +1,252 @@
+"""Admission under a herd (issues 13.3, 13.4, 13.8 and 15), against real PostgreSQL and Temporal.
+
+Black box where it can be: through a served gRPC API or Admission.issue, as the API calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from golden_press.errors import GoldenError, Reason
+from service.api.convert import error_reason
+from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.api.server import bound_port, serve, shutdown
+from service.sagas.admission import Admission
+from tests.helpers.servers import Servers
+from tests.helpers.stack import Stack, golden_stack
+from worker import golden_worker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TOKEN = "test-token-" + uuid.uuid4().hex
+AUTH = [("authorization", f"Bearer {TOKEN}")]
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(predicate: Callable[[], Any], within_s: float) -> float:
+    """Seconds until predicate() (sync or async) is true; fails after within_s."""
+    start = time.monotonic()
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > within_s:
+            raise AssertionError(f"not true within {within_s} s")
+        await asyncio.sleep(0.01)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def idle_stack(servers: Servers, session_dir: Path, client: Client) -> AsyncIterator[Stack]:
+    """A stack whose worker is NOT running: sagas start and wait before their first step."""
+    async with golden_stack(servers, session_dir, client, run_worker=False) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def admissions(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Admission] = []
+
+    async def make(on: Stack | None = None, **kwargs: Any) -> Admission:
+        s = on or stack
+        admission = Admission.from_settings(s.settings, s.pool, s.client, **kwargs)
+        await admission.start()
+        made.append(admission)
+        return admission
+
+    yield make
+    for admission in made:
+        await admission.close()
+
+
+async def served(stack: Stack) -> tuple[grpc.aio.Server, str]:
+    stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    stack.settings.api_tokens_file.write_text(f"{TOKEN}\n")
+    os.chmod(stack.settings.api_tokens_file, 0o600)
+    server = await serve(
+        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
+    )
+    return server, f"127.0.0.1:{bound_port(server)}"
+
+
+async def test_winners_retries_during_the_herd_get_their_tickets(stack: Stack) -> None:
+    """Issue 15 / 13.3: every retry of a winning request id, sent while the herd runs, gets the
+    winner's ticket (never CapReached); exactly five tickets."""
+    server, address = await served(stack)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            requests = [(uid("herd"), uid("r")) for _ in range(120)]
+
+            async def attempt(user: str, rid: str) -> tuple[str, str]:
+                try:
+                    resp = await stub.IssueTicket(
+                        golden_pb2.IssueTicketRequest(user_id=user, request_id=rid),
+                        metadata=AUTH,
+                        timeout=60,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    return rid, error_reason(err)
+                return rid, resp.ticket.ticket_id
+
+            async def with_retries(user: str, rid: str) -> list[tuple[str, str]]:
+                first = asyncio.create_task(attempt(user, rid))
+                retries = []
+                for delay in (0.005, 0.03, 0.1):  # retries while the first is still in flight
+                    await asyncio.sleep(delay)
+                    retries.append(await attempt(user, rid))
+                return [await first, *retries]
+
+            results = await asyncio.gather(*(with_retries(u, r) for u, r in requests))
+    finally:
+        await shutdown(server, grace=None)
+    winners = {
+        attempts[0][0]: attempts[0][1]
+        for attempts in results
+        if attempts[0][1][0].isalnum() and "-" in attempts[0][1] and len(attempts[0][1]) == 36
+    }
+    assert len(winners) == 5, results
+    for attempts in results:
+        rid, first = attempts[0]
+        if rid in winners:
+            assert [answer for _, answer in attempts] == [first] * 4, attempts
+    issued = await stack.pool.fetchval("SELECT count(*) FROM tickets WHERE state = 'issued'")
+    assert issued == 5
+
+
+async def test_retry_of_a_running_saga_joins_it_before_the_gate(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """13.3: a retry of a request whose saga is in flight is joined, never refused CapReached
+    (gate full), and is not a new rate-limit attempt (the saga would refuse itself)."""
+    stack = idle_stack
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    admission = await admissions(stack, gate_margin=0, refresh_interval_s=0.2)
+    admission._rate_attempts = 2
+    strict = stack.settings.model_copy(update={"rate_limit_attempts": 2})
+    user, rid = uid(), uid("r")
+    first = asyncio.create_task(admission.issue(user, rid))
+    await eventually(lambda: admission.in_flight == 1, 5)
+    retries = [asyncio.create_task(admission.issue(user, rid)) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    for task in retries:
+        assert not task.done(), task  # still waiting for the saga, not refused
+    async with golden_worker(strict, client, stack.pool, stack.nc, stack.keys):
+        outcomes = await asyncio.wait_for(asyncio.gather(first, *retries), 60)
+    assert len({o.ticket.ticket_id for o in outcomes}) == 1
+    attempts = await stack.pool.fetchval("SELECT attempts FROM rate_limit WHERE user_id = $1", user)
+    assert attempts == 1
+
+
+async def test_joining_a_running_saga_needs_the_same_request(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """13.3: the same request_id from another user while the first run is in flight is
+    IdempotencyKeyReused, not the first user's ticket."""
+    stack = idle_stack
+    admission = await admissions(stack)
+    other = await admissions(stack)  # another API process
+    rid = uid("r")
+    first = asyncio.create_task(admission.issue(uid("owner"), rid))
+    await eventually(lambda: admission.in_flight == 1, 5)
+    for via in (admission, other):
+        with pytest.raises(GoldenError) as info:
+            await asyncio.wait_for(via.issue(uid("thief"), rid), 10)
+        assert info.value.reason is Reason.IDEMPOTENCY_KEY_REUSED
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys):
+        await asyncio.wait_for(first, 60)
+
+
+async def test_a_ticket_without_its_ledger_entry_is_nobodys_yet(
+    stack: Stack, admissions: Callable[..., Any]
+) -> None:
+    """13.4: a finalised row without its ledger entry is neither replayed nor verified valid."""
+    admission = await admissions()
+    user, rid = uid(), uid("r")
+    minted = await admission.issue(user, rid)
+    tid = minted.ticket.ticket_id
+    # As if the saga stopped between finalise and the ledger append.
+    await stack.pool.execute("UPDATE tickets SET issued_leaf = NULL WHERE ticket_id = $1", tid)
+    server, address = await served(stack)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            resp = await stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=str(tid)))
+            assert not resp.valid and resp.reason == Reason.TICKET_NOT_REDEEMABLE.value
+    finally:
+        await shutdown(server, grace=None)
+    await admission.refresh()
+    again = await asyncio.wait_for(admission.issue(user, rid), 60)
+    # The retry waited for a saga that reached the ledger, rather than replaying the bare row.
+    assert again.ticket.ticket_id == tid and again.ticket.leaf_index is not None
+    assert (
+        await stack.pool.fetchval("SELECT issued_leaf FROM tickets WHERE ticket_id = $1", tid)
+        is not None
+    )
+
+
+class _FlakyPool:
+    """The stack's pool, except that the next admission read raises an unexpected error."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.armed = False
+
+    def _maybe_fail(self) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("injected: not an OSError or PostgresError")
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_fail()
+        return await self._pool.fetchrow(*args, **kwargs)
+
+    def acquire(self) -> Any:
+        self._maybe_fail()
+        return self._pool.acquire()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+async def test_refresher_survives_any_error(stack: Stack, admissions: Callable[..., Any]) -> None:
+    """13.8: an unexpected exception (not OSError/PostgresError) does not end the refresher."""
+    admission = await admissions(refresh_interval_s=0.1)
+    flaky = _FlakyPool(stack.pool)
+    admission._pool = flaky  # type: ignore[assignment]
+    flaky.armed = True
+    await eventually(lambda: not flaky.armed, 5)  # the refresher hit the error
+    await stack.pool.execute("UPDATE golden_config SET cap = 7")  # no NOTIFY: the timer sees it
+    await eventually(lambda: _cap_of(admission) == 7, 5)
+
+
+async def test_lifetime_scope_is_reread_on_the_timer(
+    stack: Stack, admissions: Callable[..., Any]
+) -> None:
+    """13.8: a sold-out lifetime cap is re-read on the timer too (a half-open LISTEN connection
+    misses the set-cap NOTIFY)."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'lifetime'")
+    admission = await admissions(refresh_interval_s=0.1)
+    await admission.issue(uid(), uid("r"))
+    await asyncio.sleep(0.3)
+    await stack.pool.execute("UPDATE golden_config SET cap = 3")  # no NOTIFY
+    await eventually(lambda: _cap_of(admission) == 3, 5)
+
+
+def _cap_of(admission: Admission) -> int:
+    return admission.snapshot.cap
