@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +41,13 @@ from bench.common import (
     ms,
     pct,
     print_table,
+    rss_mib,
     run_load,
     server_latencies,
+    start_floor_server,
+    status_details,
     temporal_dev,
+    tree_cpu_seconds,
     wait_grpc_healthy,
 )
 from service.api.pb import golden_pb2, golden_pb2_grpc
@@ -56,6 +62,9 @@ class Run:
     load: LoadResult
     cpu: dict[str, float] = field(default_factory=dict)
     handler_rejections: list[float] = field(default_factory=list)
+    rss_mib: float = float("nan")
+    rejection: bytes = b""
+    tickets: int = 0
 
 
 def workload(requests: int, users: int, seed: int) -> list[tuple[str, str]]:
@@ -67,21 +76,37 @@ def workload(requests: int, users: int, seed: int) -> list[tuple[str, str]]:
     return [(u, f"req-{run}-{n:06d}") for n, u in enumerate(attempts)]
 
 
-async def herd(address: str, attempts: list[tuple[str, str]], concurrency: int) -> LoadResult:
-    """Fire every attempt through a fresh channel (connected and warmed before the clock starts)."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = golden_pb2_grpc.GoldenPressStub(channel)
-        await channel.channel_ready()
+async def herd(
+    address: str, attempts: list[tuple[str, str]], concurrency: int, channels: int = 1
+) -> LoadResult:
+    """Fire every attempt over `channels` connections (connected before the clock starts).
+
+    SO_REUSEPORT spreads connections, not calls, over API processes: a herd over one channel
+    reaches one process whatever GOLDEN_API_PROCESSES says.
+    """
+    # A local subchannel pool per channel: otherwise equal channels share one TCP connection.
+    opened = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    try:
+        stubs = [golden_pb2_grpc.GoldenPressStub(c) for c in opened]
+        for c in opened:
+            await c.channel_ready()
         auth = auth_metadata()
 
-        def call(user: str, request_id: str):  # type: ignore[no-untyped-def]
+        def call(n: int, user: str, request_id: str):  # type: ignore[no-untyped-def]
+            stub = stubs[n % len(stubs)]
             return lambda: stub.IssueTicket(
                 golden_pb2.IssueTicketRequest(user_id=user, request_id=request_id),
                 metadata=auth,
                 timeout=60,
             )
 
-        return await run_load([call(u, r) for u, r in attempts], concurrency)
+        return await run_load([call(n, u, r) for n, (u, r) in enumerate(attempts)], concurrency)
+    finally:
+        for c in opened:
+            await c.close()
 
 
 async def run_baseline(args: argparse.Namespace, attempts: list[tuple[str, str]]) -> Run:
@@ -127,15 +152,25 @@ async def run_golden(
     variant: str,
 ) -> Run:
     """golden-press: worker and API processes on a fresh database."""
-    async with golden_processes(temporal_address, workers=args.workers, variant=variant) as stack:
+    async with golden_processes(
+        temporal_address,
+        workers=args.workers,
+        variant=variant,
+        api_processes=args.api_processes,
+    ) as stack:
         before = os.times()
-        cpu0 = {c.name: cpu_seconds(c.proc.pid) for c in stack.children}
-        result = await herd(stack.address, attempts, args.concurrency)
+        cpu0 = {c.name: tree_cpu_seconds(c.proc.pid) for c in stack.children}
+        result = await herd(stack.address, attempts, args.concurrency, args.channels)
         cpu = {"client": _self_cpu(before)}
         for c in stack.children:
-            cpu[c.name] = cpu_seconds(c.proc.pid) - cpu0[c.name]
+            cpu[c.name] = tree_cpu_seconds(c.proc.pid) - cpu0[c.name]
         for child in stack.children:
             child.check()
+        if os.environ.get("GOLDEN_BENCH_TIMELINE"):
+            await print_timelines(stack, temporal_address)
+        api_child = next(c for c in stack.children if c.name == "api")
+        rss = rss_mib(api_child.proc.pid)
+        rejection = await one_rejection(stack.address)
         api_log = next(c.log_path for c in stack.children if c.name == "api")
         handler = [t for code, t in server_latencies(api_log, "IssueTicket") if code != "OK"]
         conn = await asyncpg.connect(stack.settings.pg_dsn)
@@ -149,7 +184,83 @@ async def run_golden(
     assert states.get("issued", 0) == 5 and wins == 5, f"golden: {states}, {wins} wins (want 5)"
     assert set(states) <= {"issued", "voided"}, states
     name = "golden-press" if variant == "stock" else f"golden-press ({variant})"
-    return Run(name, result, cpu, handler)
+    return Run(name, result, cpu, handler, rss, rejection, states.get("issued", 0))
+
+
+async def print_timelines(stack, temporal_address: str) -> None:  # type: ignore[no-untyped-def]
+    """Where each winner's saga spent its time (event times from its history)."""
+    from temporalio.client import Client
+
+    client = await Client.connect(temporal_address)
+    conn = await asyncpg.connect(stack.settings.pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT workflow_id FROM tickets WHERE state = 'issued'")
+    finally:
+        await conn.close()
+    for r in rows:
+        history = await client.get_workflow_handle(r["workflow_id"]).fetch_history()
+        t0 = history.events[0].event_time.ToDatetime()
+        parts = []
+        for e in history.events:
+            name = str(e.WhichOneof("attributes") or "").replace("_event_attributes", "")
+            ms_ = (e.event_time.ToDatetime() - t0).total_seconds() * 1e3
+            parts.append(f"{name}@{ms_:.0f}")
+        print(r["workflow_id"], " ".join(parts))
+
+
+async def one_rejection(address: str) -> bytes:
+    """The status (code, message, ErrorInfo) a sold-out golden-press returns, for the floor."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = golden_pb2_grpc.GoldenPressStub(channel)
+        try:
+            await stub.IssueTicket(
+                golden_pb2.IssueTicketRequest(user_id=f"floor-{uuid.uuid4().hex[:8]}"),
+                metadata=auth_metadata(),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as err:
+            return status_details(err)
+    raise AssertionError("a sold-out golden-press issued a sixth ticket")
+
+
+async def run_floor(
+    args: argparse.Namespace, attempts: list[tuple[str, str]], rejection: bytes
+) -> Run:
+    """The same herd against a servicer that returns the same rejection from memory."""
+    with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
+        child, addr = await start_floor_server(Path(tmp), rejection=rejection)
+        try:
+            before, cpu0 = os.times(), cpu_seconds(child.proc.pid)
+            result = await herd(addr, attempts, args.concurrency, args.channels)
+            cpu = {"client": _self_cpu(before), "server": cpu_seconds(child.proc.pid) - cpu0}
+        finally:
+            child.stop()
+    return Run("floor: same proto, same rejection from memory", result, cpu)
+
+
+async def idle_saga_ms(temporal_address: str, runs: int) -> list[float]:
+    """IssueTicket latencies through the API with nothing else running (cap raised for it)."""
+    async with golden_processes(temporal_address) as stack:
+        conn = await asyncpg.connect(stack.settings.pg_dsn)
+        try:
+            await conn.execute("UPDATE golden_config SET cap = $1", runs + 10)
+            await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.2)
+        out = []
+        async with grpc.aio.insecure_channel(stack.address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            for i in range(runs + 5):
+                t0 = time.perf_counter()
+                await stub.IssueTicket(
+                    golden_pb2.IssueTicketRequest(user_id=f"idle-{i}"),
+                    metadata=auth_metadata(),
+                    timeout=30,
+                )
+                if i >= 5:  # the first few warm up connections and caches
+                    out.append(time.perf_counter() - t0)
+    return out
 
 
 def row(run: Run, base: Run | None) -> list[object]:
@@ -183,9 +294,11 @@ async def main_async(args: argparse.Namespace) -> int:
     runs: list[Run] = []
     async with temporal_dev() as env:
         address = env.client.service_client.config.target_host  # type: ignore[attr-defined]
+        idle = await idle_saga_ms(address, args.idle_runs)
         for variant in args.variants.split(","):
             attempts = workload(args.requests, args.users, args.seed)
             runs.append(await run_golden(args, attempts, address, variant))
+    floor = await run_floor(args, attempts, runs[0].rejection)
     headers = [
         "design",
         "requests",
@@ -204,17 +317,37 @@ async def main_async(args: argparse.Namespace) -> int:
     ]
     rows = [row(base, None)] if base else []
     rows += [row(r, base) for r in runs]
+    rows.append(row(floor, base))
     print_table(
         f"herd: {args.requests} IssueTicket from {args.users} users, {args.concurrency} in flight"
         f" -- {machine()}",
         headers,
         rows,
     )
-    golden = runs[0].load
-    ok = pct(golden.latencies(ok=False), 99) < 0.050
-    if base is not None:
-        ok = ok and golden.rate >= 0.5 * base.load.rate
-    print(f"\ntargets (rate >= 0.5x seed, p99 rejection < 50 ms): {'met' if ok else 'NOT met'}")
+    golden = runs[0]
+    g = golden.load
+    f = floor.load
+    figures = {
+        "bench": "herd",
+        "rate": round(g.rate),
+        "floor_rate": round(f.rate),
+        "rate_vs_floor": round(g.rate / f.rate, 2),
+        "reject_p99_ms": round(pct(g.latencies(ok=False), 99) * 1e3, 1),
+        "floor_p99_ms": round(pct(f.latencies(), 99) * 1e3, 1),
+        "winner_p99_ms": round(pct(g.latencies(ok=True), 99) * 1e3, 1),
+        "idle_saga_p50_ms": round(pct(idle, 50) * 1e3, 1),
+        "vs_seed": None if base is None else round(g.rate / base.load.rate, 2),
+        "tickets": golden.tickets,
+    }
+    print(
+        f"\nAPI processes: {args.api_processes}; API RSS after the herd: "
+        + ", ".join(f"{r.name} {r.rss_mib:.0f} MiB" for r in runs)
+    )
+    print(
+        "targets: rate_vs_floor >= 0.6, reject p99 <= 2x floor p99, winner p99 <= 4x idle saga"
+        " p50, exactly 5 tickets, >= 2x the seed"
+    )
+    print(json.dumps(figures))
     return 0
 
 
@@ -228,11 +361,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=int(os.environ.get("GOLDEN_API_PROCESSES", "1")),
+        help="GOLDEN_API_PROCESSES of the API (SO_REUSEPORT processes on one port)",
+    )
+    parser.add_argument(
+        "--channels", type=int, default=0, help="client connections (default: API processes)"
+    )
+    parser.add_argument("--idle-runs", type=int, default=20, help="idle sagas for the p50")
+    parser.add_argument(
         "--variants",
         default="stock",
         help=f"comma-separated API variants to run, of {', '.join(API_VARIANTS)}",
     )
     args = parser.parse_args()
+    args.channels = args.channels or args.api_processes
     finish(asyncio.run(main_async(args)))
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,15 @@ class Child:
         """SIGTERM, then SIGKILL."""
         if self.proc.poll() is not None:
             return
+        if str(self.proc.args[0]).endswith("py-spy"):  # type: ignore[index]
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(20)
+            for pid in process_tree(self.proc.pid)[1:]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            if self.proc.poll() is not None:
+                return
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -213,21 +223,64 @@ API_VARIANTS = ("stock", "verbose-log", "pool-reset", "durable-commits", "untune
 
 
 async def start_api(
-    settings: Settings, log_dir: Path, name: str = "api", variant: str = "stock"
+    settings: Settings,
+    log_dir: Path,
+    name: str = "api",
+    variant: str = "stock",
+    processes: int = 1,
 ) -> Child:
-    """The API server on settings.grpc_addr, once its health check says SERVING."""
-    env = settings_env(settings)
+    """The API server on settings.grpc_addr, once every one of its processes serves."""
+    env = settings_env(settings, GOLDEN_API_PROCESSES=str(processes))
     if variant == "stock":
         argv = [sys.executable, "-m", "service.api.server"]
     else:
         argv = [sys.executable, "-m", "bench.common", "serve-api", variant]
+    profile = os.environ.get("GOLDEN_BENCH_PROFILE")  # a file: py-spy records the API there
+    if profile:
+        spy = str(Path(sys.executable).parent / "py-spy")  # pip install py-spy
+        argv = [spy, "record", "-s", "-r", "250", "-f", "raw", "-o", profile, "--", *argv]
     child = Child.spawn(name, argv, env, log_dir)
     try:
         await wait_grpc_healthy(settings.grpc_addr, child)
+        deadline = time.monotonic() + 60
+        while child.log_path.read_text(errors="replace").count("gRPC API listening") < processes:
+            child.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{processes} API processes not listening: {child.log_path}")
+            await asyncio.sleep(0.05)
     except BaseException:
         child.stop()
         raise
     return child
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (the API's supervisor and its children)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants, MiB."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants so far."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
 async def delete_stream(settings: Settings) -> None:
@@ -257,7 +310,12 @@ class GoldenStack:
 
 @asynccontextmanager
 async def golden_processes(
-    temporal_address: str, *, api: bool = True, workers: int = 1, variant: str = "stock"
+    temporal_address: str,
+    *,
+    api: bool = True,
+    workers: int = 1,
+    variant: str = "stock",
+    api_processes: int = 1,
 ) -> AsyncIterator[GoldenStack]:
     """Fresh database, worker process(es) and (optionally) an API process, like production."""
     with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
@@ -269,7 +327,9 @@ async def golden_processes(
                 for i in range(workers):
                     stack.children.append(await start_worker(settings, state, f"worker{i}"))
                 if api:
-                    stack.children.append(await start_api(settings, state, variant=variant))
+                    stack.children.append(
+                        await start_api(settings, state, variant=variant, processes=api_processes)
+                    )
                 yield stack
             finally:
                 for child in stack.children:
@@ -409,6 +469,7 @@ def serve_api_variant(variant: str) -> None:
     api.create_pool = create_pool  # type: ignore[assignment]
     verbose = variant in ("verbose-log", "untuned")
     api.configure_logging(logging.DEBUG if verbose else logging.INFO)
+    os.nice(Settings().api_nice)  # as `python -m service.api.server` does: only the fix differs
     try:
         code = asyncio.run(api._main())
     except Exception:
@@ -416,17 +477,27 @@ def serve_api_variant(variant: str) -> None:
     finish(code)
 
 
-async def _serve_empty(addr: str) -> None:
+async def _serve_floor(addr: str, rejection_hex: str, verify_hex: str) -> None:
+    """The transport floor: same proto, the same answers from memory, no work at all."""
+    from google.rpc import status_pb2
     from grpc_health.v1 import health
+    from grpc_status import rpc_status
 
     from service.api.pb import golden_pb2, golden_pb2_grpc
 
-    class Empty(golden_pb2_grpc.GoldenPressServicer):
+    rejection = rpc_status.to_status(status_pb2.Status.FromString(bytes.fromhex(rejection_hex)))
+    verified = golden_pb2.VerifyTicketResponse.FromString(bytes.fromhex(verify_hex))
+
+    class Floor(golden_pb2_grpc.GoldenPressServicer):
+        async def IssueTicket(self, request: object, context: grpc.aio.ServicerContext) -> object:
+            await context.abort_with_status(rejection)
+            raise AssertionError("unreachable")  # abort_with_status raises
+
         async def VerifyTicket(self, request: object, context: object) -> object:
-            return golden_pb2.VerifyTicketResponse(valid=True, signature_valid=True)
+            return verified
 
     server = grpc.aio.server()
-    golden_pb2_grpc.add_GoldenPressServicer_to_server(Empty(), server)
+    golden_pb2_grpc.add_GoldenPressServicer_to_server(Floor(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(addr)
@@ -435,11 +506,16 @@ async def _serve_empty(addr: str) -> None:
     await server.wait_for_termination()
 
 
-async def start_empty_server(log_dir: Path) -> tuple[Child, str]:
-    """A grpc.aio GoldenPress whose VerifyTicket does nothing: the gRPC floor of this machine."""
+async def start_floor_server(
+    log_dir: Path, rejection: bytes = b"", verified: bytes = b""
+) -> tuple[Child, str]:
+    """A GoldenPress servicer answering IssueTicket with `rejection` (a serialized
+    google.rpc.Status, what golden-press returned) and VerifyTicket with `verified` (a serialized
+    response golden-press gave): the transport floor of this machine, measured in the same run."""
     addr = f"127.0.0.1:{free_port()}"
-    argv = [sys.executable, "-m", "bench.common", "serve-empty", addr]
-    child = Child.spawn("empty", argv, dict(os.environ), log_dir)
+    argv = [sys.executable, "-m", "bench.common", "serve-floor", addr]
+    argv += [rejection.hex(), verified.hex()]
+    child = Child.spawn("floor", argv, dict(os.environ), log_dir)
     try:
         await wait_grpc_healthy(addr, child)
     except BaseException:
@@ -448,10 +524,18 @@ async def start_empty_server(log_dir: Path) -> tuple[Child, str]:
     return child, addr
 
 
+def status_details(err: grpc.aio.AioRpcError) -> bytes:
+    """The serialized google.rpc.Status (code, message, ErrorInfo) a failed call carried."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            return bytes(value)
+    raise ValueError(f"no status details in {err}")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "serve-floor":
+        asyncio.run(_serve_floor(*sys.argv[2:5]))
+        finish(0)
     if len(sys.argv) == 3 and sys.argv[1] == "serve-api" and sys.argv[2] in API_VARIANTS:
         serve_api_variant(sys.argv[2])
-    if len(sys.argv) == 3 and sys.argv[1] == "serve-empty":
-        asyncio.run(_serve_empty(sys.argv[2]))
-        finish(0)
     raise SystemExit(f"usage: {sys.argv[0]} serve-api {{{','.join(API_VARIANTS[1:])}}}")
