@@ -1,13 +1,22 @@
 """The launch-moment herd: many IssueTicket calls at once through gRPC; exactly five must win.
 
     .venv/bin/python -m bench.bench_herd [--requests 10000] [--users 2000] [--concurrency 200]
+        [--api-processes N] [--channels C] [--variants stock,untuned] [--skip-baseline]
 
-Starts a private Temporal dev server, then for each design a fresh database and its servers:
+Starts a private Temporal dev server, then, each on a fresh database:
+- idle: 20 sequential IssueTicket through the API with nothing else running (idle saga p50);
+- the transport floor: a servicer with the same proto answering the same sold-out status (code,
+  message, ErrorInfo) from memory, measured before AND after golden-press (other load on the box
+  moves figures between runs);
 - baseline: the seed's direct design (bench/baseline.py) behind the same gRPC entry point;
-- golden-press: `python worker.py` + `python -m service.api.server` (admission, then the saga).
+- golden-press: `python worker.py` + `python -m service.api.server` with GOLDEN_API_PROCESSES=N.
 The client (this process) sends every user's attempts (requests/users each, shuffled, a fresh
-request id per attempt) over one grpc.aio channel with a bearer token, `--concurrency` in flight.
-Asserts exactly 5 tickets in both databases. Targets: rate >= 0.5x baseline, p99 rejection < 50 ms.
+request id per attempt) over C channels (default N: SO_REUSEPORT spreads connections, not calls)
+with a bearer token, `--concurrency` in flight. Asserts exactly 5 tickets. Ends with ONE JSON line:
+bench, rate, floor_rate, rate_vs_floor, reject_p99_ms, floor_p99_ms, winner_p99_ms,
+idle_saga_p50_ms, vs_seed, tickets. Targets: rate_vs_floor >= 0.6, reject p99 <= 2x the floor's,
+winners' p99 <= 4x the idle saga p50, >= 2x the seed. GOLDEN_BENCH_PROFILE=FILE records the API
+with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times.
 """
 
 from __future__ import annotations
@@ -238,29 +247,46 @@ async def run_floor(
     return Run("floor: same proto, same rejection from memory", result, cpu)
 
 
-async def idle_saga_ms(temporal_address: str, runs: int) -> list[float]:
-    """IssueTicket latencies through the API with nothing else running (cap raised for it)."""
+async def idle_saga_ms(temporal_address: str, runs: int) -> tuple[list[float], bytes]:
+    """IssueTicket latencies through the API with nothing else running (cap raised for it),
+    and the status a sold-out golden-press returns (cap set back to 5): the floor's rejection."""
     async with golden_processes(temporal_address) as stack:
         conn = await asyncpg.connect(stack.settings.pg_dsn)
         try:
             await conn.execute("UPDATE golden_config SET cap = $1", runs + 10)
             await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
+            await asyncio.sleep(0.2)
+            out = []
+            async with grpc.aio.insecure_channel(stack.address) as channel:
+                stub = golden_pb2_grpc.GoldenPressStub(channel)
+                for i in range(runs + 5):
+                    t0 = time.perf_counter()
+                    await stub.IssueTicket(
+                        golden_pb2.IssueTicketRequest(user_id=f"idle-{i}"),
+                        metadata=auth_metadata(),
+                        timeout=30,
+                    )
+                    if i >= 5:  # the first few warm up connections and caches
+                        out.append(time.perf_counter() - t0)
+            await conn.execute("UPDATE golden_config SET cap = 5")
+            await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
+            await asyncio.sleep(0.2)
         finally:
             await conn.close()
-        await asyncio.sleep(0.2)
-        out = []
-        async with grpc.aio.insecure_channel(stack.address) as channel:
-            stub = golden_pb2_grpc.GoldenPressStub(channel)
-            for i in range(runs + 5):
-                t0 = time.perf_counter()
-                await stub.IssueTicket(
-                    golden_pb2.IssueTicketRequest(user_id=f"idle-{i}"),
-                    metadata=auth_metadata(),
-                    timeout=30,
-                )
-                if i >= 5:  # the first few warm up connections and caches
-                    out.append(time.perf_counter() - t0)
-    return out
+        rejection = await one_rejection(stack.address)
+    return out, rejection
+
+
+def merged(runs: list[Run]) -> Run:
+    """The floor measured before and after golden-press, as one run (other load on the box moves
+    figures between runs; bracketing the measured run evens that out)."""
+    samples = [x for r in runs for x in r.load.samples]
+    wall = sum(r.load.wall_s for r in runs)
+    cpu: dict[str, float] = {}
+    for r in runs:
+        for k, v in r.cpu.items():
+            cpu[k] = cpu.get(k, 0.0) + v
+    return Run(runs[0].name + " (before + after)", LoadResult(samples, wall), cpu)
 
 
 def row(run: Run, base: Run | None) -> list[object]:
@@ -292,13 +318,18 @@ async def main_async(args: argparse.Namespace) -> int:
     if not args.skip_baseline:
         base = await run_baseline(args, attempts)
     runs: list[Run] = []
+    floors: list[Run] = []
     async with temporal_dev() as env:
         address = env.client.service_client.config.target_host  # type: ignore[attr-defined]
-        idle = await idle_saga_ms(address, args.idle_runs)
+        idle, rejection = await idle_saga_ms(address, args.idle_runs)
+        floors.append(await run_floor(args, attempts, rejection))
         for variant in args.variants.split(","):
             attempts = workload(args.requests, args.users, args.seed)
             runs.append(await run_golden(args, attempts, address, variant))
-    floor = await run_floor(args, attempts, runs[0].rejection)
+        floors.append(await run_floor(args, attempts, rejection))
+    floor = merged(floors)
+    for r in runs:  # the floor returns exactly what golden-press returned when sold out
+        assert r.rejection == rejection, (r.rejection, rejection)
     headers = [
         "design",
         "requests",
@@ -333,7 +364,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "floor_rate": round(f.rate),
         "rate_vs_floor": round(g.rate / f.rate, 2),
         "reject_p99_ms": round(pct(g.latencies(ok=False), 99) * 1e3, 1),
-        "floor_p99_ms": round(pct(f.latencies(), 99) * 1e3, 1),
+        "floor_p99_ms": round(pct(f.latencies(), 99) * 1e3, 1),  # of both floor runs' calls
         "winner_p99_ms": round(pct(g.latencies(ok=True), 99) * 1e3, 1),
         "idle_saga_p50_ms": round(pct(idle, 50) * 1e3, 1),
         "vs_seed": None if base is None else round(g.rate / base.load.rate, 2),

@@ -17,12 +17,15 @@ import grpc
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from golden_press.errors import GoldenError, Reason
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
-from service.api.server import bound_port, serve, shutdown
+from service.api.server import admission_of, bound_port, serve, shutdown
 from service.sagas.admission import Admission
+from service.sagas.runs import revoke_ticket
+from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from worker import golden_worker
@@ -141,7 +144,7 @@ async def test_retry_of_a_running_saga_joins_it_before_the_gate(
     strict = stack.settings.model_copy(update={"rate_limit_attempts": 2})
     user, rid = uid(), uid("r")
     first = asyncio.create_task(admission.issue(user, rid))
-    await eventually(lambda: admission.in_flight == 1, 5)
+    await eventually(lambda: _started(stack, rid), 30)
     retries = [asyncio.create_task(admission.issue(user, rid)) for _ in range(3)]
     await asyncio.sleep(0.3)
     for task in retries:
@@ -163,7 +166,7 @@ async def test_joining_a_running_saga_needs_the_same_request(
     other = await admissions(stack)  # another API process
     rid = uid("r")
     first = asyncio.create_task(admission.issue(uid("owner"), rid))
-    await eventually(lambda: admission.in_flight == 1, 5)
+    await eventually(lambda: _started(stack, rid), 30)  # the owner's run exists
     for via in (admission, other):
         with pytest.raises(GoldenError) as info:
             await asyncio.wait_for(via.issue(uid("thief"), rid), 10)
@@ -248,5 +251,100 @@ async def test_lifetime_scope_is_reread_on_the_timer(
     await eventually(lambda: _cap_of(admission) == 3, 5)
 
 
+async def _started(stack: Stack, request_id: str) -> bool:
+    """Whether `issue-<request_id>` exists in Temporal."""
+    try:
+        await stack.client.get_workflow_handle(f"issue-{request_id}").describe()
+    except RPCError:
+        return False
+    return True
+
+
 def _cap_of(admission: Admission) -> int:
     return admission.snapshot.cap
+
+
+async def _issue(stub: Any, user: str) -> tuple[str, str]:
+    """(outcome, ticket_id): 'ok' or the ErrorInfo reason."""
+    try:
+        resp = await stub.IssueTicket(
+            golden_pb2.IssueTicketRequest(user_id=user, request_id=uid("r")),
+            metadata=AUTH,
+            timeout=60,
+        )
+    except grpc.aio.AioRpcError as err:
+        return error_reason(err), ""
+    return "ok", resp.ticket.ticket_id
+
+
+async def _admitted_after(stub: Any, freed_at: float) -> float:
+    """Seconds from freed_at to the start of the first IssueTicket that is not refused."""
+    while True:
+        started = time.monotonic()
+        outcome, _ = await _issue(stub, uid("next"))
+        if outcome == "ok":
+            return started - freed_at
+        assert outcome == Reason.CAP_REACHED.value, outcome
+        if started - freed_at > 5:
+            raise AssertionError("never admitted again")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_freed_slot_is_admitted_again_within_a_second(stack: Stack) -> None:
+    """Issue 15: redeeming in `live` scope frees a slot, raising the cap adds one; either way a
+    new request is admitted (not refused from a stale snapshot) within a second."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1, scope = 'live'")
+    server, address = await served(stack)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            user = uid("holder")
+            outcome, ticket_id = await _issue(stub, user)
+            assert outcome == "ok"
+            assert (await _issue(stub, uid("late")))[0] == Reason.CAP_REACHED.value
+
+            tid = uuid.UUID(ticket_id)
+            await stack.redeem(tid, user, await stack.bundle_for(tid))
+            assert await _admitted_after(stub, time.monotonic()) < 1.0  # the redeem freed it
+            assert (await _issue(stub, uid("late")))[0] == Reason.CAP_REACHED.value
+
+            await set_cap(stack.settings.pg_dsn, 2, "live")
+            assert await _admitted_after(stub, time.monotonic()) < 1.0  # the raise made room
+    finally:
+        await shutdown(server, grace=None)
+
+
+async def test_a_revocation_stops_verifying_within_the_bound(stack: Stack) -> None:
+    """Issue 15: VerifyTicket answers from memory, yet a revocation stops verifying within the
+    stated bound: at once by NOTIFY, within the periodic re-read (hard cap: the snapshot's
+    max age, TicketVerifier.max_age_s) when the NOTIFY is lost."""
+    server, address = await served(stack)
+    admission = admission_of(server)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            tickets = [await _issue(stub, uid("v")) for _ in range(2)]
+            by_notify, by_timer = (uuid.UUID(t) for _, t in tickets)
+
+            async def valid(tid: uuid.UUID) -> bool:
+                resp = await stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=str(tid)))
+                return bool(resp.valid)
+
+            assert await valid(by_notify) and await valid(by_timer)
+            await revoke_ticket(stack.settings, by_notify, "fraud")
+            assert await eventually(lambda: _not(valid(by_notify)), 1.0) < 1.0
+
+            # A NOTIFY that never arrives (a half-open LISTEN): only the timer re-read sees it.
+            await stack.pool.execute(
+                "UPDATE tickets SET state = 'revoked', revoked_at = now(),"
+                " revoke_reason = 'test' WHERE ticket_id = $1",
+                by_timer,
+            )
+            bound = admission.refresh_interval_s + 1.0  # one interval plus the read, with slack
+            assert await eventually(lambda: _not(valid(by_timer)), bound) <= bound
+    finally:
+        await shutdown(server, grace=None)
+
+
+async def _not(value: Any) -> bool:
+    return not await value
