@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     #: API processes sharing GOLDEN_GRPC_ADDR (SO_REUSEPORT), each with its own admission
     #: snapshot: refusals and verifications cost only CPU, so more processes use more cores.
     api_processes: int = Field(1, ge=1, le=64, alias="GOLDEN_API_PROCESSES")
-    #: Scheduling niceness of the API processes: under a herd the winners' sagas (worker,
-    #: Temporal, PostgreSQL) get the CPU before the refusals when they share the cores.
-    api_nice: int = Field(10, ge=0, le=19, alias="GOLDEN_API_NICE")
+    #: Scheduling niceness of the API processes (0: unchanged). Where API, worker, Temporal and
+    #: PostgreSQL share cores, a positive value lets the winners' sagas run before a herd's
+    #: refusals (docs/operations.md); 0 by default, as a nice API starts slowly on a busy box.
+    api_nice: int = Field(0, ge=0, le=19, alias="GOLDEN_API_NICE")
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:
