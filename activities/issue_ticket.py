@@ -85,7 +85,7 @@ class IssuanceActivities:
             )
             if refusal is not None:
                 return _reject(*refusal)
-            row = await tickets.insert_reservation(
+            row = await tickets.insert_reservation(  # NOTIFYs the API processes' snapshots
                 conn,
                 ticket_id=req.ticket_id,
                 user_id=req.user_id,
@@ -95,8 +95,6 @@ class IssuanceActivities:
                 lease=timedelta(seconds=self._settings.reservation_lease_s),
                 user_salt=os.urandom(16),
             )
-            # API processes keep a snapshot of the counted tickets: a slot was just taken.
-            await tickets.notify_slots(conn, "reserved")
         self._faults.after_commit("reserve")
         return ReserveResult(ticket=tickets.row_to_ticket(row))
 
@@ -177,9 +175,7 @@ class IssuanceActivities:
                 at=row["issued_at"],
             )
             if row["issued_leaf"] is None:
-                await tickets.set_issued_leaf(conn, ref.ticket_id, appended.leaf_index)
-                # The point of no return: now admission replays it and VerifyTicket accepts it.
-                await tickets.notify_slots(conn, "issued")
+                await tickets.set_issued_leaf(conn, ref.ticket_id, appended.leaf_index)  # NOTIFYs
         if appended.created:
             count("tickets_issued_total")
             activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)

@@ -91,6 +91,11 @@ class _RememberingPolicy(WitnessPolicy):
         return hit
 
 
+def max_age_for(refresh_interval_s: float) -> float:
+    """The oldest snapshot VerifyTicket answers from: two missed re-reads plus one second."""
+    return 2 * refresh_interval_s + 1.0
+
+
 def _response_for(stored: Ticket) -> golden_pb2.VerifyTicketResponse:
     resp = golden_pb2.VerifyTicketResponse(signature_valid=True)
     resp.ticket.CopyFrom(ticket_to_pb(stored))
@@ -120,7 +125,7 @@ class TicketVerifier:
         self._pool = pool
         self._trust_roots = trust_roots
         self.max_age_s = (
-            max_age_s if max_age_s is not None else 2 * admission.refresh_interval_s + 1.0
+            max_age_s if max_age_s is not None else max_age_for(admission.refresh_interval_s)
         )
         self._responses: dict[UUID, golden_pb2.VerifyTicketResponse] = {}
         self._responses_of: Snapshot | None = None

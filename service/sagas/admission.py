@@ -79,7 +79,7 @@ from golden_press.sagas import (
 from golden_press.settings import Settings
 from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
-from service.store.admission import admit, read_snapshot
+from service.store.admission import admit, read_snapshot, request_row
 from service.store.db import SLOTS_CHANNEL
 
 log = logging.getLogger("golden_press.admission")
@@ -324,6 +324,12 @@ class Admission:
             return await self._await_running(running, request)
 
         decision = self.snapshot.decide(user_id, request_id, request.request_hash)
+        if decision.verdict is Verdict.JOIN:
+            # Memory may predate the saga's end (its NOTIFY still on the way): ask the row before
+            # starting anything. Only a retry of an unfinished winner ever pays this round trip.
+            fresh = await request_row(self._pool, request_id)
+            if fresh is not None:
+                decision = decide_known(fresh, request_id, request.request_hash)
         if decision.verdict is not Verdict.ASK_DATABASE:
             return await self._act(decision, request, workflow_id)
 

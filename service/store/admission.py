@@ -101,6 +101,16 @@ async def read_snapshot(pool: asyncpg.Pool) -> Snapshot:
     )
 
 
+async def request_row(pool: asyncpg.Pool, request_id: str) -> StoredTicket | None:
+    """The ticket a request id minted, as stored now (no write)."""
+    row = await pool.fetchrow(
+        "SELECT ticket_id, serial, user_id, issued_at, key_id, signature, state, request_id,"
+        " request_hash, issued_leaf, void_reason FROM tickets WHERE request_id = $1",
+        request_id,
+    )
+    return stored_from_row(row) if row is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class Admit:
     """The database's answer for one request that memory could not decide."""
@@ -127,4 +137,4 @@ async def admit(
     )
 
 
-__all__ = ["Admit", "admit", "read_snapshot", "stored_from_row"]
+__all__ = ["Admit", "admit", "read_snapshot", "request_row", "stored_from_row"]

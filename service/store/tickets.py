@@ -182,12 +182,18 @@ async def insert_reservation(
     lease: timedelta,
     user_salt: bytes,
 ) -> asyncpg.Record:
-    """Insert the `reserved` row with the next serial (never reused: gaps after voids)."""
+    """Insert the `reserved` row with the next serial (never reused: gaps after voids).
+
+    The same statement NOTIFYs SLOTS_CHANNEL (API snapshots: a slot was taken): one round trip
+    less while the caller holds the cap's lock.
+    """
     row = await conn.fetchrow(
-        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash,"
+        "WITH ins AS (INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash,"
         " workflow_id, state, issued_at, reserved_until, user_salt)"
         " VALUES ($1, nextval('ticket_serial_seq'), $2, $3, $4, $5, 'reserved',"
-        " now(), now() + $6::interval, $7) RETURNING *",
+        " now(), now() + $6::interval, $7) RETURNING *),"
+        " n AS (SELECT pg_notify($8, 'reserved'))"
+        " SELECT ins.* FROM ins, n",
         ticket_id,
         user_id,
         request_id,
@@ -195,6 +201,7 @@ async def insert_reservation(
         workflow_id,
         lease,
         user_salt,
+        SLOTS_CHANNEL,
     )
     assert row is not None
     return row
@@ -224,12 +231,18 @@ async def mark_issued(
 
 
 async def set_issued_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index: int) -> None:
-    """Record the `issued` entry's leaf: from here on the ticket is past the point of no return."""
+    """Record the `issued` entry's leaf: from here on the ticket is past the point of no return.
+
+    The same statement NOTIFYs SLOTS_CHANNEL: from now on API processes replay the ticket to its
+    request id and VerifyTicket calls it valid (one round trip, inside the cap's lock).
+    """
     await conn.execute(
-        "UPDATE tickets SET issued_leaf = $2, reserved_until = NULL, updated_at = now()"
-        " WHERE ticket_id = $1",
+        "WITH u AS (UPDATE tickets SET issued_leaf = $2, reserved_until = NULL,"
+        " updated_at = now() WHERE ticket_id = $1 RETURNING 1)"
+        " SELECT pg_notify($3, 'issued') FROM u",
         ticket_id,
         leaf_index,
+        SLOTS_CHANNEL,
     )
 
 
