@@ -166,6 +166,7 @@ async def run_golden(
         workers=args.workers,
         variant=variant,
         api_processes=args.api_processes,
+        api_nice=args.api_nice,
     ) as stack:
         before = os.times()
         cpu0 = {c.name: tree_cpu_seconds(c.proc.pid) for c in stack.children}
@@ -371,7 +372,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "tickets": golden.tickets,
     }
     print(
-        f"\nAPI processes: {args.api_processes}; API RSS after the herd: "
+        f"\nAPI processes: {args.api_processes}, nice {args.api_nice}; API RSS after the herd: "
         + ", ".join(f"{r.name} {r.rss_mib:.0f} MiB" for r in runs)
     )
     print(
@@ -399,6 +400,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--channels", type=int, default=0, help="client connections (default: API processes)"
+    )
+    parser.add_argument(
+        "--api-nice",
+        type=int,
+        default=int(os.environ.get("GOLDEN_API_NICE", "0")),
+        help="GOLDEN_API_NICE of the API (CPU priority below worker, Temporal, PostgreSQL)",
     )
     parser.add_argument("--idle-runs", type=int, default=20, help="idle sagas for the p50")
     parser.add_argument(

@@ -228,9 +228,10 @@ async def start_api(
     name: str = "api",
     variant: str = "stock",
     processes: int = 1,
+    nice: int = 0,
 ) -> Child:
     """The API server on settings.grpc_addr, once every one of its processes serves."""
-    env = settings_env(settings, GOLDEN_API_PROCESSES=str(processes))
+    env = settings_env(settings, GOLDEN_API_PROCESSES=str(processes), GOLDEN_API_NICE=str(nice))
     if variant == "stock":
         argv = [sys.executable, "-m", "service.api.server"]
     else:
@@ -316,6 +317,7 @@ async def golden_processes(
     workers: int = 1,
     variant: str = "stock",
     api_processes: int = 1,
+    api_nice: int = 0,
 ) -> AsyncIterator[GoldenStack]:
     """Fresh database, worker process(es) and (optionally) an API process, like production."""
     with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
@@ -328,7 +330,13 @@ async def golden_processes(
                     stack.children.append(await start_worker(settings, state, f"worker{i}"))
                 if api:
                     stack.children.append(
-                        await start_api(settings, state, variant=variant, processes=api_processes)
+                        await start_api(
+                            settings,
+                            state,
+                            variant=variant,
+                            processes=api_processes,
+                            nice=api_nice,
+                        )
                     )
                 yield stack
             finally:
