@@ -39,7 +39,7 @@ class WorkerProcess:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, timeout: float = 30.0) -> WorkerProcess:
+    async def start(self, timeout: float = 90.0) -> WorkerProcess:
         """Start and wait until the worker has registered and polls its task queue."""
         self.ready_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
