@@ -12,9 +12,10 @@ Order of an issuance request (each refusal is a typed GoldenError and costs no w
 4. only a request that can still win reaches PostgreSQL, in ONE statement: its request id's
    row, its rate-limit attempt (a request id already sent in the window is a retry, not a new
    attempt), deny-list, one per user               -> UserDenied / RateLimited / OnePerUser
-5. in-flight gate: at most (cap - settled tickets) + margin issuance sagas of this process at
-   once. A request beyond it is refused at once (CapReached, not queued), except a retry of a
-   request already admitted somewhere: if its saga runs it is joined, with the hash checked.
+5. in-flight gate: at most ceil((cap - settled tickets) / GOLDEN_API_PROCESSES) + margin
+   issuance sagas of this process at once. A request beyond it is refused at once (CapReached,
+   not queued), except a retry of a request already admitted somewhere: if its saga runs it is
+   joined, with the hash checked.
 6. start `issue-<request_id>` (conflict policy FAIL: a run that already exists is joined only
    after its request hash, kept in its memo, matches) and wait for its result.
 
@@ -158,6 +159,7 @@ class Admission:
         rate_limit_attempts: int = 5,
         rate_limit_window_s: float = 60.0,
         gate_margin: int = 2,
+        gate_share: int = 1,
         refresh_interval_s: float = 1.0,
     ) -> None:
         self._pool = pool
@@ -167,6 +169,9 @@ class Admission:
         self._rate_attempts = rate_limit_attempts
         self._rate_window_s = rate_limit_window_s
         self._gate_margin = gate_margin
+        #: API processes sharing the slots (GOLDEN_API_PROCESSES): each admits its share of the
+        #: free slots at once, so N processes do not start N times the sagas a herd can use.
+        self._gate_share = max(gate_share, 1)
         self.refresh_interval_s = refresh_interval_s
         self.snapshot = Snapshot()
         self._running: dict[str, _Running] = {}
@@ -190,7 +195,7 @@ class Admission:
             task_queue=settings.task_queue,
             rate_limit_attempts=settings.rate_limit_attempts,
             rate_limit_window_s=settings.rate_limit_window_s,
-            **kwargs,
+            **{"gate_share": settings.api_processes, **kwargs},
         )
 
     @property
@@ -354,7 +359,8 @@ class Admission:
         if running is not None:
             return await self._await_running(running, request)
         snap = self.snapshot
-        limit = max(snap.cap - snap.settled, 0) + self._gate_margin
+        free = max(snap.cap - snap.settled, 0)
+        limit = -(-free // self._gate_share) + self._gate_margin  # ceil: one process fills all
         if snap.sold_out or self.in_flight >= limit:
             # A retry of a request admitted before (here or in another process) whose saga still
             # runs is joined, never refused: that saga may be a winner (issue 13.3).
