@@ -146,27 +146,36 @@ async def reserve_refusal(
     rate_window: timedelta,
     rate_attempts: int,
 ) -> tuple[Reason, str] | None:
-    """Anti-gaming rules and the cap, read under the cap lock; None means a slot is free."""
-    if await conn.fetchval("SELECT 1 FROM deny_list WHERE user_id = $1", user_id):
-        return Reason.USER_DENIED, f"user {user_id} is on the deny-list"
-    attempts = await conn.fetchval(
-        "SELECT attempts FROM rate_limit WHERE user_id = $1"
-        " AND window_start > now() - $2::interval",
+    """Anti-gaming rules and the cap, read under the cap lock; None means a slot is free.
+
+    ONE statement (one round trip while the cap's lock is held, which every winner of a herd
+    waits for in turn); it runs after the lock was taken, so it sees every committed reserve.
+    """
+    row = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM deny_list WHERE user_id = $1) AS denied,"
+        " (SELECT attempts FROM rate_limit WHERE user_id = $1"
+        "   AND window_start > now() - $2::interval) AS attempts,"
+        " EXISTS (SELECT 1 FROM tickets WHERE user_id = $1 AND state <> 'voided') AS holds,"
+        " c.cap, c.scope,"
+        " (SELECT count(*) FROM tickets WHERE state = ANY("
+        "   CASE WHEN c.scope = 'lifetime' THEN $4::text[] ELSE $3::text[] END)) AS counted"
+        " FROM golden_config AS c",
         user_id,
         rate_window,
+        [st.value for st in COUNTED_STATES[CapScope.LIVE]],
+        [st.value for st in COUNTED_STATES[CapScope.LIFETIME]],
     )
-    if attempts is not None and attempts > rate_attempts:
+    assert row is not None
+    if row["denied"]:
+        return Reason.USER_DENIED, f"user {user_id} is on the deny-list"
+    if row["attempts"] is not None and row["attempts"] > rate_attempts:
         return Reason.RATE_LIMITED, f"user {user_id} is over the attempt limit"
-    if await conn.fetchval(
-        "SELECT 1 FROM tickets WHERE user_id = $1 AND state <> 'voided'", user_id
-    ):
+    if row["holds"]:
         return Reason.ONE_PER_USER, f"user {user_id} already holds a ticket"
-    config = await conn.fetchrow("SELECT cap, scope FROM golden_config")
-    assert config is not None
-    if await count_counted(conn, CapScope(config["scope"])) >= config["cap"]:
+    if row["counted"] >= row["cap"]:
         return (
             Reason.CAP_REACHED,
-            f"all {config['cap']} golden tickets are taken ({config['scope']} scope)",
+            f"all {row['cap']} golden tickets are taken ({row['scope']} scope)",
         )
     return None
 
