@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -30,7 +31,7 @@ from service.api.convert import (
 )
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.verify import TicketVerifier
-from service.sagas.admission import Admission, SagaFailed, parse_ticket_id
+from service.sagas.admission import Admission, SagaFailed, new_request_id, parse_ticket_id
 from service.store import keys as key_store
 from service.store import tickets as queries
 from service.store.ledger import LedgerStore
@@ -103,6 +104,49 @@ def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req
     return decorate
 
 
+R = TypeVar("R")
+
+
+async def until_started(
+    run: Callable[[Callable[[str], None]], Awaitable[R]],
+    *,
+    wait: bool,
+    background: set[asyncio.Future[Any]],
+) -> tuple[str, R | None]:
+    """Run a saga call; with wait=False, answer (workflow id, None) once its workflow started.
+
+    The call itself goes on in the background, so admission's in-flight gate and refresh stay
+    exact; what admission refuses before the start (deny-list, cap, ...) is raised as usual, and
+    a call that finishes first (a replayed request) returns its result.
+    """
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[str] = loop.create_future()
+
+    def on_started(workflow_id: str) -> None:
+        if not started.done():
+            started.set_result(workflow_id)
+
+    task = asyncio.ensure_future(run(on_started))
+    if wait:
+        return "", await task
+    pending: set[asyncio.Future[Any]] = {task, started}
+    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return "", task.result()
+    background.add(task)
+    task.add_done_callback(_background_done(background))
+    return started.result(), None
+
+
+def _background_done(background: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.info("saga answered with no_wait ended with %s: %s", type(exc).__name__, exc)
+
+    return done
+
+
 @dataclass
 class ApiDeps:
     """What the service needs; `owned` are closed by shutdown()."""
@@ -130,6 +174,8 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         self._origin = deps.settings.ledger_origin
         self._roots: tuple[float, TrustRoots] | None = None
         self._verifier = TicketVerifier(deps.admission, deps.pool, self._trust_roots)
+        #: Sagas a no_wait call answered for before they finished (kept referenced until done).
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def _trust_roots(self, issuer_key_id: str) -> TrustRoots:
         """Public keys change only on rotation: cached, re-read when stale or a key id is new."""
@@ -154,23 +200,42 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     async def IssueTicket(
         self, request: golden_pb2.IssueTicketRequest, context: Any
     ) -> golden_pb2.IssueTicketResponse:
-        """Admission, then the issuance saga."""
-        outcome = await self._admission.issue(request.user_id, request.request_id or None)
+        """Admission, then the issuance saga (no_wait: answer once it has started)."""
+        request_id = request.request_id or new_request_id()
+        run = self._admission.issue
+        started, result = await until_started(
+            lambda on_started: run(request.user_id, request_id, on_started=on_started),
+            wait=not request.no_wait,
+            background=self._background,
+        )
+        if result is None:
+            return golden_pb2.IssueTicketResponse(
+                workflow_id=started, request_id=request_id, pending=True
+            )
         return golden_pb2.IssueTicketResponse(
-            ticket=ticket_to_pb(outcome.ticket),
-            workflow_id=outcome.workflow_id,
-            request_id=outcome.request_id,
-            replayed=outcome.replayed,
+            ticket=ticket_to_pb(result.ticket),
+            workflow_id=result.workflow_id,
+            request_id=result.request_id,
+            replayed=result.replayed,
         )
 
     @rpc(write=True)
     async def RedeemTicket(
         self, request: golden_pb2.RedeemTicketRequest, context: Any
     ) -> golden_pb2.RedeemTicketResponse:
-        """The redemption saga with the holder's bundle."""
-        result = await self._admission.redeem(
-            request.ticket_id, request.user_id, request.bundle_json
+        """The redemption saga with the holder's bundle (no_wait: answer once it has started)."""
+        run = self._admission.redeem
+        started, result = await until_started(
+            lambda on_started: run(
+                request.ticket_id, request.user_id, request.bundle_json, on_started=on_started
+            ),
+            wait=not request.no_wait,
+            background=self._background,
         )
+        if result is None:
+            return golden_pb2.RedeemTicketResponse(
+                ticket_id=request.ticket_id, workflow_id=started, pending=True
+            )
         resp = golden_pb2.RedeemTicketResponse(
             ticket_id=str(result.ticket_id), workflow_id=f"redeem-{result.ticket_id}"
         )

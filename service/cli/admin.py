@@ -26,11 +26,11 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
     try:
         if args.admin_verb == "set-cap":
             cap = await admin.set_cap(endpoint.dsn, args.cap, args.scope)
-            result: dict[str, Any] = {"cap": cap.cap, "scope": cap.scope, "used": cap.used}
+            result: dict[str, Any] = {"cap": {"cap": cap.cap, "scope": cap.scope, "used": cap.used}}
             text = f"cap is now {cap.cap} ({cap.scope}); {cap.used} ticket(s) count against it"
         elif args.admin_verb == "deny":
             await admin.deny_user(endpoint.dsn, args.user, args.reason or "")
-            result = {"denied": args.user}
+            result = {"denied": {"user_id": args.user, "reason": args.reason or ""}}
             text = f"user {args.user} is on the deny-list"
         else:
             s = settings()
@@ -42,7 +42,13 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
                     }
                 )
             revoked = await revoke_ticket(s, args.ticket_id, args.reason)
-            result = {"revoked": str(revoked.ticket_id), "leaf_index": revoked.leaf_index}
+            result = {
+                "revocation": {
+                    "ticket_id": str(revoked.ticket_id),
+                    "reason": args.reason,
+                    "leaf_index": revoked.leaf_index,
+                }
+            }
             text = f"ticket {revoked.ticket_id} revoked (ledger leaf {revoked.leaf_index})"
     except GoldenError as err:
         raise CliError(err.reason.value, err.message) from err

@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 from service.cli.admin import cmd_admin, cmd_audit
 from service.cli.client import (
@@ -24,7 +25,9 @@ from service.cli.client import (
 from service.cli.keys import cmd_keys_export, cmd_keys_generate, cmd_ledger_verify
 from service.cli.output import (
     STATES,
+    emit_json,
 )
+from service.cli.status import cmd_status
 from service.cli.tickets import (
     cmd_checkpoint,
     cmd_get,
@@ -36,94 +39,299 @@ from service.cli.tickets import (
 )
 
 
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors become CliError (so --json reports them as JSON too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+class UsageError(CliError):
+    """A command line that does not parse (exit 2), with the parser that refused it."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__("Usage", message, EXIT_USAGE)
+        self.parser = parser
+
+
+class ShowVersion(Exception):
+    """`--version` was given."""
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> None:
+        raise ShowVersion
+
+
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("golden-press")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _verb(
+    verbs: Any, name: str, help: str, example: str, parents: Sequence[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """One verb: a one-line help, the same as its description, and an example as epilog."""
+    return verbs.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=parents,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every verb of the interface sheet; each takes --json."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--addr", help="gRPC API address (default: env, dev stack, settings)")
-    common.add_argument("--token", help="bearer token for issue/redeem (default: tokens file)")
-    common.add_argument(
+    """Every verb of the interface sheet; each takes --json; only verbs that call the API
+    take --addr/--token (offline verbs such as `ledger verify` and `keys generate` do not)."""
+    output = CliParser(add_help=False)
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON document (errors included)"
+    )
+    network = CliParser(add_help=False)
+    network.add_argument(
+        "--addr",
+        metavar="HOST:PORT",
+        help="gRPC API address (default: GOLDEN_GRPC_ADDR, the running dev stack, settings)",
+    )
+    network.add_argument(
+        "--token",
+        help="bearer token for issue and redeem (default: GOLDEN_API_TOKENS_FILE's first line)",
+    )
+    network.add_argument(
         "--ca-file", help="dial TLS trusting this CA (default: GOLDEN_TLS_CA_FILE; none: plaintext)"
     )
-    common.add_argument(
+    network.add_argument(
         "--cert-file", help="client certificate for mutual TLS (GOLDEN_TLS_CLIENT_CERT_FILE)"
     )
-    common.add_argument("--key-file", help="its private key (GOLDEN_TLS_CLIENT_KEY_FILE)")
+    network.add_argument("--key-file", help="its private key (GOLDEN_TLS_CLIENT_KEY_FILE)")
+    local = [output]
+    remote = [output, network]
 
-    parser = argparse.ArgumentParser(
-        prog="golden-press", description="Mint, verify and redeem the five Golden Tickets."
+    parser = CliParser(
+        prog="golden-press",
+        description="Mint, verify and redeem the five Golden Tickets.",
+        epilog="example:\n  golden-press demo\n\n"
+        "`golden-press VERB --help` describes each verb; --json prints one JSON document.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version of golden-press and exit"
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    dev = verbs.add_parser("dev", help="the embedded dev stack")
-    dev_verbs = dev.add_subparsers(dest="dev_verb", required=True)
-    up = dev_verbs.add_parser(
-        "up", help="start PostgreSQL, NATS, Temporal, worker and API", parents=[common]
+    dev = verbs.add_parser("dev", help="the embedded dev stack (up, down)")
+    dev_verbs = dev.add_subparsers(dest="dev_verb", required=True, metavar="VERB")
+    up = _verb(
+        dev_verbs,
+        "up",
+        "start PostgreSQL, NATS, Temporal, the worker and the API in .golden/",
+        "golden-press dev up --detach",
+        local,
     )
-    up.add_argument("--detach", action="store_true", help="start, print one JSON line, return")
-    dev_verbs.add_parser("down", help="stop what `dev up` started", parents=[common])
-
-    verbs.add_parser(
-        "demo", help="issue 5, refuse the 6th, verify, prove, redeem", parents=[common]
+    up.add_argument(
+        "--detach", action="store_true", help="start in the background, print one JSON line"
+    )
+    _verb(
+        dev_verbs,
+        "down",
+        "stop everything `dev up` started",
+        "golden-press dev down",
+        local,
+    )
+    _verb(
+        verbs,
+        "demo",
+        "issue 5, refuse the 6th, verify, prove, redeem (starts a dev stack if none runs)",
+        "golden-press demo",
+        local,
     )
 
-    issue = verbs.add_parser("issue", help="mint a ticket", parents=[common])
-    issue.add_argument("--user", required=True)
-    issue.add_argument("--request-id", help="idempotency key (default: a fresh one)")
-
-    verify = verbs.add_parser(
-        "verify", help="verify a ticket id or a bundle file", parents=[common]
+    issue = _verb(
+        verbs, "issue", "mint a ticket for a user", "golden-press issue --user alice", remote
     )
-    verify.add_argument("subject", metavar="ID|BUNDLE")
+    issue.add_argument("--user", required=True, help="the user the ticket is for")
+    issue.add_argument(
+        "--request-id",
+        help="idempotency key: a retry with the same key returns the same ticket "
+        "(default: a fresh one)",
+    )
+    issue.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the saga has started: print its workflow id (see `status`)",
+    )
 
-    get = verbs.add_parser("get", help="show a ticket", parents=[common])
-    get.add_argument("ticket_id", metavar="ID")
+    verify = _verb(
+        verbs,
+        "verify",
+        "verify a ticket id or a proof bundle file against the API's keys and state",
+        "golden-press verify ticket.bundle.json",
+        remote,
+    )
+    verify.add_argument(
+        "subject", metavar="ID|BUNDLE", help="a ticket id, or the path of a proof bundle"
+    )
 
-    lst = verbs.add_parser("list", help="list tickets", parents=[common])
-    lst.add_argument("--state", choices=STATES)
-    lst.add_argument("--user")
-    lst.add_argument("--limit", type=int, default=10_000)
+    get = _verb(verbs, "get", "show a ticket", "golden-press get 3f2c...e1", remote)
+    get.add_argument("ticket_id", metavar="ID", help="the ticket id")
 
-    proof = verbs.add_parser("proof", help="a ticket's proof bundle", parents=[common])
-    proof.add_argument("ticket_id", metavar="ID")
-    proof.add_argument("-o", "--output", metavar="BUNDLE")
+    lst = _verb(verbs, "list", "list tickets by serial", "golden-press list --state issued", remote)
+    lst.add_argument("--state", choices=STATES, help="only tickets in this state")
+    lst.add_argument("--user", help="only this user's tickets")
+    lst.add_argument(
+        "--limit", type=int, default=10_000, help="at most this many tickets (default 10000)"
+    )
+    lst.add_argument(
+        "--page-token",
+        default="",
+        help="continue after a previous list (its next_page_token)",
+    )
 
-    verbs.add_parser("checkpoint", help="the latest signed checkpoint", parents=[common])
+    proof = _verb(
+        verbs,
+        "proof",
+        "export a ticket's proof bundle (inclusion proof and signed checkpoint)",
+        "golden-press proof 3f2c...e1 -o ticket.bundle.json",
+        remote,
+    )
+    proof.add_argument("ticket_id", metavar="ID", help="the ticket id")
+    proof.add_argument(
+        "-o", "--output", metavar="BUNDLE", help="write the bundle to this file (default: stdout)"
+    )
 
-    redeem = verbs.add_parser("redeem", help="redeem a ticket", parents=[common])
-    redeem.add_argument("ticket_id", metavar="ID")
-    redeem.add_argument("--user", required=True)
-    redeem.add_argument("--bundle", metavar="BUNDLE", help="default: fetch the proof first")
+    _verb(
+        verbs,
+        "checkpoint",
+        "show the ledger's latest signed checkpoint",
+        "golden-press checkpoint --json",
+        remote,
+    )
 
-    ledger = verbs.add_parser("ledger", help="offline ledger tools")
-    ledger_verbs = ledger.add_subparsers(dest="ledger_verb", required=True)
-    lv = ledger_verbs.add_parser("verify", help="verify a bundle offline", parents=[common])
-    lv.add_argument("bundle", metavar="BUNDLE")
+    redeem = _verb(
+        verbs,
+        "redeem",
+        "redeem a ticket for its issuee",
+        "golden-press redeem 3f2c...e1 --user alice",
+        remote,
+    )
+    redeem.add_argument("ticket_id", metavar="ID", help="the ticket id")
+    redeem.add_argument("--user", required=True, help="who presents the ticket (the issuee)")
+    redeem.add_argument(
+        "--bundle",
+        metavar="BUNDLE",
+        help="the proof bundle the holder carries (default: fetch it from the API first)",
+    )
+    redeem.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the saga has started: print its workflow id (see `status`)",
+    )
+
+    status = _verb(
+        verbs,
+        "status",
+        "show a saga's current step, last error and attempts (from Temporal)",
+        "golden-press status issue-my-request-1",
+        remote,
+    )
+    status.add_argument(
+        "subject",
+        metavar="ID",
+        help="a ticket id (every saga of that ticket) or a workflow id",
+    )
+
+    ledger = verbs.add_parser("ledger", help="offline ledger tools (verify)")
+    ledger_verbs = ledger.add_subparsers(dest="ledger_verb", required=True, metavar="VERB")
+    lv = _verb(
+        ledger_verbs,
+        "verify",
+        "verify a proof bundle offline, with pinned public keys only (no server)",
+        "golden-press ledger verify ticket.bundle.json --keys public-keys.json",
+        local,
+    )
+    lv.add_argument("bundle", metavar="BUNDLE", help="the proof bundle file")
     lv.add_argument(
-        "--keys", metavar="FILE", help="trust roots (default: STATE_DIR/public-keys.json)"
+        "--keys",
+        metavar="FILE",
+        help="trust roots from `keys export` (default: STATE_DIR/public-keys.json)",
     )
 
-    verbs.add_parser("audit", help="audit ledger, tickets and events", parents=[common])
-
-    admin = verbs.add_parser("admin", help="operator verbs (PostgreSQL)")
-    admin_verbs = admin.add_subparsers(dest="admin_verb", required=True)
-    sc = admin_verbs.add_parser("set-cap", help="change the cap and its scope", parents=[common])
-    sc.add_argument("--cap", type=int, required=True)
-    sc.add_argument("--scope", choices=("live", "lifetime"), required=True)
-    deny = admin_verbs.add_parser("deny", help="put a user on the deny-list", parents=[common])
-    deny.add_argument("user", metavar="USER")
-    deny.add_argument("--reason", default="")
-    rv = admin_verbs.add_parser("revoke", help="revoke a ticket (fraud)", parents=[common])
-    rv.add_argument("ticket_id", metavar="ID")
-    rv.add_argument("--reason", required=True)
-
-    keys = verbs.add_parser("keys", help="key files and public keys")
-    key_verbs = keys.add_subparsers(dest="keys_verb", required=True)
-    key_verbs.add_parser("generate", help="create issuer and ledger key files", parents=[common])
-    ke = key_verbs.add_parser(
-        "export", help="write public keys for `ledger verify`", parents=[common]
+    _verb(
+        verbs,
+        "audit",
+        "check tickets, ledger, checkpoints, outbox and events against each other",
+        "golden-press audit --json",
+        local,
     )
-    ke.add_argument("-o", "--output", metavar="FILE")
+
+    admin = verbs.add_parser("admin", help="operator verbs, straight to PostgreSQL")
+    admin_verbs = admin.add_subparsers(dest="admin_verb", required=True, metavar="VERB")
+    sc = _verb(
+        admin_verbs,
+        "set-cap",
+        "change the cap and its scope",
+        "golden-press admin set-cap --cap 5 --scope lifetime",
+        local,
+    )
+    sc.add_argument("--cap", type=int, required=True, help="how many tickets may count")
+    sc.add_argument(
+        "--scope",
+        choices=("live", "lifetime"),
+        required=True,
+        help="live: redeemed and revoked tickets free their slot; lifetime: five, ever",
+    )
+    deny = _verb(
+        admin_verbs,
+        "deny",
+        "put a user on the deny-list",
+        "golden-press admin deny mallory --reason 'bot'",
+        local,
+    )
+    deny.add_argument("user", metavar="USER", help="the user id to deny")
+    deny.add_argument("--reason", default="", help="why (kept with the entry)")
+    rv = _verb(
+        admin_verbs,
+        "revoke",
+        "revoke a ticket (fraud): a ledger entry, an event, never valid again",
+        "golden-press admin revoke 3f2c...e1 --reason 'stolen'",
+        local,
+    )
+    rv.add_argument("ticket_id", metavar="ID", help="the ticket id")
+    rv.add_argument("--reason", required=True, help="why (in the ledger entry and the event)")
+
+    keys = verbs.add_parser("keys", help="key files and public keys (generate, export)")
+    key_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
+    _verb(
+        key_verbs,
+        "generate",
+        "create the issuer and ledger key files (mode 0600; never overwrites)",
+        "GOLDEN_SIGNING_KEY_FILE=secrets/issuer.key golden-press keys generate",
+        local,
+    )
+    ke = _verb(
+        key_verbs,
+        "export",
+        "write every public key (trust roots) for `ledger verify`",
+        "golden-press keys export -o public-keys.json",
+        remote,
+    )
+    ke.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write them (default: STATE_DIR/public-keys.json)",
+    )
     return parser
 
 
@@ -136,6 +344,7 @@ API_VERBS: dict[str, ApiVerb] = {
     "proof": cmd_proof,
     "checkpoint": cmd_checkpoint,
     "redeem": cmd_redeem,
+    "status": cmd_status,
 }
 
 
@@ -159,20 +368,62 @@ async def run_async(args: argparse.Namespace) -> int:
         await api.close()
 
 
+def wants_json(argv: Sequence[str] | None) -> bool:
+    """--json anywhere on the command line (known before parsing, for usage errors)."""
+    return "--json" in (sys.argv[1:] if argv is None else list(argv))
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; raises UsageError or ShowVersion instead of exiting."""
+    return build_parser().parse_args(argv)
+
+
+def show_version(as_json: bool) -> int:
+    """`--version`: the version line, or its JSON document."""
+    if as_json:
+        emit_json({"version": version()})
+    else:
+        print(f"golden-press {version()}")
+    return 0
+
+
+def report_usage(err: UsageError, as_json: bool) -> int:
+    """A command line that does not parse: usage and the error, or the JSON error."""
+    if not as_json:
+        err.parser.print_usage(sys.stderr)
+    return report(err, as_json=as_json)
+
+
 async def run(argv: Sequence[str] | None = None) -> int:
     """Parse and run (in-process: what tests call); never exits the interpreter."""
-    args = build_parser().parse_args(argv)
+    as_json = wants_json(argv)
+    try:
+        args = parse(argv)
+    except ShowVersion:
+        return show_version(as_json)
+    except UsageError as err:
+        return report_usage(err, as_json)
     try:
         return await run_async(args)
     except CliError as err:
-        return report(err)
+        return report(err, as_json=as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script `golden-press`: ends with os._exit (Temporal SDK exit-time crash)."""
+    as_json = wants_json(argv)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
+        args = parse(argv)
+    except ShowVersion:
+        code = show_version(as_json)
+        sys.stdout.flush()
+        os._exit(code)
+    except UsageError as err:
+        code = report_usage(err, as_json)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    except SystemExit as exc:  # --help
         sys.stdout.flush()
         os._exit(int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE)
     try:
@@ -187,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             code = asyncio.run(run_async(args))
     except CliError as err:
-        code = report(err)
+        code = report(err, as_json=as_json)
     except KeyboardInterrupt:
         code = 130
     sys.stdout.flush()

@@ -7,6 +7,7 @@ the dev stack recorded in GOLDEN_STATE_DIR/stack.json (`golden-press dev up`), e
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -15,20 +16,34 @@ from typing import Any
 
 from golden_press.settings import Settings
 
-#: Exit codes: 1 a rejection (a reason type), 2 usage, 3 the API or database is unreachable.
+#: Exit codes (README, "Exit codes"): 0 done; 1 a rejection (a reason type: the request was
+#: judged and refused, a ticket or bundle does not verify, the audit found something); 2 usage
+#: (bad arguments, a missing file); 3 a server the verb needs is unreachable.
+EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 
 class CliError(Exception):
-    """A failure to report as `error: <reason>: <message>` with an exit code."""
+    """A failure to report as `error: <reason>: <message>` (or a JSON error) with an exit code.
 
-    def __init__(self, reason: str, message: str, code: int = EXIT_REJECTED) -> None:
+    `extra` joins the JSON error document (e.g. the `verification` of a ticket that failed it).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        code: int = EXIT_REJECTED,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         self.code = code
+        self.extra = extra or {}
 
 
 def settings() -> Settings:
@@ -165,14 +180,37 @@ class Api:
         await self.channel.close()
 
 
-def report(err: CliError) -> int:
-    """The one-line rejection on stderr; the exit code."""
-    print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+def error_document(err: CliError) -> dict[str, Any]:
+    """The JSON error envelope: {"ok": false, "error": {reason, message, exit_code}, ...extra}."""
+    return {
+        "ok": False,
+        "error": {"reason": err.reason, "message": err.message, "exit_code": err.code},
+        **err.extra,
+    }
+
+
+def report(err: CliError, *, as_json: bool = False) -> int:
+    """The rejection: one JSON document on stdout with --json, else one line on stderr."""
+    if as_json:
+        print(json.dumps(error_document(err), indent=2, default=str))
+    else:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
     return err.code
 
 
 def is_file(path: str) -> bool:
+    """An existing regular file."""
     return Path(path).is_file()
+
+
+def looks_like_path(value: str) -> bool:
+    """A file name rather than an id: has a directory part or a file extension, or starts ./~."""
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith((".", "~"))
+        or Path(value).suffix.lower() in {".json", ".bundle", ".txt"}
+    )
 
 
 def write_text(path: Path, text: str) -> None:
@@ -181,7 +219,10 @@ def write_text(path: Path, text: str) -> None:
 
 
 def read_text(path: str) -> str:
+    """A file the user named; a missing one is FileNotFound (usage), not a traceback."""
     try:
         return Path(path).read_text()
+    except FileNotFoundError as exc:
+        raise CliError("FileNotFound", f"no such file: {path}", EXIT_USAGE) from exc
     except OSError as exc:
         raise CliError("InvalidRequest", f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from exc

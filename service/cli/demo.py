@@ -23,7 +23,7 @@ from golden_press.checkpoint import Checkpoint
 from golden_press.errors import GoldenError
 from service.cli.client import Api, CliError, Endpoint
 from service.cli.keys import public_keys_json
-from service.cli.output import colour, table, ticket_dict
+from service.cli.output import colour, sagas_view_url, table, ticket_dict
 from service.cli.tickets import fetch_bundle, list_all, pretty_bundle
 
 
@@ -175,7 +175,9 @@ async def list_tickets(demo: DemoRun) -> None:
     print(table(rows, ("serial", "state", "user", "ticket")))
 
 
-async def demo(endpoint: Endpoint, state_dir: Path, ui: str | None) -> int:
+async def demo(
+    endpoint: Endpoint, state_dir: Path, ui: str | None, namespace: str = "default"
+) -> int:
     """The demo proper, against a running API: the steps above, in order."""
     run = DemoRun(api=Api(endpoint), endpoint=endpoint, state_dir=state_dir)
     try:
@@ -194,6 +196,7 @@ async def demo(endpoint: Endpoint, state_dir: Path, ui: str | None) -> int:
     print()
     if ui:
         print(f"Temporal Web UI: {ui}  (the sagas above are there, by workflow id)")
+        print(f"Golden sagas without the reconciler's runs: {sagas_view_url(ui, namespace)}")
     print("Stop the stack with: golden-press dev down")
     return 0
 
@@ -207,7 +210,7 @@ def run_demo() -> int:
     endpoint = Endpoint(address=info.grpc, token=info.token, dsn=info.postgres)
     print(f"golden-press demo on the dev stack (gRPC {info.grpc}, Temporal {info.temporal})")
     try:
-        return asyncio.run(demo(endpoint, state_dir, info.ui))
+        return asyncio.run(demo(endpoint, state_dir, info.ui, info.namespace))
     except CliError as err:
         print(f"error: {err.reason}: {err.message}")
         return err.code

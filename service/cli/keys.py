@@ -16,8 +16,10 @@ from service.cli.client import (
     write_text,
 )
 from service.cli.output import (
+    b64,
     colour,
     emit_json,
+    verification,
 )
 
 
@@ -57,7 +59,7 @@ async def cmd_keys_export(api: Api, args: argparse.Namespace) -> int:
     write_text(path, text)
     roots = json.loads(text)
     if args.json:
-        emit_json({"keys_file": str(path), **roots})
+        emit_json({"trust_roots": roots, "path": str(path)})
     else:
         print(f"public keys written to {path}")
         for key_id, pub in roots["issuer_keys"].items():
@@ -83,23 +85,53 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         roots = load_trust_roots(keys_path.read_text())
     except ValueError as exc:
         raise CliError("InvalidRequest", f"{keys_path} is not a trust roots file: {exc}") from exc
+    bundle = None
     try:
         bundle = load_bundle(read_text(args.bundle))
         checkpoint = verify_bundle(bundle, roots)
     except GoldenError as err:
-        raise CliError(err.reason.value, err.message) from err
+        ticket = bundle.ticket.model_dump(mode="json") if bundle is not None else None
+        raise CliError(
+            err.reason.value,
+            err.message,
+            extra={
+                "verification": verification(
+                    valid=False,
+                    signature_valid=None,
+                    proof_valid=None,
+                    state=None,
+                    redeemable=None,
+                    reason=err.reason.value,
+                    message=err.message,
+                    ticket=ticket,
+                    checkpoint=None,
+                    leaf_index=bundle.leaf_index if bundle is not None else None,
+                    offline=True,
+                )
+            },
+        ) from err
+    assert bundle is not None
     t = bundle.ticket
     if args.json:
         emit_json(
             {
-                "valid": True,
-                "ticket_id": str(t.ticket_id),
-                "serial": t.serial,
-                "user_id": t.user_id,
-                "leaf_index": bundle.leaf_index,
-                "tree_size": checkpoint.size,
-                "origin": checkpoint.origin,
-                "root_hash": checkpoint.root.hex(),
+                "verification": verification(
+                    valid=True,
+                    signature_valid=True,
+                    proof_valid=True,
+                    state=None,
+                    redeemable=None,
+                    reason="",
+                    message="",
+                    ticket=t.model_dump(mode="json"),
+                    checkpoint={
+                        "origin": checkpoint.origin,
+                        "tree_size": checkpoint.size,
+                        "root_hash": b64(checkpoint.root),
+                    },
+                    leaf_index=bundle.leaf_index,
+                    offline=True,
+                )
             }
         )
     else:
@@ -130,9 +162,13 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
             key = generate_key_file(path)
         except KeyFileError as exc:
             raise CliError("InvalidRequest", str(exc)) from exc
+        except OSError as exc:
+            raise CliError(
+                "InvalidRequest", f"cannot write {path}: {exc.strerror or exc}", EXIT_USAGE
+            ) from exc
         made[name] = {"path": str(path), "key_id": key_id_for(bytes(key.verify_key))}
         if not args.json:
             print(f"{name:<7} {path} written (key id {made[name]['key_id']})")
     if args.json:
-        emit_json(made)
+        emit_json({"keys": made})
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -48,9 +49,61 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def emit_json(value: Any) -> None:
-    """One JSON document on stdout."""
-    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+def emit_json(value: dict[str, Any]) -> None:
+    """The one JSON document of a successful verb: {"ok": true, <noun>: ...} on stdout.
+
+    Every verb's document has the same envelope (README, "JSON output"): `ok` first, then the
+    verb's nouns; errors are {"ok": false, "error": {...}} (service.cli.client.report).
+    """
+    print(json.dumps({"ok": True, **value}, indent=2, sort_keys=False, default=str))
+
+
+def b64(raw: bytes) -> str:
+    """Hashes and keys in CLI JSON: standard padded base64, as in notes, bundles and the API."""
+    return base64.b64encode(bytes(raw)).decode("ascii")
+
+
+def verification(
+    *,
+    valid: bool,
+    signature_valid: bool | None,
+    proof_valid: bool | None,
+    state: str | None,
+    redeemable: bool | None,
+    reason: str,
+    message: str,
+    ticket: dict[str, Any] | None,
+    checkpoint: dict[str, Any] | None,
+    leaf_index: int | None,
+    offline: bool,
+) -> dict[str, Any]:
+    """One shape for `verify ID`, `verify BUNDLE` and `ledger verify`: null where not checked."""
+    return {
+        "valid": valid,
+        "offline": offline,
+        "signature_valid": signature_valid,
+        "proof_valid": proof_valid,
+        "state": state,
+        "redeemable": redeemable,
+        "reason": reason,
+        "message": message,
+        "leaf_index": leaf_index,
+        "checkpoint": checkpoint,
+        "ticket": ticket,
+    }
+
+
+def bundle_checkpoint(bundle_json: str, tree_size: int) -> dict[str, Any] | None:
+    """Origin, size and root hash of the checkpoint a bundle carries (None without a bundle)."""
+    if not bundle_json:
+        return None
+    note = str(json.loads(bundle_json).get("checkpoint", ""))
+    lines = note.split("\n")
+    return {
+        "origin": lines[0] if lines else "",
+        "tree_size": tree_size,
+        "root_hash": lines[2] if len(lines) > 2 else "",
+    }
 
 
 def ticket_dict(pb: Any) -> dict[str, Any]:
@@ -74,3 +127,17 @@ def show_ticket(t: dict[str, Any]) -> str:
         ("ledger leaf", "-" if t["leaf_index"] is None else t["leaf_index"]),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in rows)
+
+
+def sagas_view_url(ui: str, namespace: str = "default") -> str:
+    """The Web UI's workflow list filtered to the golden sagas, without the reconciler's runs.
+
+    The reconciler's Schedule starts a run every 30 s; this visibility query hides them, so the
+    list shows the issuance, redemption and revocation sagas (bookmark it as a saved view).
+    """
+    from urllib.parse import quote
+
+    from golden_press.sagas import RECONCILE_WORKFLOW
+
+    query = f'WorkflowType != "{RECONCILE_WORKFLOW}"'
+    return f"{ui.rstrip('/')}/namespaces/{quote(namespace)}/workflows?query={quote(query)}"

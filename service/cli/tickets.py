@@ -9,18 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.client import (
+    EXIT_USAGE,
     Api,
     CliError,
     is_file,
+    looks_like_path,
     read_text,
     write_text,
 )
 from service.cli.output import (
+    b64,
+    bundle_checkpoint,
     colour,
     emit_json,
     show_ticket,
     table,
     ticket_dict,
+    verification,
 )
 
 
@@ -31,19 +36,27 @@ async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
     request_id = args.request_id or new_request_id()
     resp = await api.call(
         "IssueTicket",
-        api.pb.IssueTicketRequest(user_id=args.user, request_id=request_id),
+        api.pb.IssueTicketRequest(user_id=args.user, request_id=request_id, no_wait=args.no_wait),
         write=True,
     )
-    t = ticket_dict(resp.ticket)
+    t = ticket_dict(resp.ticket) if resp.HasField("ticket") else None
     if args.json:
         emit_json(
             {
                 "ticket": t,
-                "workflow_id": resp.workflow_id,
-                "request_id": resp.request_id,
-                "replayed": resp.replayed,
+                "saga": {
+                    "workflow_id": resp.workflow_id,
+                    "request_id": resp.request_id,
+                    "replayed": resp.replayed,
+                    "pending": resp.pending,
+                },
             }
         )
+    elif t is None:
+        print(colour("issuance started", "ok"))
+        print(f"{'workflow':<12} {resp.workflow_id}")
+        print(f"{'request id':<12} {resp.request_id}")
+        print(f"follow it with: golden-press status {resp.workflow_id}")
     else:
         head = "ticket already issued for this request" if resp.replayed else "golden ticket issued"
         print(colour(head, "ok"))
@@ -55,26 +68,37 @@ async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
 async def cmd_verify(api: Api, args: argparse.Namespace) -> int:
     """Verify a ticket by id, or a proof bundle file, against the API's keys and state."""
     if is_file(args.subject):
-        req = api.pb.VerifyTicketRequest(bundle_json=read_text(args.subject))
+        bundle_json = read_text(args.subject)
+        req = api.pb.VerifyTicketRequest(bundle_json=bundle_json)
+    elif looks_like_path(args.subject):
+        raise CliError("FileNotFound", f"no such file: {args.subject}", EXIT_USAGE)
     else:
+        bundle_json = ""
         req = api.pb.VerifyTicketRequest(ticket_id=args.subject)
     resp = await api.call("VerifyTicket", req)
     t = ticket_dict(resp.ticket)
     state = t["state"] if resp.state else "unknown"
-    if args.json:
-        emit_json(
-            {
-                "valid": resp.valid,
-                "signature_valid": resp.signature_valid,
-                "proof_valid": resp.proof_valid,
-                "redeemable": resp.redeemable,
-                "state": state,
-                "reason": resp.reason,
-                "message": resp.message,
-                "checkpoint_tree_size": resp.checkpoint_tree_size,
-                "ticket": t,
-            }
+    verdict = verification(
+        valid=resp.valid,
+        signature_valid=resp.signature_valid,
+        proof_valid=resp.proof_valid if bundle_json else None,
+        state=state,
+        redeemable=resp.redeemable,
+        reason=resp.reason,
+        message=resp.message,
+        ticket=t,
+        checkpoint=bundle_checkpoint(bundle_json, resp.checkpoint_tree_size),
+        leaf_index=json.loads(bundle_json).get("leaf_index") if bundle_json else None,
+        offline=False,
+    )
+    if not resp.valid:
+        raise CliError(
+            resp.reason or "TicketNotRedeemable",
+            resp.message or "ticket is not valid",
+            extra={"verification": verdict},
         )
+    if args.json:
+        emit_json({"verification": verdict})
     else:
         checks = [("signature", resp.signature_valid)]
         if req.WhichOneof("subject") == "bundle_json":
@@ -82,11 +106,8 @@ async def cmd_verify(api: Api, args: argparse.Namespace) -> int:
         for name, ok in checks:
             print(f"{colour('ok', 'ok') if ok else colour('FAILED', 'error')}  {name}")
         print(f"{'ok' if resp.valid else 'no':>2}  state {colour(state, state)}")
-        if resp.valid:
-            note = "redeemable" if resp.redeemable else "already redeemed"
-            print(colour(f"valid golden ticket #{t['serial']} of {t['user_id']} ({note})", "ok"))
-    if not resp.valid:
-        raise CliError(resp.reason or "TicketNotRedeemable", resp.message or "ticket is not valid")
+        note = "redeemable" if resp.redeemable else "already redeemed"
+        print(colour(f"valid golden ticket #{t['serial']} of {t['user_id']} ({note})", "ok"))
     return 0
 
 
@@ -95,18 +116,23 @@ async def cmd_get(api: Api, args: argparse.Namespace) -> int:
     resp = await api.call("GetTicket", api.pb.GetTicketRequest(ticket_id=args.ticket_id))
     t = ticket_dict(resp.ticket)
     if args.json:
-        emit_json(t)
+        emit_json({"ticket": t})
     else:
         print(show_ticket(t))
     return 0
 
 
-async def list_all(
-    api: Api, *, state: str | None = None, user: str | None = None, limit: int = 10_000
-) -> list[dict[str, Any]]:
-    """Every matching ticket, following page tokens."""
+async def list_page(
+    api: Api,
+    *,
+    state: str | None = None,
+    user: str | None = None,
+    limit: int = 10_000,
+    page_token: str = "",
+) -> tuple[list[dict[str, Any]], str]:
+    """Up to `limit` tickets from page_token on, and the token of what follows ("": none)."""
     out: list[dict[str, Any]] = []
-    token = ""
+    token = page_token
     state_pb = getattr(api.pb, f"TICKET_STATE_{state.upper()}") if state else 0
     while len(out) < limit:
         resp = await api.call(
@@ -122,14 +148,24 @@ async def list_all(
         token = resp.next_page_token
         if not token:
             break
-    return out
+    return out, token
+
+
+async def list_all(
+    api: Api, *, state: str | None = None, user: str | None = None, limit: int = 10_000
+) -> list[dict[str, Any]]:
+    """Every matching ticket (up to limit), following page tokens."""
+    tickets, _ = await list_page(api, state=state, user=user, limit=limit)
+    return tickets
 
 
 async def cmd_list(api: Api, args: argparse.Namespace) -> int:
     """Tickets by serial, filtered by state and user."""
-    tickets = await list_all(api, state=args.state, user=args.user, limit=args.limit)
+    tickets, token = await list_page(
+        api, state=args.state, user=args.user, limit=args.limit, page_token=args.page_token
+    )
     if args.json:
-        emit_json(tickets)
+        emit_json({"tickets": tickets, "next_page_token": token})
         return 0
     if not tickets:
         print("no tickets")
@@ -146,6 +182,8 @@ async def cmd_list(api: Api, args: argparse.Namespace) -> int:
         for t in tickets
     ]
     print(table(rows, ("serial", "state", "user", "issued at (UTC)", "ticket", "leaf")))
+    if token:
+        print(colour(f"more: golden-press list --page-token {token}", "dim"))
     return 0
 
 
@@ -163,22 +201,16 @@ def pretty_bundle(bundle_json: str) -> str:
 async def cmd_proof(api: Api, args: argparse.Namespace) -> int:
     """Write (or print) a ticket's proof bundle."""
     bundle = pretty_bundle(await fetch_bundle(api, args.ticket_id))
+    info = json.loads(bundle)
     if args.output:
         write_text(Path(args.output), bundle)
-        info = json.loads(bundle)
-        if args.json:
-            emit_json(
-                {
-                    "bundle": args.output,
-                    "leaf_index": info["leaf_index"],
-                    "tree_size": info["tree_size"],
-                }
-            )
-        else:
-            print(
-                f"proof bundle written to {args.output} "
-                f"(leaf {info['leaf_index']} of a tree of {info['tree_size']})"
-            )
+    if args.json:
+        emit_json({"bundle": info, "path": args.output})
+    elif args.output:
+        print(
+            f"proof bundle written to {args.output} "
+            f"(leaf {info['leaf_index']} of a tree of {info['tree_size']})"
+        )
     else:
         sys.stdout.write(bundle)
     return 0
@@ -190,10 +222,12 @@ async def cmd_checkpoint(api: Api, args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "origin": resp.origin,
-                "tree_size": resp.tree_size,
-                "root_hash": resp.root_hash.hex(),
-                "checkpoint": resp.checkpoint,
+                "checkpoint": {
+                    "origin": resp.origin,
+                    "tree_size": resp.tree_size,
+                    "root_hash": b64(resp.root_hash),
+                    "note": resp.checkpoint,
+                }
             }
         )
     else:
@@ -208,14 +242,27 @@ async def cmd_redeem(api: Api, args: argparse.Namespace) -> int:
     bundle = read_text(args.bundle) if args.bundle else await fetch_bundle(api, args.ticket_id)
     resp = await api.call(
         "RedeemTicket",
-        api.pb.RedeemTicketRequest(ticket_id=args.ticket_id, user_id=args.user, bundle_json=bundle),
+        api.pb.RedeemTicketRequest(
+            ticket_id=args.ticket_id, user_id=args.user, bundle_json=bundle, no_wait=args.no_wait
+        ),
         write=True,
     )
     leaf = resp.leaf_index if resp.HasField("leaf_index") else None
     if args.json:
         emit_json(
-            {"ticket_id": resp.ticket_id, "workflow_id": resp.workflow_id, "leaf_index": leaf}
+            {
+                "redemption": {
+                    "ticket_id": resp.ticket_id,
+                    "user_id": args.user,
+                    "leaf_index": leaf,
+                },
+                "saga": {"workflow_id": resp.workflow_id, "pending": resp.pending},
+            }
         )
+    elif resp.pending:
+        print(colour(f"redemption of {resp.ticket_id} started", "ok"))
+        print(f"{'workflow':<12} {resp.workflow_id}")
+        print(f"follow it with: golden-press status {resp.workflow_id}")
     else:
         print(colour(f"ticket {resp.ticket_id} redeemed by {args.user}", "ok"))
         print(f"{'workflow':<12} {resp.workflow_id}")

@@ -520,7 +520,16 @@ async def audit_main(settings: Settings, *, json_output: bool = False) -> int:
         await nc.close()
         await pool.close()
     if json_output:
-        print(json.dumps({"ok": report.ok, **report.model_dump(mode="json")}))
+        # The CLI's envelope: {"ok", "audit": report} plus an error when there are findings.
+        doc: dict[str, object] = {"ok": report.ok, "audit": report.model_dump(mode="json")}
+        if not report.ok:
+            doc["error"] = {
+                "reason": "AuditFinding",
+                "message": f"{len(report.findings)} finding(s): "
+                + "; ".join(f"{f.check}: {f.detail}" for f in report.findings[:3]),
+                "exit_code": 1,
+            }
+        print(json.dumps(doc))
     else:
         print(
             f"audited {report.tickets} tickets, {report.ledger_size} ledger entries, "

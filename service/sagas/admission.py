@@ -37,8 +37,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
@@ -106,6 +107,12 @@ class _Running:
     request_hash: str
     task: asyncio.Task[IssueOutcome]
     gated: bool
+    #: Set once the workflow has started (or been joined): a no_wait caller answers then.
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: The no_wait caller's callback for the issue() call running in this context (see issue()).
+_ON_STARTED: ContextVar[Callable[[str], None] | None] = ContextVar("on_started", default=None)
 
 
 def validate_issue(user_id: str, request_id: str) -> IssueTicketInput:
@@ -316,8 +323,25 @@ class Admission:
 
     # ---- issuance -----------------------------------------------------------------------------
 
-    async def issue(self, user_id: str, request_id: str | None = None) -> IssueOutcome:
-        """Admit and run one issuance; returns the ticket or raises GoldenError/SagaFailed."""
+    async def issue(
+        self,
+        user_id: str,
+        request_id: str | None = None,
+        *,
+        on_started: Callable[[str], None] | None = None,
+    ) -> IssueOutcome:
+        """Admit and run one issuance; returns the ticket or raises GoldenError/SagaFailed.
+
+        on_started(workflow_id) runs once the saga has started or been joined (the API's no_wait
+        answers then); the call itself goes on to the saga's result.
+        """
+        token = _ON_STARTED.set(on_started)
+        try:
+            return await self._issue(user_id, request_id)
+        finally:
+            _ON_STARTED.reset(token)
+
+    async def _issue(self, user_id: str, request_id: str | None) -> IssueOutcome:
         if not self.snapshot.loaded:
             await self.refresh()
         request = validate_issue(user_id, request_id or new_request_id())
@@ -410,8 +434,15 @@ class Admission:
         gated: bool,
     ) -> _Running:
         """Run the saga in its own task so every caller of the request id awaits one result."""
-        task = asyncio.create_task(self._run_issue(request, handle))
-        running = _Running(request.request_hash, task, gated)
+        started = asyncio.Event()
+
+        async def mark_started() -> WorkflowHandle[Any, IssueTicketResult]:
+            started_handle = await handle
+            started.set()
+            return started_handle
+
+        task = asyncio.create_task(self._run_issue(request, mark_started()))
+        running = _Running(request.request_hash, task, gated, started)
         self._running[request.request_id] = running
 
         def done(finished: asyncio.Task[IssueOutcome]) -> None:
@@ -427,9 +458,22 @@ class Admission:
     async def _await_running(self, running: _Running, request: IssueTicketInput) -> IssueOutcome:
         if running.request_hash != request.request_hash:
             raise _key_reused(request.request_id)
-        # Shielded: a caller that goes away must not cancel the saga other callers wait for.
-        outcome = await asyncio.shield(running.task)
-        return outcome
+        on_started = _ON_STARTED.get()
+        watcher = None
+        if on_started is not None:
+            callback = on_started
+
+            async def notify() -> None:
+                await running.started.wait()
+                callback(issue_workflow_id(request.request_id))
+
+            watcher = asyncio.ensure_future(notify())
+        try:
+            # Shielded: a caller that goes away must not cancel the saga other callers wait for.
+            return await asyncio.shield(running.task)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     async def _start_or_join(
         self, request: IssueTicketInput, workflow_id: str
@@ -518,9 +562,17 @@ class Admission:
     # ---- redemption ---------------------------------------------------------------------------
 
     async def redeem(
-        self, ticket_id: str | UUID, user_id: str, bundle: ProofBundle | str
+        self,
+        ticket_id: str | UUID,
+        user_id: str,
+        bundle: ProofBundle | str,
+        *,
+        on_started: Callable[[str], None] | None = None,
     ) -> RedeemTicketResult:
-        """Run one redemption; a second concurrent one for the ticket is RedemptionInProgress."""
+        """Run one redemption; a second concurrent one for the ticket is RedemptionInProgress.
+
+        on_started(workflow_id) runs once the saga has started (the API's no_wait answers then).
+        """
         tid = parse_ticket_id(ticket_id)
         try:
             validate_user_id(user_id)
@@ -550,6 +602,8 @@ class Admission:
             raise GoldenError(
                 Reason.REDEMPTION_IN_PROGRESS, f"ticket {tid} is being redeemed right now"
             ) from exc
+        if on_started is not None:
+            on_started(workflow_id)
         try:
             result: RedeemTicketResult = await handle.result()
         except WorkflowFailureError as exc:
