@@ -138,7 +138,8 @@ async def test_audit_main_prints_and_exits_non_zero_on_findings(
     await stack.pool.execute("UPDATE event_outbox SET published_at = NULL WHERE leaf_index = 0")
     assert await audit_main(stack.settings, json_output=True) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["ok"] is False and out["findings"][0]["check"] == "outbox"
+    assert out["ok"] is False and out["audit"]["findings"][0]["check"] == "outbox"
+    assert out["error"]["reason"] == "AuditFinding" and out["error"]["exit_code"] == 1
 
 
 async def test_revocation_is_clean_and_lifetime_scope_counts_it(stack: Stack) -> None:
