@@ -27,6 +27,7 @@ from service.api.auth import load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.pb import golden_pb2_grpc
 from service.api.processes import CHILD_ENV, supervise
+from service.api.reflection import enable_reflection
 from service.api.servicer import ApiDeps, GoldenPressService
 from service.api.tls import ReloadingServerCredentials, is_loopback, server_tls_files
 from service.logs import configure_logging
@@ -79,9 +80,8 @@ async def serve(
     golden_pb2_grpc.add_GoldenPressServicer_to_server(GoldenPressService(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    # Served with the .proto comments when `make proto` wrote the descriptor set.
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     addr = address or settings.grpc_addr
     port, tls = _bind(server, addr, settings)
     await server.start()

@@ -13,6 +13,10 @@ def _stale(proto: Path) -> bool:
     return not generated.exists() or generated.stat().st_mtime < proto.stat().st_mtime
 
 
+#: Every proto with its comments (source info), for server reflection (service/api/reflection).
+DESCRIPTOR_SET = ROOT / "proto" / "descriptors.binpb"
+
+
 def generate(force: bool = False) -> list[Path]:
     """Run protoc (grpcio-tools) over stale .proto files, writing *_pb2*.py beside them."""
     import grpc_tools
@@ -20,9 +24,21 @@ def generate(force: bool = False) -> list[Path]:
 
     protos = sorted((ROOT / "proto").rglob("*.proto"))
     todo = [p for p in protos if force or _stale(p)]
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    if todo or not DESCRIPTOR_SET.exists():
+        descriptor_args = [
+            "protoc",
+            f"-I{ROOT}",
+            f"-I{well_known}",
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            "--include_imports",
+            "--include_source_info",
+            *(str(p.relative_to(ROOT)) for p in protos),
+        ]
+        if protoc.main(descriptor_args) != 0:
+            raise RuntimeError("protoc failed writing the descriptor set")
     if not todo:
         return []
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",
         f"-I{ROOT}",
