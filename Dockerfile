@@ -27,7 +27,8 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 golden \
     && useradd --system --uid 10001 --gid golden --home-dir /var/lib/golden-press \
        --shell /usr/sbin/nologin golden \
-    && install -d -o golden -g golden -m 0700 /var/lib/golden-press
+    && install -d -o golden -g golden -m 0700 /var/lib/golden-press \
+    && install -d -o golden -g golden -m 0755 /var/lib/golden-press/tiles
 
 COPY pyproject.toml README.md worker.py ./
 COPY golden_press/ golden_press/
@@ -45,5 +46,5 @@ RUN pip install . \
     && python -c "import worker, service.api.server, service.store.migrate"
 
 USER 10001:10001
-EXPOSE 50051 9464
+EXPOSE 50051 8081 9464
 CMD ["python", "worker.py"]

@@ -7,6 +7,7 @@ Run many of these: the advisory lock in PostgreSQL keeps the cap across all of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -51,6 +52,7 @@ from service.store.keys import register_keys as register_public_keys
 from service.store.ledger import LedgerStore
 from service.store.nats_client import connect_nats
 from service.store.outbox import OutboxPublisher, ensure_stream
+from service.store.tile_files import TilePublisher
 from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
@@ -167,8 +169,17 @@ async def golden_worker(
         ],
         max_concurrent_activities=50,
     )
-    async with worker:
-        yield worker
+    # Signs checkpoints for unsigned appends (set-cap) and publishes tiles when configured.
+    tiles = asyncio.create_task(
+        TilePublisher(settings.tiles_dir, ledger).run(pool, settings.pg_dsn)
+    )
+    try:
+        async with worker:
+            yield worker
+    finally:
+        tiles.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tiles
 
 
 async def run(settings: Settings) -> int:

@@ -31,22 +31,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from golden_press.errors import GoldenError
-from golden_press.ledger_entry import CapEntry, EntryKind, decode_any_entry
+from golden_press.ledger_entry import CapEntry, scan_entry
 from golden_press.merkle import leaf_hash
 from golden_press.models import CapScope
 from golden_press.tiles import (
     TILE_HEIGHT,
+    TILE_WIDTH,
     Tile,
     TileError,
     TreeBuilder,
     decode_bundle,
     decode_tile,
+    root_from_tiles,
+    tile_root,
     tile_width_at,
 )
 
@@ -146,8 +148,8 @@ class SupplyState:
     default_cap: int = DEFAULT_CAP
     default_scope: CapScope = DEFAULT_SCOPE
     entries: int = 0
-    tickets: dict[UUID, tuple[int, int]] = field(default_factory=dict)  # id -> (state, serial)
-    serials: dict[int, UUID] = field(default_factory=dict)
+    tickets: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (state, serial)
+    serials: dict[int, str] = field(default_factory=dict)
     cap_marks: list[int] = field(default_factory=list)  # cap entries' serial watermarks
     caps: list[tuple[int, CapScope]] = field(default_factory=list)
     live: int = 0
@@ -163,20 +165,18 @@ class SupplyState:
     def apply(self, leaf: int, data: bytes) -> None:
         """Check and replay one entry; raise Violation on the first broken rule."""
         try:
-            entry = decode_any_entry(data)
+            scanned = scan_entry(data)
         except GoldenError as exc:
             raise Violation(ViolationKind.BAD_ENTRY, exc.message, leaf) from exc
         self.entries += 1
-        if isinstance(entry, CapEntry):
-            self._cap(leaf, entry)
+        if isinstance(scanned, CapEntry):
+            self._cap(leaf, scanned)
             return
-        tid, kind, serial = entry.ticket_id, entry.kind, entry.serial
+        kind, tid, serial = scanned
         state, known_serial = self.tickets.get(tid, (0, serial))
         if known_serial != serial:
-            raise self._illegal(
-                leaf, tid, f"{kind.value} with serial {serial}, issued as {known_serial}"
-            )
-        if kind is EntryKind.ISSUED:
+            raise self._illegal(leaf, tid, f"{kind} with serial {serial}, issued as {known_serial}")
+        if kind == "issued":
             if state:
                 raise self._illegal(leaf, tid, f"issued after {_STATE_NAME[state]}")
             owner = self.serials.get(serial)
@@ -188,15 +188,13 @@ class SupplyState:
             self.lifetime += 1
             self.max_issued_serial = max(self.max_issued_serial, serial)
             heapq.heappush(self._live_heap, -serial)
-        elif kind in (EntryKind.REDEEMED, EntryKind.REVOKED):
+        elif kind in ("redeemed", "revoked"):
             if state != _ISSUED:
-                before = _STATE_NAME[state] if state else "its issue"
-                raise self._illegal(
-                    leaf, tid, f"{kind.value} {'after' if state else 'before'} {before}"
-                )
-            self.tickets[tid] = (_REDEEMED if kind is EntryKind.REDEEMED else _REVOKED, serial)
+                when = f"after {_STATE_NAME[state]}" if state else "before its issue"
+                raise self._illegal(leaf, tid, f"{kind} {when}")
+            self.tickets[tid] = (_REDEEMED if kind == "redeemed" else _REVOKED, serial)
             self.live -= 1
-        elif kind is EntryKind.VOIDED:
+        else:  # voided
             if state:
                 raise self._illegal(leaf, tid, f"voided after {_STATE_NAME[state]}")
             self.tickets[tid] = (_VOIDED, serial)
@@ -246,7 +244,7 @@ class SupplyState:
                 )
 
     @staticmethod
-    def _illegal(leaf: int, tid: UUID, what: str) -> Violation:
+    def _illegal(leaf: int, tid: str, what: str) -> Violation:
         return Violation(ViolationKind.ILLEGAL_LIFECYCLE, f"ticket {tid}: {what}", leaf)
 
 
@@ -336,7 +334,7 @@ class Monitor:
                 ViolationKind.ROLLBACK,
                 f"checkpoint size {cp.size} is smaller than the {self._tree.size} verified",
             )
-        self._extend(cp.size, old)
+        self._extend(cp, old)
         root = self._tree.root()
         if root != cp.root:
             raise Violation(
@@ -347,8 +345,9 @@ class Monitor:
         self.state = MonitorState.of(cp, note)
         return self.state
 
-    def _extend(self, size: int, old: MonitorState | None) -> None:
+    def _extend(self, cp: Checkpoint, old: MonitorState | None) -> None:
         """Read entries [tree.size, size) tile by tile, verifying tiles, entries and supply."""
+        size = cp.size
         tree, start = self._tree, self._tree.size
         self.progress.target = size
         fork_at = old.size if old is not None and start < old.size <= size else None
@@ -378,7 +377,7 @@ class Monitor:
                 h = leaf_hash(entry)
                 if hashes is not None and hashes[j] != h:
                     raise Violation(
-                        ViolationKind.TAMPERED_TILE,
+                        self._blame(level0, hashes, cp),
                         f"{level0.path} hash {j} is {hashes[j].hex()}, but entry {leaf} in "
                         f"{level0.bundle().path} hashes to {h.hex()}",
                         leaf,
@@ -412,6 +411,28 @@ class Monitor:
                 self._compare(partial, partial_hashes)
         if self._on_progress:
             self._on_progress(self.progress)
+
+    def _blame(self, level0: Tile, hashes: list[bytes], cp: Checkpoint) -> ViolationKind:
+        """Which of a disagreeing level-0 tile and entry bundle was altered.
+
+        The tile is trusted when the tiles alone still hash to the signed root through it (for a
+        full tile: its root is its slot in the level-1 tile), so the bundle is to blame.
+        """
+        try:
+            if level0.width == TILE_WIDTH:
+                n = level0.index
+                upper = Tile(1, n >> TILE_HEIGHT, tile_width_at(1, n >> TILE_HEIGHT, cp.size))
+                data = self.source.read(upper)
+                if data is None or decode_tile(data, upper.width)[n % TILE_WIDTH] != tile_root(
+                    hashes
+                ):
+                    return ViolationKind.TAMPERED_TILE
+            read = self.source.read
+            if root_from_tiles(cp.size, lambda t: read(t) or b"") == cp.root:
+                return ViolationKind.TAMPERED_BUNDLE
+        except (OSError, GoldenError):
+            pass
+        return ViolationKind.TAMPERED_TILE
 
     def _compare(self, tile: Tile, expected: list[bytes]) -> None:
         """A level >= 1 tile must hold exactly the roots of the full tiles below it."""

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: PostgreSQL share cores, a positive value lets the winners' sagas run before a herd's
     #: refusals (docs/operations.md); 0 by default, as a nice API starts slowly on a busy box.
     api_nice: int = Field(0, ge=0, le=19, alias="GOLDEN_API_NICE")
+    #: Where the worker publishes the ledger as C2SP tlog-tiles files (unset: not published).
+    tiles_dir: Path | None = Field(None, alias="GOLDEN_TILES_DIR")
+    #: host:port where the API serves tiles_dir over HTTP (unset: not served).
+    http_addr: str | None = Field(None, alias="GOLDEN_HTTP_ADDR")
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:

@@ -29,6 +29,7 @@ from service.api.pb import golden_pb2_grpc
 from service.api.processes import CHILD_ENV, supervise
 from service.api.reflection import enable_reflection
 from service.api.servicer import ApiDeps, GoldenPressService
+from service.api.tiles_http import TilesServer, start_tiles_server
 from service.api.tls import ReloadingServerCredentials, is_loopback, server_tls_files
 from service.logs import configure_logging
 from service.sagas.admission import Admission
@@ -88,6 +89,13 @@ async def serve(
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     server.golden_port = port  # type: ignore[attr-defined]
+    server.golden_tiles = None  # type: ignore[attr-defined]
+    if settings.http_addr and settings.tiles_dir:
+        # The public ledger as static files (c2sp.org/tlog-tiles); a CDN may serve the same dir.
+        tiles = start_tiles_server(settings.tiles_dir, settings.http_addr)
+        server.golden_tiles = tiles  # type: ignore[attr-defined]
+        deps.owned.append(_stopper(tiles))
+        log.info("tiles over HTTP", extra={"address": settings.http_addr, "port": tiles.port})
     _RUNNING[id(server)] = deps
     log.info("gRPC API listening", extra={"address": addr, "port": port, "tls": tls})
     return server
@@ -114,6 +122,21 @@ def _bind(server: grpc.aio.Server, addr: str, settings: Settings) -> tuple[int, 
     if port == 0:
         raise OSError(f"cannot bind gRPC address {addr}")
     return port, mode
+
+
+def _stopper(tiles: TilesServer) -> Callable[[], Awaitable[None]]:
+    async def stop() -> None:
+        await asyncio.to_thread(tiles.stop)
+
+    return stop
+
+
+def tiles_url(server: grpc.aio.Server) -> str | None:
+    """Base URL of the tiles this server serves over HTTP (None when it serves none)."""
+    tiles: TilesServer | None = server.golden_tiles  # type: ignore[attr-defined]
+    if tiles is None:
+        return None
+    return f"http://{tiles.host}:{tiles.port}/"
 
 
 def bound_port(server: grpc.aio.Server) -> int:

@@ -163,6 +163,10 @@ class ApiDeps:
 TRUST_ROOTS_TTL_S = 5.0
 
 
+#: Largest GetEntries page: four entry bundles' worth, a few hundred KiB at most.
+MAX_ENTRIES_PAGE = 1000
+
+
 class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     """GoldenPress: writes through admission and the sagas, reads straight from PostgreSQL."""
 
@@ -318,6 +322,43 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
             tree_size=bundle.tree_size,
             inclusion_proof=[base64.b64decode(h) for h in bundle.inclusion_proof],
             checkpoint=bundle.checkpoint,
+        )
+
+    @rpc()
+    async def GetEntries(
+        self, request: golden_pb2.GetEntriesRequest, context: Any
+    ) -> golden_pb2.GetEntriesResponse:
+        """Entries [start, end) of the public log, at most MAX_ENTRIES_PAGE, all checkpointed."""
+        start, end = request.start, request.end
+        if not 0 <= start < end or end - start > MAX_ENTRIES_PAGE:
+            raise InvalidRequest(
+                f"need 0 <= start < end and end - start <= {MAX_ENTRIES_PAGE}, got {start}, {end}"
+            )
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            head = await self._ledger.latest_checkpoint(conn)
+            if end > head.size:
+                raise InvalidRequest(f"end {end} is beyond the latest checkpoint ({head.size})")
+            entries = await self._ledger.entry_bytes(conn, start, end)
+        return golden_pb2.GetEntriesResponse(entries=entries, checkpoint=head.note)
+
+    @rpc()
+    async def GetConsistencyProof(
+        self, request: golden_pb2.GetConsistencyProofRequest, context: Any
+    ) -> golden_pb2.GetConsistencyProofResponse:
+        """RFC 9162 PROOF(first, D[second]) with both roots, up to the latest checkpoint."""
+        first, second = request.first, request.second
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            head = await self._ledger.latest_checkpoint(conn)
+            if not 0 < first <= second <= head.size:
+                raise InvalidRequest(
+                    f"need 0 < first <= second <= {head.size} (latest checkpoint), "
+                    f"got {first}, {second}"
+                )
+            proof = await self._ledger.consistency_proof(conn, first, second)
+            first_root = await self._ledger.root_at(conn, first)
+            second_root = await self._ledger.root_at(conn, second)
+        return golden_pb2.GetConsistencyProofResponse(
+            proof=proof, first_root=first_root, second_root=second_root
         )
 
     @rpc()

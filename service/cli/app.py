@@ -23,6 +23,7 @@ from service.cli.client import (
     resolve_endpoint,
 )
 from service.cli.keys import cmd_keys_export, cmd_keys_generate, cmd_ledger_verify
+from service.cli.monitor import add_monitor_arguments, cmd_monitor
 from service.cli.output import (
     STATES,
     emit_json,
@@ -274,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
         "golden-press audit --json",
         local,
     )
+    add_monitor_arguments(
+        _verb(
+            verbs,
+            "monitor",
+            "verify the public ledger from public data only (tiles URL, directory or gRPC)",
+            "golden-press monitor http://127.0.0.1:8081/ --vkey 'origin+1a2b3c4d+AQ...' "
+            "--state monitor.json --follow",
+            local,
+        )
+    )
 
     admin = verbs.add_parser("admin", help="operator verbs, straight to PostgreSQL")
     admin_verbs = admin.add_subparsers(dest="admin_verb", required=True, metavar="VERB")
@@ -356,6 +367,8 @@ async def run_async(args: argparse.Namespace) -> int:
         return cmd_keys_generate(args)
     if args.verb == "audit":
         return await cmd_audit(args)
+    if args.verb == "monitor":
+        return await cmd_monitor(args)
     endpoint = resolve_endpoint(args)
     if args.verb == "admin":
         return await cmd_admin(args, endpoint)

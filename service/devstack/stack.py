@@ -69,6 +69,8 @@ class StackInfo(BaseModel):
     token: str
     #: The API serves TLS (GOLDEN_TLS_CERT_FILE/GOLDEN_TLS_KEY_FILE were set).
     tls: bool = False
+    #: Base URL of the public ledger's tiles over HTTP (c2sp.org/tlog-tiles).
+    tiles: str | None = None
     #: Environment (GOLDEN_*, TEMPORAL_*, OTEL_*) that points a process at this stack.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -429,6 +431,17 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
                 raise ServerError("api", f"port {grpc_addr} is in use (GOLDEN_GRPC_ADDR)")
         else:
             grpc_addr = f"{HOST}:{free_port()}"
+        if "http_addr" in explicit and settings.http_addr:
+            http_addr = settings.http_addr
+            if port_in_use(*_parse_addr(http_addr)):
+                raise ServerError("api", f"port {http_addr} is in use (GOLDEN_HTTP_ADDR)")
+        else:
+            http_addr = f"{HOST}:{free_port()}"
+        tiles_dir = (
+            settings.tiles_dir
+            if "tiles_dir" in explicit and settings.tiles_dir
+            else state_dir / "tiles"
+        )
 
         def postgres() -> str:
             if "pg_dsn" in explicit:
@@ -507,6 +520,8 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             "GOLDEN_LEDGER_KEY_FILE": str(ledger),
             "GOLDEN_API_TOKENS_FILE": str(tokens),
             "GOLDEN_GRPC_ADDR": grpc_addr,
+            "GOLDEN_HTTP_ADDR": http_addr,
+            "GOLDEN_TILES_DIR": str(tiles_dir),
             "GOLDEN_STATE_DIR": str(state_dir),
             "GOLDEN_STREAM": settings.stream_name,
             "GOLDEN_SUBJECT_PREFIX": settings.subject_prefix,
@@ -544,6 +559,7 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             task_queue=task_queue,
             token=token,
             tls=health_credentials is not None,
+            tiles=f"http://{http_addr}/",
             env=env,
         )
         return stack
@@ -559,6 +575,7 @@ def _print_human(info: StackInfo, state_dir: Path) -> None:
         ("PostgreSQL", redact_dsn(info.postgres)),
         ("NATS", info.nats),
         ("gRPC API", f"{info.grpc}{'  (TLS)' if info.tls else ''}"),
+        ("tiles", info.tiles or "(not served)"),
         ("task queue", info.task_queue),
         ("API token", info.token),
         ("logs", str(state_dir / "logs")),

@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from golden_press.checkpoint import open_checkpoint
 from golden_press.errors import GoldenError, Reason
-from golden_press.ledger_entry import EntryKind, decode_entry, signature_digest, user_commitment
+from golden_press.ledger_entry import (
+    EntryKind,
+    decode_cap_entry,
+    decode_entry,
+    signature_digest,
+    user_commitment,
+)
 from golden_press.merkle import EMPTY_ROOT, leaf_hash, root_hash, verify_consistency
 from golden_press.models import CapScope, TicketState
 from golden_press.settings import Settings
@@ -406,6 +412,14 @@ async def _check_checkpoint(
     )
 
 
+def _check_cap_entry(report: AuditReport, leaf: int, data: bytes) -> None:
+    """A `cap` entry must decode (encoding v2); the monitor judges what it says."""
+    try:
+        decode_cap_entry(data)
+    except GoldenError as exc:
+        report.add("ledger_entry", f"leaf {leaf}: {exc.message}")
+
+
 async def run_audit(
     pool: asyncpg.Pool,
     js: JetStreamContext,
@@ -427,10 +441,16 @@ async def run_audit(
         while True:
             page = await ledger_store.entries(conn, start, start + _PAGE)
             for e in page:
-                if e.leaf_index != len(entries):
-                    report.add("ledger_gap", f"expected leaf {len(entries)}, found {e.leaf_index}")
+                if e.leaf_index != len(leaf_hashes):
+                    report.add(
+                        "ledger_gap", f"expected leaf {len(leaf_hashes)}, found {e.leaf_index}"
+                    )
                 if leaf_hash(e.entry) != e.leaf_hash:
                     report.add("ledger_entry", f"leaf {e.leaf_index} stored hash is wrong")
+                leaf_hashes.append(leaf_hash(e.entry))
+                if not isinstance(e.kind, EntryKind):  # a `cap` entry names no ticket
+                    _check_cap_entry(report, e.leaf_index, e.entry)
+                    continue
                 if e.kind in by_ticket[e.ticket_id]:
                     report.add(
                         "ledger_entry", f"ticket {e.ticket_id} has two {e.kind.value} entries"
@@ -438,12 +458,11 @@ async def run_audit(
                 by_ticket[e.ticket_id][e.kind] = e.leaf_index
                 _check_entry_content(report, e.leaf_index, e.kind, e.entry, by_id.get(e.ticket_id))
                 entries.append((e.leaf_index, e.ticket_id, e.kind))
-                leaf_hashes.append(leaf_hash(e.entry))
             if len(page) < _PAGE:
                 break
             start += _PAGE
         by_ticket = {k: v for k, v in by_ticket.items() if v}
-        report.ledger_size = len(entries)
+        report.ledger_size = len(leaf_hashes)
         _check_rows_vs_ledger(report, tickets, by_ticket)
         history = [
             # asyncpg gives '-infinity' as a naive datetime.min
@@ -481,7 +500,7 @@ async def run_audit(
                 report.add("outbox", f"leaf {leaf} ({kind.value} {tid}) has no outbox event")
         published = {r["leaf_index"] for r in outbox if r["published_at"] is not None}
         await _check_checkpoint(
-            report, conn, ledger_store, settings, len(entries), leaf_hashes, state_file
+            report, conn, ledger_store, settings, len(leaf_hashes), leaf_hashes, state_file
         )
     _check_stream(report, await read_stream(js, settings), entries, published, settings)
     return report

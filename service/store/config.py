@@ -6,15 +6,18 @@ Revocation is a saga (service.sagas.runs), not SQL here: it appends to the ledge
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
 from golden_press.errors import InvalidRequest
+from golden_press.ledger_entry import CapEntry
 from golden_press.models import (
     CapScope,
     validate_user_id,
 )
 from service.store.db import SLOTS_CHANNEL, lock_cap
+from service.store.ledger import LedgerStore
 from service.store.tickets import count_counted, notify_slots
 
 
@@ -43,17 +46,34 @@ async def set_cap(dsn: str, cap: int, scope: str) -> CapConfig:
     try:
         async with conn.transaction():
             await lock_cap(conn)
+            before = await conn.fetchrow("SELECT cap, scope FROM golden_config")
             await conn.execute(
                 "UPDATE golden_config SET cap = $1, scope = $2, updated_at = now()",
                 cap,
                 parsed.value,
             )
+            if before is None or (before["cap"], before["scope"]) != (cap, parsed.value):
+                await append_cap_entry(conn, cap, parsed)
             used = await count_counted(conn, parsed)
             # Delivered at commit: every admission re-reads its sold-out flag.
             await conn.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
     finally:
         await conn.close()
     return CapConfig(cap=cap, scope=parsed.value, used=int(used))
+
+
+async def append_cap_entry(conn: asyncpg.Connection, cap: int, scope: CapScope) -> None:
+    """The public record of a change, in the change's own transaction under the cap lock.
+
+    Its serial watermark is the last serial reserved before the change (serials are taken under
+    the same lock), so the monitor judges every ticket by the cap in force when it was reserved.
+    No ledger key is needed here: the worker signs the checkpoint that covers the entry (the
+    append's trigger NOTIFYs it).
+    """
+    row = await conn.fetchrow("SELECT last_value, is_called FROM ticket_serial_seq")
+    watermark = int(row["last_value"]) if row is not None and row["is_called"] else 0
+    entry = CapEntry(cap=cap, scope=scope, serial=watermark, at=datetime.now(UTC))
+    await LedgerStore.read_only("").append_cap(conn, entry)
 
 
 async def cap_status(dsn: str) -> CapConfig:

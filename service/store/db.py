@@ -19,6 +19,9 @@ MIGRATIONS_KEY = 0x601DEC
 #: void, redeem, revoke, set-cap, deny): every API process LISTENs and re-reads its snapshot
 #: (service/sagas/admission.py). The payload is informational only.
 SLOTS_CHANNEL = "golden_slots"
+#: Channel NOTIFYed by a trigger on every ledger append (migrations/006): the tile publisher
+#: LISTENs to sign a checkpoint for unsigned entries and publish new tiles at once.
+LEDGER_CHANNEL = "golden_ledger"
 
 
 @asynccontextmanager

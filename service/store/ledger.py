@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID
+from typing import Literal
+from uuid import UUID, uuid4
 
 import asyncpg
 from google.protobuf.message import Message
@@ -24,7 +25,15 @@ from pydantic import BaseModel, ConfigDict
 
 from golden_press.checkpoint import Checkpoint, NoteVerifier, ledger_key_id, sign_checkpoint
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.ledger_entry import EntryKind, LedgerEntry, encode_entry, entry_for_ticket
+from golden_press.ledger_entry import (
+    CAP_KIND,
+    CapEntry,
+    EntryKind,
+    LedgerEntry,
+    encode_cap_entry,
+    encode_entry,
+    entry_for_ticket,
+)
 from golden_press.merkle import (
     EMPTY_ROOT,
     Node,
@@ -73,8 +82,8 @@ class StoredEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     leaf_index: int
-    ticket_id: UUID
-    kind: EntryKind
+    ticket_id: UUID  # for a `cap` entry: the id naming that change
+    kind: EntryKind | Literal["cap"]
     entry: bytes
     leaf_hash: bytes
     created_at: datetime
@@ -112,6 +121,11 @@ class LedgerStore:
         return ledger_key_id(self.origin, self.public_key)
 
     @property
+    def can_sign(self) -> bool:
+        """True when this store holds the ledger's private key."""
+        return self._key is not None
+
+    @property
     def _signer(self) -> SigningKey:
         if self._key is None:
             raise GoldenError(
@@ -135,6 +149,23 @@ class LedgerStore:
         self, conn: asyncpg.Connection, entries: Sequence[LedgerEntry]
     ) -> list[AppendResult]:
         """Append a batch under the ledger lock with one checkpoint; must run in a transaction."""
+        rows = [(e.ticket_id, e.kind.value, encode_entry(e)) for e in entries]
+        return await self._append(conn, rows, sign=True)
+
+    async def append_cap(self, conn: asyncpg.Connection, entry: CapEntry) -> AppendResult:
+        """Append a `cap` entry in the caller's transaction (which holds the cap lock).
+
+        Signed at once when this store holds the ledger key; otherwise (`admin set-cap` holds
+        none) the worker's tile publisher signs a checkpoint covering it (`checkpoint_tail`).
+        The row's ticket_id is a fresh id naming the change: a cap entry names no ticket.
+        """
+        row = (uuid4(), CAP_KIND, encode_cap_entry(entry))
+        return (await self._append(conn, [row], sign=self.can_sign))[0]
+
+    async def _append(
+        self, conn: asyncpg.Connection, entries: Sequence[tuple[UUID, str, bytes]], sign: bool
+    ) -> list[AppendResult]:
+        """Append (key, kind, bytes) rows under the ledger lock; idempotent per (key, kind)."""
         if not conn.is_in_transaction():
             raise RuntimeError("LedgerStore.append must run inside the caller's transaction")
         if not entries:
@@ -147,8 +178,8 @@ class LedgerStore:
             "SELECT e.leaf_index, e.ticket_id, e.kind FROM unnest($1::uuid[], $2::text[])"
             " AS k(ticket_id, kind) JOIN ledger_entries e"
             " ON e.ticket_id = k.ticket_id AND e.kind = k.kind",
-            [e.ticket_id for e in entries],
-            [e.kind.value for e in entries],
+            [tid for tid, _, _ in entries],
+            [kind for _, kind, _ in entries],
         )
         known: dict[tuple[UUID, str], int] = {
             (r["ticket_id"], r["kind"]): r["leaf_index"] for r in rows
@@ -165,18 +196,17 @@ class LedgerStore:
         node_idx: list[int] = []
         node_val: list[bytes] = []
         n = size
-        for e in entries:
-            key = (e.ticket_id, e.kind.value)
+        for tid, kind, data in entries:
+            key = (tid, kind)
             if key in known:
                 placed.append((known[key], False))
                 continue
-            data = encode_entry(e)
             h = leaf_hash(data)
             known[key] = n
             placed.append((n, True))
             new_idx.append(n)
-            new_tid.append(e.ticket_id)
-            new_kind.append(e.kind.value)
+            new_tid.append(tid)
+            new_kind.append(kind)
             new_data.append(data)
             new_hash.append(h)
             node_level.append(0)
@@ -211,14 +241,40 @@ class LedgerStore:
                 node_idx,
                 node_val,
             )
-            root = fold_nodes([frontier[lv] for lv in sorted(frontier, reverse=True)])
-            await conn.execute(
-                "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)",
-                n,
-                root,
-                self.sign(n, root),
-            )
+            if sign:
+                root = fold_nodes([frontier[lv] for lv in sorted(frontier, reverse=True)])
+                await conn.execute(
+                    "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)",
+                    n,
+                    root,
+                    self.sign(n, root),
+                )
         return [AppendResult(leaf_index=i, tree_size=n, created=c) for i, c in placed]
+
+    async def checkpoint_tail(self, conn: asyncpg.Connection) -> int | None:
+        """Sign a checkpoint for entries appended without one (a `cap` entry); its size or None.
+
+        Runs in the caller's transaction under the ledger lock, so it never races an append.
+        """
+        if not conn.is_in_transaction():
+            raise RuntimeError("LedgerStore.checkpoint_tail must run inside a transaction")
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_KEY)
+        size: int = await conn.fetchval(
+            "SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_entries"
+        )
+        signed: int = await conn.fetchval(
+            "SELECT coalesce(max(tree_size), 0) FROM ledger_checkpoints"
+        )
+        if size <= signed:
+            return None
+        root = await self.root_at(conn, size)
+        await conn.execute(
+            "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)",
+            size,
+            root,
+            self.sign(size, root),
+        )
+        return size
 
     async def _frontier(self, conn: asyncpg.Connection, size: int) -> dict[int, bytes]:
         """level -> hash of the complete subtrees of the current tree (its right edge)."""
@@ -341,13 +397,23 @@ class LedgerStore:
             StoredEntry(
                 leaf_index=r["leaf_index"],
                 ticket_id=r["ticket_id"],
-                kind=EntryKind(r["kind"]),
+                kind=CAP_KIND if r["kind"] == CAP_KIND else EntryKind(r["kind"]),
                 entry=bytes(r["entry"]),
                 leaf_hash=bytes(r["leaf_hash"]),
                 created_at=r["created_at"],
             )
             for r in rows
         ]
+
+    async def entry_bytes(self, conn: asyncpg.Connection, start: int, stop: int) -> list[bytes]:
+        """The canonical bytes of leaves [start, stop), in order (GetEntries, tile publishing)."""
+        rows = await conn.fetch(
+            "SELECT entry FROM ledger_entries WHERE leaf_index >= $1 AND leaf_index < $2"
+            " ORDER BY leaf_index",
+            start,
+            stop,
+        )
+        return [bytes(r["entry"]) for r in rows]
 
     # ---- bundles ------------------------------------------------------------------------------
 

@@ -170,6 +170,7 @@ ENVELOPE_TESTED = {
     "issue", "get", "list", "verify", "proof", "checkpoint", "redeem", "status",
     "ledger verify", "audit", "admin set-cap", "admin deny", "admin revoke",
     "keys generate", "keys export",
+    "monitor",  # success and violation envelopes: tests/integration/test_public_ledger.py
 }  # fmt: skip
 #: Verbs that run or stop a whole stack (tests/system/test_devstack.py runs them).
 STACK_VERBS = {"dev up", "dev down", "demo"}

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +26,18 @@ from service.devstack import stack as devstack
 from service.devstack.servers import pid_alive, port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ("temporal", "ui", "postgres", "nats", "grpc", "namespace", "task_queue", "token", "tls")
+KEYS = (
+    "temporal",
+    "ui",
+    "postgres",
+    "nats",
+    "grpc",
+    "namespace",
+    "task_queue",
+    "token",
+    "tls",
+    "tiles",
+)
 
 needs_postgres = pytest.mark.skipif(
     servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
@@ -177,6 +190,7 @@ def test_up_detach_then_down_leaves_no_process(
     assert len(lines) == 1, up.stdout
     info = json.loads(lines[0])
     assert tuple(info) == KEYS
+    assert info["tiles"].startswith("http://127.0.0.1:") and info["tiles"].endswith("/")
     assert info["ui"].startswith("http://127.0.0.1:")
     assert info["postgres"].startswith("postgresql://postgres@127.0.0.1:")
     assert info["task_queue"] == "golden-press" and info["token"]
@@ -284,6 +298,17 @@ def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Pa
         info = json.loads(up.stdout.strip().splitlines()[-1])
         assert tuple(info) == KEYS
         recorded = json.loads((state_dir / "stack.json").read_text())
+        # The worker publishes the (empty) log's checkpoint; the API serves it over HTTP.
+        note = ""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(info["tiles"] + "checkpoint", timeout=5) as resp:
+                    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+                    note = resp.read().decode()
+                    break
+            except urllib.error.HTTPError:
+                time.sleep(0.1)
+        assert note.split("\n")[1] == "0" and "\n\n\u2014 " in note, note
     finally:
         down = run("down")
     assert down.returncode == 0, down.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -12,11 +13,13 @@ from golden_press.ledger_entry import (
     CAP_HEADER,
     CAP_KIND,
     CapEntry,
+    EntryKind,
     LedgerEntry,
     decode_any_entry,
     decode_cap_entry,
     decode_entry,
     encode_cap_entry,
+    scan_entry,
 )
 from golden_press.models import CapScope
 
@@ -83,3 +86,66 @@ def test_a_ticket_entry_cannot_claim_kind_cap() -> None:
 def test_decode_cap_entry_rejects_malformed(data: bytes, message: str) -> None:
     with pytest.raises(GoldenError, match=message):
         decode_cap_entry(data)
+
+
+# ---- scan_entry: the monitor's fast path accepts exactly what the decoders accept ----------------
+
+
+def _samples() -> list[bytes]:
+    from golden_press.ledger_entry import LedgerEntry, encode_entry
+
+    out = [GOOD]
+    for kind in EntryKind:
+        issued = kind is EntryKind.ISSUED
+        out.append(
+            encode_entry(
+                LedgerEntry(
+                    kind=kind,
+                    ticket_id=uuid.uuid4(),
+                    serial=12,
+                    key_id="ab12" if issued else "",
+                    signature_digest="cd" * 32 if issued else "",
+                    user_commitment="ef" * 32,
+                    at=AT,
+                    reason="" if issued else "r\u00e9ason",  # non-ASCII: the full decoder's path
+                )
+            )
+        )
+    return out
+
+
+def test_scan_entry_reads_what_decode_reads() -> None:
+    for data in _samples():
+        scanned = scan_entry(data)
+        decoded = decode_any_entry(data)
+        if isinstance(decoded, CapEntry):
+            assert scanned == decoded
+        else:
+            assert scanned == (decoded.kind.value, str(decoded.ticket_id), decoded.serial)
+
+
+def test_scan_entry_accepts_exactly_what_decode_accepts_under_mutation() -> None:
+    rng = random.Random(14)
+    samples = _samples()
+    for _ in range(4000):
+        data = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 2)):
+            pos, op = rng.randrange(len(data)), rng.random()
+            if op < 0.5:
+                data[pos] = rng.randrange(256)
+            elif op < 0.75:
+                del data[pos]
+            else:
+                data.insert(pos, rng.choice(b"0aZ\n= -9f"))
+        mutated = bytes(data)
+        try:
+            decode_any_entry(mutated)
+            decodes = True
+        except GoldenError:
+            decodes = False
+        try:
+            scan_entry(mutated)
+            scans = True
+        except GoldenError:
+            scans = False
+        assert scans == decodes, mutated

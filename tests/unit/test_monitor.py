@@ -126,12 +126,12 @@ def test_empty_log_passes() -> None:
     assert run(MemLog([])).size == 0
 
 
-def test_big_log_over_several_tile_levels_passes() -> None:
-    entries = [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, 66_001)]
+def test_log_over_two_tile_levels_passes_with_two_fetches_per_tile() -> None:
+    entries = [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, 601)]
     monitor = Monitor(MemLog(entries), [VERIFIER], ORIGIN)
-    assert monitor.check().size == 66_000
-    # Two fetches per 256 entries (bundle and level-0 tile) plus the level 1 and 2 tiles.
-    assert monitor.progress.fetches == 2 * 258 + 2 + 1
+    assert monitor.check().size == 600
+    # Bundle and level-0 tile for 000, 001 and 002.p/88, then the level-1 tile 000.p/2.
+    assert monitor.progress.fetches == 2 * 3 + 1
 
 
 def test_unknown_cosignatures_are_ignored() -> None:
@@ -173,8 +173,18 @@ def test_flipped_byte_in_an_entry() -> None:
     log = MemLog(full_lifecycle())
     log.flip("tile/entries/000.p/12", offset=50)
     found = violation(log)
-    assert found.kind is ViolationKind.TAMPERED_TILE  # entry and tile disagree
+    assert found.kind is ViolationKind.TAMPERED_BUNDLE  # the tiles still give the signed root
     assert "tile/entries/000.p/12" in found.message
+
+
+def test_flipped_byte_in_a_full_tile_and_in_a_full_bundle() -> None:
+    entries = [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, 300)]
+    log = MemLog(entries)
+    log.flip("tile/0/000", offset=32 * 7)
+    assert violation(log).kind is ViolationKind.TAMPERED_TILE
+    log = MemLog(entries)
+    log.flip("tile/entries/000", offset=100)
+    assert violation(log).kind is ViolationKind.TAMPERED_BUNDLE
 
 
 def test_flipped_length_in_an_entry_bundle() -> None:

@@ -197,9 +197,7 @@ def test_tile_root_is_the_subtree_hash() -> None:
 # ---- roots from tiles ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "size", [0, 1, 2, 3, 255, 256, 257, 511, 512, 700, 65_535, 65_536, 65_537, 70_000]
-)
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 255, 256, 257, 511, 512, 700, 65_537])
 def test_tree_builder_root_and_tiles_match_the_rfc(size: int) -> None:
     leaves = _leaves(size)
     builder = TreeBuilder()

@@ -1,0 +1,270 @@
+"""`golden-press monitor SOURCE [--follow] [--state FILE] [--json]`: audit the public log.
+
+SOURCE is a tiles base URL (`http(s)://...`), a tiles directory, or a gRPC address
+(`grpc://host:port`, or a bare `host:port` that is not a directory). The monitor reads only
+public data: no database, no token, no private key. The log's key comes from `--vkey` (a C2SP
+verifier key `name+id+base64`) or the trust roots file (`--keys`, default
+STATE_DIR/public-keys.json, as written by `keys export`). The checks are golden_press.monitor's.
+
+Exit 0 when everything holds, 1 naming the first violation, 2 on a usage error. The state file
+(`--state`) remembers the last verified checkpoint so the next run detects a rollback or a
+fork; it is only written after a clean verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from golden_press.bundle import load_trust_roots
+from golden_press.checkpoint import NoteVerifier
+from golden_press.errors import GoldenError
+from golden_press.monitor import (
+    LogSource,
+    Monitor,
+    MonitorState,
+    Progress,
+    Violation,
+    ViolationKind,
+)
+from golden_press.tiles import Tile, encode_bundle
+from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError
+from service.cli.keys import default_keys_file
+from service.cli.output import emit_json
+
+EXIT_VIOLATION = EXIT_REJECTED  # 1: the log breaks a rule
+GRPC_PAGE = 256  # one entry bundle's worth per GetEntries call
+
+
+class DirectorySource:
+    """A tiles directory on disk (what the tile publisher writes)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def checkpoint(self) -> str:
+        """The `checkpoint` file."""
+        return (self.directory / "checkpoint").read_text("utf-8")
+
+    def read(self, tile: Tile) -> bytes | None:
+        """A tile file; a missing file raises (the log must serve it)."""
+        return (self.directory / tile.path).read_bytes()
+
+
+class HttpSource:
+    """Tiles over HTTP(S) under a base URL (a CDN, an object store, or the API's server)."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base = base_url.rstrip("/") + "/"
+        self.timeout = timeout
+
+    def _get(self, path: str) -> bytes:
+        req = urllib.request.Request(
+            self.base + path, headers={"Accept-Encoding": "identity", "User-Agent": "golden-press"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return bytes(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
+        except urllib.error.URLError as exc:
+            raise OSError(f"{self.base + path}: {exc.reason}") from exc
+
+    def checkpoint(self) -> str:
+        """GET <base>/checkpoint."""
+        return self._get("checkpoint").decode("utf-8")
+
+    def read(self, tile: Tile) -> bytes | None:
+        """GET <base>/tile/..."""
+        return self._get(tile.path)
+
+
+class GrpcSource:
+    """The gRPC API: entries by GetEntries pages; no hash tiles (the tree is rebuilt instead)."""
+
+    def __init__(self, address: str) -> None:
+        from service.api.pb import golden_pb2, golden_pb2_grpc
+
+        self._pb = golden_pb2
+        self._channel = grpc.insecure_channel(address)
+        self._stub = golden_pb2_grpc.GoldenPressStub(self._channel)
+
+    def checkpoint(self) -> str:
+        """GetCheckpoint's signed note."""
+        try:
+            return str(self._stub.GetCheckpoint(self._pb.GetCheckpointRequest()).checkpoint)
+        except grpc.RpcError as exc:
+            raise OSError(f"GetCheckpoint: {exc.code().name}: {exc.details()}") from exc
+
+    def read(self, tile: Tile) -> bytes | None:
+        """An entry bundle built from GetEntries; hash tiles are not served (None)."""
+        if not tile.is_bundle:
+            return None
+        start = tile.index * 256
+        try:
+            resp = self._stub.GetEntries(
+                self._pb.GetEntriesRequest(start=start, end=start + tile.width)
+            )
+        except grpc.RpcError as exc:
+            raise OSError(f"GetEntries: {exc.code().name}: {exc.details()}") from exc
+        return encode_bundle(list(resp.entries))
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+
+def open_source(spec: str) -> LogSource:
+    """The source a SOURCE argument names."""
+    if spec.startswith(("http://", "https://")):
+        return HttpSource(spec)
+    if spec.startswith("grpc://"):
+        return GrpcSource(spec.removeprefix("grpc://"))
+    path = Path(spec)
+    if path.is_dir():
+        return DirectorySource(path)
+    if ":" in spec and not path.exists():
+        return GrpcSource(spec)
+    raise CliError("InvalidRequest", f"monitor source {spec!r}: not a URL, directory or address")
+
+
+def load_verifiers(args: argparse.Namespace) -> tuple[list[NoteVerifier], str]:
+    """The log's key(s) and origin: --vkey, else the trust roots file."""
+    try:
+        if args.vkey:
+            text = args.vkey
+            candidate = Path(text)
+            if candidate.is_file():
+                text = candidate.read_text("utf-8").strip()
+            verifier = NoteVerifier.from_vkey(text)
+            return [verifier], verifier.name
+        keys_file = Path(args.keys) if args.keys else default_keys_file()
+        roots = load_trust_roots(keys_file.read_text("utf-8"))
+        return roots.ledger_verifiers(), roots.ledger_origin
+    except (OSError, ValueError, GoldenError) as exc:
+        raise CliError(
+            "InvalidRequest", f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0]
+        ) from exc
+
+
+def _load_state(path: Path | None) -> MonitorState | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return MonitorState.model_validate_json(path.read_text("utf-8"))
+    except ValueError as exc:
+        raise CliError("InvalidRequest", f"state file {path}: not a monitor state") from exc
+
+
+def _save_state(path: Path | None, state: MonitorState) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(state.model_dump_json(indent=2) + "\n", "utf-8")
+    tmp.replace(path)
+
+
+def _progress_printer() -> Callable[[Progress], None]:
+    """Progress lines on stderr (long runs), so --json stdout stays one document."""
+    started = time.monotonic()
+
+    def show(p: Progress) -> None:
+        rate = p.entries / max(time.monotonic() - started, 1e-9)
+        print(
+            f"monitor: {p.entries:,} entries verified (tree size {p.target:,}), "
+            f"{p.fetches:,} fetches, {rate:,.0f} entries/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    """The verb's body (synchronous: it runs on a thread of its own)."""
+    verifiers, origin = load_verifiers(args)
+    source = open_source(args.source)
+    state_path = Path(args.state) if args.state else None
+    state = _load_state(state_path)
+    monitor = Monitor(source, verifiers, origin, state, on_progress=_progress_printer())
+    started = time.monotonic()
+    while True:
+        try:
+            state = monitor.check()
+        except Violation as found:
+            if not (args.follow and found.kind is ViolationKind.UNREADABLE):
+                return _report(args, monitor, found, started)
+            print(f"monitor: {found}; retrying", file=sys.stderr, flush=True)
+            time.sleep(args.interval)
+            continue
+        _save_state(state_path, state)
+        _report(args, monitor, None, started)
+        if not args.follow:
+            return 0
+        time.sleep(args.interval)
+
+
+def _report(
+    args: argparse.Namespace, monitor: Monitor, found: Violation | None, started: float
+) -> int:
+    """One JSON document per verified checkpoint ({"ok": true, "monitor": ...}); a violation is
+    the CLI's error envelope (reason MonitorViolation, exit 1) with the same `monitor` noun."""
+    state = monitor.state
+    doc: dict[str, Any] = {
+        "tree_size": state.size if state and found is None else monitor.size,
+        "root_hash": state.root_b64 if state and found is None else None,
+        "entries_verified": monitor.progress.entries,
+        "fetches": monitor.progress.fetches,
+        "seconds": round(time.monotonic() - started, 3),
+        "violation": None,
+    }
+    if found is not None:
+        doc["violation"] = {"kind": found.kind.value, "leaf": found.leaf, "message": found.message}
+        raise CliError("MonitorViolation", str(found), EXIT_VIOLATION, extra={"monitor": doc})
+    if args.json:
+        emit_json({"monitor": doc})
+    else:
+        print(
+            f"ok: tree size {doc['tree_size']}, root {doc['root_hash']}: signature, consistency,"
+            " tiles, entries, lifecycles and supply all hold",
+            flush=True,
+        )
+    return 0
+
+
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    """`golden-press monitor`: runs off the event loop (its gRPC source is synchronous)."""
+    return await asyncio.to_thread(run_monitor, args)
+
+
+def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
+    """The verb's arguments (the parser comes from the CLI's verb factory)."""
+    mon.add_argument(
+        "source", metavar="SOURCE", help="tiles base URL, tiles directory, or grpc://HOST:PORT"
+    )
+    mon.add_argument("--follow", action="store_true", help="keep polling for new checkpoints")
+    mon.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
+    mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
+    mon.add_argument("--keys", metavar="FILE", help="trust roots (default: public-keys.json)")
+
+
+__all__ = [
+    "EXIT_USAGE",
+    "DirectorySource",
+    "GrpcSource",
+    "HttpSource",
+    "add_monitor_arguments",
+    "cmd_monitor",
+    "open_source",
+    "run_monitor",
+]
