@@ -44,6 +44,7 @@ from golden_press.checkpoint import ledger_key_id
 from golden_press.sagas import reconcile_schedule_id, reconcile_workflow_id
 from golden_press.settings import Settings
 from golden_press.signing import key_id_for
+from service import telemetry
 from service.logs import configure_logging
 from service.sagas.client import connect_client
 from service.store.db import create_pool
@@ -189,6 +190,7 @@ async def run(settings: Settings) -> int:
     except KeyFileError as err:
         print(f"golden-press worker: {err}", file=sys.stderr)
         return 2
+    telemetry.setup_tracing("golden-press-worker")
     client = await connect_client(settings, metrics_runtime(settings.metrics_port))
     pool = await create_pool(settings.pg_dsn, max_size=20)
     nc = await connect_nats(settings)
@@ -207,6 +209,7 @@ async def run(settings: Settings) -> int:
     finally:
         await nc.close()
         await pool.close()
+        telemetry.shutdown_tracing()
     return 0
 
 

@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 
 from golden_press.settings import Settings
+from service import telemetry
 from service.api.auth import load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.pb import golden_pb2_grpc
@@ -77,7 +78,11 @@ async def serve(
     )
 
     # SO_REUSEPORT: the GOLDEN_API_PROCESSES children share one port (service/api/processes.py).
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    tracing = telemetry.active()
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 1)],
+        interceptors=tracing.grpc_server_interceptors() if tracing else None,
+    )
     golden_pb2_grpc.add_GoldenPressServicer_to_server(GoldenPressService(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -166,6 +171,7 @@ async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
 
 async def _main() -> int:
     settings = Settings()  # read from the environment
+    telemetry.setup_tracing("golden-press-api")
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
     server = await serve(settings)
@@ -175,6 +181,7 @@ async def _main() -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await shutdown(server, grace=5.0)
+    telemetry.shutdown_tracing()
     return 0
 
 

@@ -20,6 +20,7 @@ from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.runtime import Runtime
 
 from golden_press.settings import Settings
+from service import telemetry
 
 
 def connect_config(settings: Settings, env: Mapping[str, str] | None = None) -> ClientConnectConfig:
@@ -36,11 +37,16 @@ def connect_config(settings: Settings, env: Mapping[str, str] | None = None) -> 
 
 
 async def connect_client(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """A Temporal client with the pydantic data converter the worker uses."""
+    """A Temporal client with the pydantic data converter the worker uses (and tracing, if on).
+
+    A worker built on this client inherits its tracing interceptor.
+    """
+    tracing = telemetry.active()
     return await Client.connect(
         **connect_config(settings),
         data_converter=pydantic_data_converter,
         runtime=runtime,
+        interceptors=tracing.temporal_interceptors() if tracing else [],
     )
 
 

@@ -19,6 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from golden_press.cloudevents import MESSAGE_FOR_KIND, event_headers
 from golden_press.settings import Settings
@@ -45,6 +47,19 @@ def stream_subject(settings: Settings) -> str:
 def legacy_subject(settings: Settings) -> str:
     """What v0.1.0 claimed: the whole `<prefix>.>` space, other services' events included."""
     return f"{settings.subject_prefix}.>"
+
+
+#: The outbox publish spans (a no-op tracer unless service.telemetry turned tracing on).
+_tracer = trace.get_tracer("golden_press.outbox")
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the active span (the saga step writing an event), if tracing."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None  # tracing off or no span: nothing to carry, nothing computed
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
 
 
 def event_id_for(ticket_id: UUID, kind: str) -> UUID:
@@ -135,14 +150,17 @@ async def write_outbox(
     """Record an event in the caller's transaction (the one that appended its ledger entry)."""
     event_id = event_id_for(ticket_id, kind)
     event.event_id = str(event_id)  # type: ignore[attr-defined]
+    # The saga's trace context travels with the event: whoever publishes it later (this saga's
+    # publish step or the reconciler's drain) continues the saga's trace.
     await conn.execute(
-        "INSERT INTO event_outbox (leaf_index, event_id, kind, ticket_id, payload)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (leaf_index) DO NOTHING",
+        "INSERT INTO event_outbox (leaf_index, event_id, kind, ticket_id, payload, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (leaf_index) DO NOTHING",
         leaf_index,
         event_id,
         kind,
         ticket_id,
         event.SerializeToString(),
+        current_traceparent(),
     )
 
 
@@ -167,13 +185,39 @@ class OutboxPublisher:
         """Subject of an event kind under the configured prefix."""
         return f"{self._settings.subject_prefix}.golden_ticket.{kind}"
 
+    async def _publish(self, row: asyncpg.Record, subject: str, headers: dict[str, str]) -> Any:
+        """One JetStream publish; inside the event's saga trace when it was written in one.
+
+        The producer span is a child of the context stored with the event and its own context
+        goes out in the `traceparent` header, so a consumer's span joins the same trace.
+        """
+        payload = bytes(row["payload"])
+        stream = self._settings.stream_name
+        stored = row["traceparent"]
+        if not stored:
+            return await self._js.publish(subject, payload, stream=stream, headers=headers)
+        parent = propagate.extract({"traceparent": stored})
+        with _tracer.start_as_current_span(
+            f"{subject} publish",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": subject,
+                "messaging.message.id": str(row["event_id"]),
+            },
+        ):
+            propagate.inject(headers)
+            return await self._js.publish(subject, payload, stream=stream, headers=headers)
+
     async def drain(self, up_to_leaf: int | None = None) -> int:
         """Publish every pending event (up to a leaf); returns how many were sent."""
         sent = 0
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PUBLISH_KEY)
             rows = await conn.fetch(
-                "SELECT leaf_index, event_id, kind, ticket_id, payload, created_at"
+                "SELECT leaf_index, event_id, kind, ticket_id, payload, created_at, traceparent"
                 " FROM event_outbox"
                 " WHERE published_at IS NULL AND ($1::bigint IS NULL OR leaf_index <= $1)"
                 " ORDER BY leaf_index",
@@ -181,11 +225,10 @@ class OutboxPublisher:
             )
             for row in rows:
                 payload = bytes(row["payload"])
-                ack = await self._js.publish(
+                ack = await self._publish(
+                    row,
                     self.subject(row["kind"]),
-                    payload,
-                    stream=self._settings.stream_name,
-                    headers=event_headers(
+                    event_headers(
                         event_id=row["event_id"],
                         kind=row["kind"],
                         leaf_index=row["leaf_index"],

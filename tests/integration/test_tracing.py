@@ -1,0 +1,113 @@
+"""One trace from IssueTicket through every saga step to the JetStream publish.
+
+The SDK's in-memory exporter collects the spans: the gRPC server span, the Temporal client's
+StartWorkflow, the workflow, each activity, the asyncpg calls inside them and the outbox publish
+must all share one trace id, and the event carries that trace's `traceparent` both on its outbox
+row and in the message headers (so a consumer continues the trace).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+from temporalio.client import Client
+
+from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.api.server import bound_port, serve, shutdown
+from service.telemetry import disable_tracing, enable_tracing
+from tests.helpers.servers import Servers
+from tests.helpers.stack import golden_stack
+from tests.helpers.tracing import in_memory_tracing
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SAGA_STEPS = ("reserve_slot", "sign_ticket", "finalise_ticket", "append_issued_to_ledger")
+PUBLISH_STEP = "publish_events"
+
+
+def trace_id_of(traceparent: str) -> int:
+    """The trace id field of a W3C traceparent (version-traceid-spanid-flags)."""
+    version, trace_id, _span_id, _flags = traceparent.split("-")
+    assert version == "00"
+    return int(trace_id, 16)
+
+
+async def test_one_trace_from_issue_ticket_to_publish(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    provider, exporter = in_memory_tracing()
+    exporter.clear()
+    tracing = enable_tracing(provider)
+    try:
+        config = client.config()
+        config["interceptors"] = tracing.temporal_interceptors()
+        traced = Client(**config)
+        async with golden_stack(servers, session_dir, traced) as stack:
+            tokens = stack.settings.api_tokens_file
+            tokens.parent.mkdir(parents=True, exist_ok=True)
+            token = uuid.uuid4().hex
+            tokens.write_text(token + "\n")
+            os.chmod(tokens, 0o600)
+            server = await serve(
+                stack.settings, pool=stack.pool, client=traced, address="127.0.0.1:0"
+            )
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{bound_port(server)}") as ch:
+                    resp = await golden_pb2_grpc.GoldenPressStub(ch).IssueTicket(
+                        golden_pb2.IssueTicketRequest(user_id="traced"),
+                        metadata=[("authorization", f"Bearer {token}")],
+                    )
+            finally:
+                await shutdown(server, grace=None)
+            ticket_id = uuid.UUID(resp.ticket.ticket_id)
+            stored = await stack.pool.fetchval(
+                "SELECT traceparent FROM event_outbox WHERE ticket_id = $1 AND kind = 'issued'",
+                ticket_id,
+            )
+            messages = await stack.stream_messages("issued")
+    finally:
+        disable_tracing()
+        provider.force_flush()
+
+    spans: list[ReadableSpan] = list(exporter.get_finished_spans())
+    by_name: dict[str, list[ReadableSpan]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    [rpc] = by_name["/golden.v1.GoldenPress/IssueTicket"]
+    assert rpc.kind == SpanKind.SERVER
+    trace_id = rpc.context.trace_id
+
+    def one_in_trace(name: str) -> ReadableSpan:
+        found = [s for s in by_name.get(name, []) if s.context.trace_id == trace_id]
+        assert found, f"no span {name!r} in the trace; spans: {sorted(by_name)}"
+        return found[0]
+
+    one_in_trace("StartWorkflow:IssueTicketWorkflow")
+    one_in_trace("RunWorkflow:IssueTicketWorkflow")
+    for step in (*SAGA_STEPS, PUBLISH_STEP):
+        run = one_in_trace(f"RunActivity:{step}")
+        if step != "sign_ticket":  # signing is pure crypto; every other step talks to PostgreSQL
+            children = [
+                s
+                for s in spans
+                if s.parent is not None
+                and s.parent.span_id == run.context.span_id
+                and s.attributes
+                and s.attributes.get("db.system") == "postgresql"
+            ]
+            assert children, f"no asyncpg span under {step}"
+    publish = [s for s in spans if s.kind == SpanKind.PRODUCER and s.context.trace_id == trace_id]
+    assert len(publish) == 1, [s.name for s in spans if s.kind == SpanKind.PRODUCER]
+
+    # The stored event carries the saga's trace, and so does the published message.
+    assert stored is not None and trace_id_of(stored) == trace_id
+    assert len(messages) == 1
+    header = (messages[0].headers or {}).get("traceparent")
+    assert header is not None and trace_id_of(header) == trace_id
+    assert int(header.split("-")[2], 16) == publish[0].context.span_id
