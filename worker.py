@@ -31,7 +31,6 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.faults import Faults
@@ -45,7 +44,8 @@ from golden_press.sagas import reconcile_schedule_id, reconcile_workflow_id
 from golden_press.settings import Settings
 from golden_press.signing import key_id_for
 from service import telemetry
-from service.logs import configure_logging
+from service.logs import SagaLogInterceptor, configure_logging
+from service.metrics import GaugePublisher, metrics_runtime
 from service.sagas.client import connect_client
 from service.store.db import create_pool
 from service.store.key_files import KeyFileError, load_key_file
@@ -118,15 +118,6 @@ async def ensure_reconciler_schedule(
         pass
 
 
-def metrics_runtime(port: int) -> Runtime | None:
-    """SDK metrics (and our activity counters) on a Prometheus endpoint when a port is set."""
-    if port <= 0:
-        return None
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
-    )
-
-
 @asynccontextmanager
 async def golden_worker(
     settings: Settings,
@@ -169,6 +160,7 @@ async def golden_worker(
             reconciler.publish_pending_events,
         ],
         max_concurrent_activities=50,
+        interceptors=[SagaLogInterceptor()],
     )
     # Signs checkpoints for unsigned appends (set-cap) and publishes tiles when configured.
     tiles = asyncio.create_task(
@@ -191,10 +183,12 @@ async def run(settings: Settings) -> int:
         print(f"golden-press worker: {err}", file=sys.stderr)
         return 2
     telemetry.setup_tracing("golden-press-worker")
-    client = await connect_client(settings, metrics_runtime(settings.metrics_port))
+    runtime = metrics_runtime(settings.metrics_port)
+    client = await connect_client(settings, runtime)
     pool = await create_pool(settings.pg_dsn, max_size=20)
     nc = await connect_nats(settings)
     stop = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -205,8 +199,13 @@ async def run(settings: Settings) -> int:
             if ready:
                 await asyncio.to_thread(Path(ready).write_text, str(os.getpid()))
             log.info("worker running on task queue %s", settings.task_queue)
+            if runtime is not None:
+                gauges = GaugePublisher(pool, runtime.metric_meter, settings.gauges_interval_s)
+                background.append(asyncio.create_task(gauges.run(), name="gauges"))
             await stop.wait()
     finally:
+        for task in background:
+            task.cancel()
         await nc.close()
         await pool.close()
         telemetry.shutdown_tracing()

@@ -45,6 +45,17 @@ def revoke_workflow_id(ticket_id: uuid.UUID | str) -> str:
     return f"revoke-{ticket_id}"
 
 
+def ids_from_workflow_id(workflow_id: str) -> dict[str, str]:
+    """The request and ticket a saga's workflow id names (what its log lines carry), if any."""
+    if workflow_id.startswith("issue-"):
+        request_id = workflow_id.removeprefix("issue-")
+        return {"request_id": request_id, "ticket_id": str(ticket_id_for(request_id))}
+    for prefix in ("redeem-", "revoke-"):
+        if workflow_id.startswith(prefix):
+            return {"ticket_id": workflow_id.removeprefix(prefix)}
+    return {}
+
+
 def reconcile_workflow_id(task_queue: str) -> str:
     """Workflow id of the reconciler's scheduled runs (`reconcile-<task_queue>`)."""
     return f"reconcile-{task_queue}"

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     #: How long a `reserved` slot may wait before the reconciler may void it.
     reservation_lease_s: float = Field(300.0, alias="GOLDEN_RESERVATION_LEASE_S")
     metrics_port: int = Field(0, alias="GOLDEN_METRICS_PORT")
+    #: How often a worker with a metrics port re-reads the deployment gauges (outbox, cap, ...).
+    gauges_interval_s: float = Field(15.0, alias="GOLDEN_GAUGES_INTERVAL_S")
     #: NATS TLS (a CA, a client certificate when the server verifies clients) and credentials.
     nats_tls_ca_file: Path | None = Field(None, alias="GOLDEN_NATS_TLS_CA_FILE")
     nats_tls_cert_file: Path | None = Field(None, alias="GOLDEN_NATS_TLS_CERT_FILE")

@@ -1,4 +1,5 @@
-"""Worker metrics on a Prometheus endpoint, JSON logs with ids and never key material."""
+"""Worker metrics on a Prometheus endpoint (SDK, counters, gauges, process), JSON logs with the
+saga's ids as top-level keys and never key material."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from temporalio.client import Client
 
 from golden_press.models import Outcome
 from service.devstack.servers import free_port
+from service.metrics import GAUGES, PROCESS_SAMPLES
+from service.store.gauges import read_gauges
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack
 from tests.helpers.worker import WorkerProcess
@@ -22,30 +25,71 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+def sample(text: str, name: str) -> float | None:
+    """The value of an unlabelled-by-us metric (the SDK adds service_name) in a scrape."""
+    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+async def scrape_until(port: int, name: str, value: float, timeout: float = 20.0) -> str:
+    """Scrape until a gauge shows the value (the worker re-reads gauges on an interval)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        text = await asyncio.to_thread(scrape, port)
+        if sample(text, name) == value or loop.time() > deadline:
+            return text
+        await asyncio.sleep(0.2)
+
+
 async def test_worker_metrics_and_logs(servers: Servers, session_dir: Path, client: Client) -> None:
     port = free_port()
     async with golden_stack(
         servers, session_dir, client, run_worker=False, metrics_port=port
     ) as stack:
-        worker = WorkerProcess(stack.settings, session_dir / "logs")
+        worker = WorkerProcess(stack.settings, session_dir / "logs", GOLDEN_GAUGES_INTERVAL_S="0.2")
         await worker.start()
         try:
-            assert (await stack.issue("observed")).outcome == Outcome.ISSUED
+            issued_result = await stack.issue("observed", "observed-1")
+            assert issued_result.outcome == Outcome.ISSUED
             assert (await stack.issue("observed")).outcome == Outcome.REJECTED
-            text = await asyncio.to_thread(scrape, port)
+            text = await scrape_until(port, "golden_tickets_counted", 1.0)
+            reading = await read_gauges(stack.pool)
         finally:
             worker.stop()
         # Temporal SDK metrics and our own domain counters share the endpoint.
-        assert "temporal_activity_execution_latency" in text
+        # SDK durations in seconds (Prometheus conventions), not milliseconds.
+        # (in milliseconds the buckets would be 50, 100, 500; in seconds they are fractions).
+        assert re.search(r'temporal_activity_execution_latency_bucket\{[^}]*le="0\.05"\}', text)
         assert "golden_tickets_issued_total" in text
         assert re.search(r'golden_issuance_rejected_total\{[^}]*reason="OnePerUser"', text)
+        # Every gauge of the deployment this schema has, with the value PostgreSQL gives.
+        assert sample(text, "golden_tickets_counted") == 1
+        assert sample(text, "golden_ticket_cap") == 5
+        assert sample(text, "golden_outbox_backlog") == 0
+        assert sample(text, "golden_outbox_oldest_age_seconds") == 0
+        assert sample(text, "golden_reservations_past_lease") == 0
+        checkpoint_age = sample(text, "golden_checkpoint_age_seconds")
+        assert checkpoint_age is not None and 0 <= checkpoint_age < 300
+        for name, (_help, field) in GAUGES.items():
+            if getattr(reading, field) is not None:
+                assert sample(text, name) is not None, name
+        # This process's own metrics.
+        for name in PROCESS_SAMPLES:
+            assert sample(text, name) is not None, name
+        resident = sample(text, "process_resident_memory_bytes")
+        assert resident is not None and resident > 10e6
 
         log_text = worker.log_path.read_text()
         lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
         assert lines, log_text
         issued = [line for line in lines if "issued at leaf" in line["msg"]]
         assert len(issued) == 1
-        # The activity logger's context names the workflow and activity of the line.
-        assert "issue-" in issued[0]["temporal_activity"]
+        # The saga's ids are top-level keys (what operations.md tells operators to filter on).
+        line = issued[0]
+        assert line["workflow_id"] == "issue-observed-1"
+        assert line["request_id"] == "observed-1"
+        assert line["ticket_id"] == str(issued_result.ticket_id)
+        assert line["step"] == "append_issued_to_ledger"
         for key_file in (stack.settings.signing_key_file, stack.settings.ledger_key_file):
             assert key_file.read_text().strip() not in log_text

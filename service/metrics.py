@@ -1,0 +1,120 @@
+"""The worker's Prometheus endpoint: Temporal SDK metrics, our counters, gauges, process metrics.
+
+One endpoint per worker (GOLDEN_METRICS_PORT), served by the SDK's runtime: its durations in
+seconds (Prometheus conventions), the activities' counters (`golden_tickets_issued_total`, ...),
+and what this module adds every GOLDEN_GAUGES_INTERVAL_S: the deployment gauges read from
+PostgreSQL (service/store/gauges.py) and this process's CPU, memory and file descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import asyncpg
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+from temporalio.common import MetricGaugeFloat, MetricMeter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from service.store.gauges import OpsGauges, read_gauges
+
+log = logging.getLogger("golden_press.metrics")
+
+#: Gauge name -> (help, OpsGauges field). Ages are seconds; absent features report nothing.
+GAUGES: Mapping[str, tuple[str, str]] = {
+    "golden_outbox_backlog": ("events written but not yet on the stream", "outbox_backlog"),
+    "golden_outbox_oldest_age_seconds": (
+        "age of the oldest unpublished event (0: none)",
+        "outbox_oldest_age_seconds",
+    ),
+    "golden_outbox_parked": ("events parked after repeated publish failures", "parked_events"),
+    "golden_tickets_counted": ("tickets counted against the cap (its scope)", "tickets_counted"),
+    "golden_ticket_cap": ("the cap in force", "ticket_cap"),
+    "golden_reservations_past_lease": (
+        "reserved slots older than their lease (the reconciler should void them)",
+        "reservations_past_lease",
+    ),
+    "golden_checkpoint_age_seconds": (
+        "age of the latest signed ledger checkpoint",
+        "checkpoint_age_seconds",
+    ),
+    "golden_witness_cosignature_age_seconds": (
+        "age of the latest witness cosignature",
+        "witness_cosignature_age_seconds",
+    ),
+}
+
+#: prometheus_client's process collector samples re-exported through the SDK's meter.
+PROCESS_SAMPLES = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+)
+
+
+def metrics_runtime(port: int) -> Runtime | None:
+    """A runtime serving Prometheus on the port (durations in seconds); None when port <= 0."""
+    if port <= 0:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}", durations_as_seconds=True)
+        )
+    )
+
+
+class GaugePublisher:
+    """Reads the gauges and this process's metrics on an interval, sets them on the meter."""
+
+    def __init__(self, pool: asyncpg.Pool, meter: MetricMeter, interval_s: float = 15.0) -> None:
+        self._pool = pool
+        self._interval_s = interval_s
+        self._gauges: dict[str, MetricGaugeFloat] = {
+            name: meter.create_gauge_float(name, help_) for name, (help_, _) in GAUGES.items()
+        }
+        self._process: dict[str, MetricGaugeFloat] = {
+            name: meter.create_gauge_float(name, "this process (as prometheus_client reports it)")
+            for name in PROCESS_SAMPLES
+        }
+        registry = CollectorRegistry(auto_describe=False)
+        self._collector = ProcessCollector(registry=registry)
+        self._failing = False
+
+    def set_gauges(self, reading: OpsGauges) -> None:
+        """Set every gauge that has a value (features not deployed yet report nothing)."""
+        for name, (_, field) in GAUGES.items():
+            value = getattr(reading, field)
+            if value is not None:
+                self._gauges[name].set(float(value))
+
+    def set_process(self) -> None:
+        """CPU seconds, memory, fds of this process."""
+        for family in self._collector.collect():
+            for sample in family.samples:
+                gauge = self._process.get(sample.name)
+                if gauge is not None:
+                    gauge.set(float(sample.value))
+
+    async def publish_once(self) -> None:
+        """One reading; a failed read is logged once until it works again."""
+        self.set_process()
+        try:
+            reading = await read_gauges(self._pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if not self._failing:
+                log.warning("cannot read gauges: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
+        self.set_gauges(reading)
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        while True:
+            await self.publish_once()
+            await asyncio.sleep(self._interval_s)
