@@ -1,0 +1,138 @@
+"""`dev up` with the API's TLS variables: serves TLS, says `"tls": true`, passes OTEL_* on.
+
+Stand-ins for worker.py and the API (as in test_devstack.py), the API one serving TLS from the
+GOLDEN_TLS_* files it is given; the certificates come from a CA made at test time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.devstack import servers
+from tests.helpers.tls import TestCA
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_postgres = pytest.mark.skipif(
+    servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
+)
+
+STUB_WORKER = """
+import asyncio, os
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+@workflow.defn
+class Noop:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+async def main() -> None:
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    await Worker(client, task_queue=os.environ["GOLDEN_TASK_QUEUE"], workflows=[Noop]).run()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+STUB_TLS_API = """
+import os
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+
+def read(name):
+    with open(os.environ[name], "rb") as f:
+        return f.read()
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+creds = grpc.ssl_server_credentials([(read("GOLDEN_TLS_KEY_FILE"), read("GOLDEN_TLS_CERT_FILE"))])
+server.add_secure_port(os.environ["GOLDEN_GRPC_ADDR"], creds)
+server.start()
+server.wait_for_termination()
+"""
+STUB_RUNNER = """
+import os, sys
+import service.devstack.stack as d
+d.WORKER_CMD = [sys.executable, sys.argv[1]]
+d.API_CMD = [sys.executable, sys.argv[2]]
+code = d.main(sys.argv[3:])
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(code)
+"""
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A fresh state dir the `postgres` user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="golden-devstack-tls-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a running process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}
+
+
+@needs_postgres
+def test_dev_up_serves_tls_and_passes_otel_on(state_dir: Path, tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    leaf = ca.server()
+    runner, worker, api = tmp_path / "run.py", tmp_path / "worker.py", tmp_path / "api.py"
+    runner.write_text(STUB_RUNNER)
+    worker.write_text(STUB_WORKER)
+    api.write_text(STUB_TLS_API)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    env.update(
+        GOLDEN_STATE_DIR=str(state_dir),
+        GOLDEN_TLS_CERT_FILE=str(leaf.cert_file),
+        GOLDEN_TLS_KEY_FILE=str(leaf.key_file),
+        GOLDEN_TLS_CA_FILE=str(ca.cert_file),
+        # Nothing listens there: the stand-ins never export, they only must be given it.
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_SERVICE_NAME="golden-press-devstack-test",
+    )
+
+    def stack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(runner), str(worker), str(api), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=240,
+        )
+
+    up = stack("up", "--detach")
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout)
+        assert info["tls"] is True  # the stack health-checked the stand-in API over TLS
+        recorded = json.loads((state_dir / "stack.json").read_text())
+        assert recorded["env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9"
+        assert recorded["env"]["GOLDEN_TLS_CA_FILE"] == str(ca.cert_file)
+        for proc in recorded["processes"]:
+            if proc["name"] == "postgres":
+                continue  # started through pg_ctl as the postgres user, with its own environment
+            seen = environ_of(proc["pid"])
+            assert seen.get("OTEL_SERVICE_NAME") == "golden-press-devstack-test", proc["name"]
+            assert seen.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://127.0.0.1:9", proc["name"]
+    finally:
+        down = stack("down")
+        assert down.returncode == 0, down.stderr
