@@ -150,9 +150,9 @@ async def test_cli_over_mtls(
     monkeypatch.setenv("GOLDEN_TLS_CA_FILE", str(ca.cert_file))
     monkeypatch.setenv("GOLDEN_TLS_CLIENT_CERT_FILE", str(client.cert_file))
     monkeypatch.setenv("GOLDEN_TLS_CLIENT_KEY_FILE", str(client.key_file))
-    code, out, err = await run_cli(capsys, "verify", ticket_id, *flags, "--json")
+    code, out, err = await run_cli(capsys, "get", ticket_id, *flags, "--json")
     assert code == 0, err
-    assert json.loads(out)["verification"]["valid"] is True
+    assert json.loads(out)["ticket"]["ticket_id"] == ticket_id
 
     monkeypatch.delenv("GOLDEN_TLS_CLIENT_CERT_FILE")
     monkeypatch.delenv("GOLDEN_TLS_CLIENT_KEY_FILE")
