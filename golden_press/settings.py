@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from golden_press.cosignature import Witness, WitnessPolicy, parse_witnesses
+
 DEFAULT_STATE_DIR = Path(".golden")
 
 
@@ -69,6 +71,12 @@ class Settings(BaseSettings):
     tiles_dir: Path | None = Field(None, alias="GOLDEN_TILES_DIR")
     #: host:port where the API serves tiles_dir over HTTP (unset: not served).
     http_addr: str | None = Field(None, alias="GOLDEN_HTTP_ADDR")
+    #: Witnesses the log submits checkpoints to: `<vkey> <url>` entries separated by commas or
+    #: newlines (golden_press.cosignature.parse_witnesses). Empty: no witnesses.
+    witnesses: str = Field("", alias="GOLDEN_WITNESSES")
+    #: How many of them must cosign a checkpoint before verification and redemption trust it:
+    #: an integer, or empty / `all` for every configured witness.
+    witness_quorum: str = Field("", alias="GOLDEN_WITNESS_QUORUM")
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:
@@ -82,6 +90,20 @@ class Settings(BaseSettings):
             if name not in self.model_fields_set:
                 object.__setattr__(self, name, self.state_dir / relative)
         return self
+
+    @model_validator(mode="after")
+    def _witnesses_parse(self) -> Settings:
+        """A malformed GOLDEN_WITNESSES or GOLDEN_WITNESS_QUORUM stops the process at start."""
+        self.witness_policy()
+        return self
+
+    def witness_list(self) -> list[Witness]:
+        """The configured witnesses (ValueError names a malformed GOLDEN_WITNESSES)."""
+        return parse_witnesses(self.witnesses)
+
+    def witness_policy(self) -> WitnessPolicy:
+        """Which checkpoints verification and redemption trust (witnesses and their quorum)."""
+        return WitnessPolicy.from_settings(self.witnesses, self.witness_quorum)
 
     @property
     def nats_servers(self) -> list[str]:

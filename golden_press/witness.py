@@ -126,10 +126,13 @@ def parse_add_checkpoint(body: bytes) -> AddCheckpointRequest:
     return AddCheckpointRequest(old_size, tuple(proof), note)
 
 
-def _origin_of(note_text: str) -> str:
-    """The origin line of a note, before any signature is checked (to pick the log's keys)."""
+def request_origin(request: AddCheckpointRequest) -> str:
+    """The checkpoint's origin line, before any signature is checked (to pick the log's record).
+
+    Raises WitnessRequestError(400) when the checkpoint is not a signed note.
+    """
     try:
-        text = parse_note(note_text).text
+        text = parse_note(request.note).text
     except CheckpointError as exc:
         raise WitnessRequestError(400, f"not a signed note: {exc.message}") from exc
     return text.split("\n", 1)[0]
@@ -148,7 +151,7 @@ def add_checkpoint(
     `logs` maps each known origin to its trusted keys; `latest` is the stored record for the
     request's origin (None: never cosigned); `now` is the POSIX time of the cosignature.
     """
-    origin = _origin_of(request.note)
+    origin = request_origin(request)
     verifiers = logs.get(origin)
     if not verifiers:
         return WitnessAnswer(404, f"unknown log origin {origin[:100]!r}\n")
@@ -218,4 +221,5 @@ __all__ = [
     "add_checkpoint",
     "add_checkpoint_body",
     "parse_add_checkpoint",
+    "request_origin",
 ]

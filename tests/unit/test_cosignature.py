@@ -334,3 +334,15 @@ def test_policy_from_settings() -> None:
     policy = WitnessPolicy.from_settings(f"{W1_V.vkey} http://a, {W2_V.vkey} http://b", "1")
     assert policy.quorum == 1 and policy.witnesses == (W1_V, W2_V)
     assert WitnessPolicy.from_settings(None, None) == WitnessPolicy()
+
+
+def test_settings_read_witnesses_and_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from golden_press.settings import Settings
+
+    monkeypatch.setenv("GOLDEN_WITNESSES", f"{W1_V.vkey} http://127.0.0.1:1")
+    monkeypatch.setenv("GOLDEN_WITNESS_QUORUM", "1")
+    assert Settings().witness_policy() == WitnessPolicy((W1_V,), 1)
+    assert [w.url for w in Settings().witness_list()] == ["http://127.0.0.1:1"]
+    monkeypatch.setenv("GOLDEN_WITNESS_QUORUM", "2")
+    with pytest.raises(ValueError, match="GOLDEN_WITNESS_QUORUM"):
+        Settings()
