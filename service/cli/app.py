@@ -38,6 +38,8 @@ from service.cli.tickets import (
     cmd_redeem,
     cmd_verify,
 )
+from service.witness.serve import add_arguments as add_witness_arguments
+from service.witness.serve import run as serve_witness
 
 
 class CliParser(argparse.ArgumentParser):
@@ -343,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write them (default: STATE_DIR/public-keys.json)",
     )
+
+    witness = verbs.add_parser("witness", help="a C2SP tlog-witness (serve)")
+    witness_verbs = witness.add_subparsers(dest="witness_verb", required=True, metavar="VERB")
+    add_witness_arguments(
+        _verb(
+            witness_verbs,
+            "serve",
+            "cosign checkpoints that extend what this witness saw (docs/witnesses.md)",
+            "golden-press witness serve --log 'golden-press.local/ledger+1a2b3c4d+AT...'",
+            local,
+        )
+    )
     return parser
 
 
@@ -444,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             from service.devstack import stack as devstack
 
             code = devstack.dev_up(args.detach) if args.dev_verb == "up" else devstack.dev_down()
+        elif args.verb == "witness":
+            code = serve_witness(args)
         elif args.verb == "demo":
             from service.cli.demo import run_demo
 
