@@ -137,7 +137,9 @@ async def golden_worker(
         await ledger.ensure_genesis_checkpoint(conn)
     publisher = OutboxPublisher(pool, js, settings)
     issuance = IssuanceActivities(pool, keys.issuer, ledger, settings, faults)
-    redemption = RedemptionActivities(pool, ledger, settings.ledger_origin, faults)
+    redemption = RedemptionActivities(
+        pool, ledger, settings.ledger_origin, faults, settings.witness_policy()
+    )
     publishing = PublishingActivities(publisher, faults)
     reconciler = ReconcilerActivities(pool, ledger, client, publisher)
     revocation = RevocationActivities(pool, ledger)

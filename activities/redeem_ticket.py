@@ -7,13 +7,15 @@ from temporalio import activity
 
 from activities.faults import NO_FAULTS, Faults
 from activities.metrics import count
-from golden_press.bundle import verify_bundle
+from golden_press.bundle import redact_bundle, verify_bundle
 from golden_press.checkpoint import Checkpoint
+from golden_press.cosignature import WitnessPolicy
 from golden_press.errors import GoldenError, Reason
 from golden_press.ledger_entry import EntryKind
 from golden_press.merkle import verify_consistency
 from golden_press.models import (
     CheckResult,
+    ProofBundle,
     RedeemInput,
     RedeemResult,
     TicketState,
@@ -21,6 +23,7 @@ from golden_press.models import (
 )
 from golden_press.signing import canonical_payload, verify_payload
 from service.store import tickets
+from service.store.cosignatures import with_stored_cosignatures
 from service.store.db import cap_transaction
 from service.store.keys import issuer_public_key, trust_roots
 from service.store.ledger import LedgerStore, record_entry
@@ -43,12 +46,19 @@ class RedemptionActivities:
     """Checks and the once-only redemption transaction of RedeemTicketWorkflow."""
 
     def __init__(
-        self, pool: asyncpg.Pool, ledger: LedgerStore, origin: str, faults: Faults = NO_FAULTS
+        self,
+        pool: asyncpg.Pool,
+        ledger: LedgerStore,
+        origin: str,
+        faults: Faults = NO_FAULTS,
+        policy: WitnessPolicy | None = None,
     ) -> None:
         self._pool = pool
         self._ledger = ledger
         self._origin = origin
         self._faults = faults
+        #: Which checkpoints a redemption trusts (GOLDEN_WITNESSES, GOLDEN_WITNESS_QUORUM).
+        self._policy = policy if policy is not None else WitnessPolicy()
 
     @activity.defn(name="verify_ticket_signature")
     async def verify_ticket_signature(self, req: VerifyBundleInput) -> CheckResult:
@@ -82,11 +92,16 @@ class RedemptionActivities:
 
     @activity.defn(name="verify_ledger_proof")
     async def verify_ledger_proof(self, req: VerifyBundleInput) -> CheckResult:
-        """Step 2: inclusion against a ledger-signed checkpoint that is consistent with the head."""
+        """Step 2: inclusion against a trusted checkpoint (ledger-signed and cosigned by the witness
+        quorum) that is consistent with the head."""
         async with self._pool.acquire() as conn:
             try:
                 roots = await trust_roots(conn, self._origin)
-                checkpoint = verify_bundle(req.bundle, roots)
+                # Cosignatures the log stored for that very checkpoint count too: a bundle taken
+                # a moment before its witnesses answered still redeems once they have.
+                note = await with_stored_cosignatures(conn, req.bundle.checkpoint)
+                bundle = req.bundle.model_copy(update={"checkpoint": note})
+                checkpoint = verify_bundle(bundle, roots, self._policy)
             except GoldenError as err:
                 return _fail(err.reason, err.message)
             head = await self._ledger.latest_checkpoint(conn)
@@ -137,7 +152,10 @@ class RedemptionActivities:
                 events_pb2.GoldenTicketRedeemed(
                     user_id=redeemed["user_id"],
                     redeemed_at=timestamp(redeemed["redeemed_at"]),
-                    proof_bundle_json=req.bundle_json,
+                    # The event may name the user, never carry the salt (docs/privacy.md).
+                    proof_bundle_json=redact_bundle(
+                        ProofBundle.model_validate_json(req.bundle_json), keep_user_id=True
+                    ).model_dump_json(),
                 ),
                 at=redeemed["redeemed_at"],
             )

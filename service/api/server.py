@@ -37,6 +37,7 @@ from service.sagas.admission import Admission
 from service.sagas.client import connect_client
 from service.store.db import create_pool
 from service.store.ledger import LedgerStore
+from service.witness.submitter import start_submitter
 
 log = logging.getLogger("golden_press.api")
 
@@ -68,11 +69,16 @@ async def serve(
     admission = Admission.from_settings(settings, pool, client)
     await admission.start()
     owned.insert(0, admission.close)
+    ledger = make_ledger_store(settings)
+    witnesses = settings.witness_list()
+    if witnesses:
+        # Cosignatures are collected in the background: issuance never waits for a witness.
+        owned.insert(0, start_submitter(settings.pg_dsn, ledger, witnesses))
     deps = ApiDeps(
         settings=settings,
         pool=pool,
         admission=admission,
-        ledger=make_ledger_store(settings),
+        ledger=ledger,
         tokens=load_tokens(settings.api_tokens_file),
         owned=owned,
     )

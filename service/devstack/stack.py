@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -27,6 +28,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from golden_press.redact import redact_dsn
+from golden_press.checkpoint import NoteVerifier
+from golden_press.cosignature import CosignatureVerifier, Witness, format_witnesses
 from golden_press.settings import Settings
 from service.devstack.servers import (
     HOST,
@@ -54,6 +57,10 @@ WORKER_CMD: list[str] = [sys.executable, "worker.py"]
 API_CMD: list[str] = [sys.executable, "-m", "service.api.server"]
 WORKER_READY_TIMEOUT_S = 120.0  # first start imports and validates every workflow: seconds
 API_READY_TIMEOUT_S = 60.0
+#: The dev stack's one witness (docs/witnesses.md); the log trusts it with quorum 1.
+WITNESS_CMD: list[str] = [sys.executable, "-m", "service.witness", "serve"]
+WITNESS_NAME = "witness.golden-press.local/w1"
+WITNESS_READY_TIMEOUT_S = 30.0
 
 
 class StackInfo(BaseModel):
@@ -71,6 +78,8 @@ class StackInfo(BaseModel):
     tls: bool = False
     #: Base URL of the public ledger's tiles over HTTP (c2sp.org/tlog-tiles).
     tiles: str | None = None
+    #: Submission URL of the witness the stack runs (None when GOLDEN_WITNESSES was given).
+    witness: str | None = None
     #: Environment (GOLDEN_*, TEMPORAL_*, OTEL_*) that points a process at this stack.
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -510,7 +519,12 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
         except Exception as exc:
             raise ServerError("keys", str(exc)) from exc
 
+        witness_url, witnesses = None, settings.witnesses
+        if "witnesses" not in explicit:
+            witness_url, witnesses = _start_witness(stack, state_dir, settings, ledger, progress)
         env = {
+            "GOLDEN_WITNESSES": witnesses,
+            "GOLDEN_WITNESS_QUORUM": settings.witness_quorum,
             "GOLDEN_PG_DSN": dsn,
             "GOLDEN_NATS_URL": nats_url,
             "TEMPORAL_ADDRESS": address,
@@ -560,12 +574,43 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             token=token,
             tls=health_credentials is not None,
             tiles=f"http://{http_addr}/",
+            witness=witness_url,
             env=env,
         )
         return stack
     except BaseException:
         stack.stop()
         raise
+
+
+def _start_witness(
+    stack: _Stack, state_dir: Path, settings: Settings, ledger_key_file: Path, progress: bool
+) -> tuple[str, str]:
+    """Run one witness of the dev ledger; return its URL and the GOLDEN_WITNESSES value."""
+    base = state_dir / "witness"
+    key_file = _private_file(base / "witness.key")
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    try:
+        key = ensure_key_file(key_file)
+        ledger_key = ensure_key_file(ledger_key_file)
+    except Exception as exc:
+        raise ServerError("witness", str(exc)) from exc
+    ledger_vkey = NoteVerifier(settings.ledger_origin, bytes(ledger_key.verify_key)).vkey
+    witness = CosignatureVerifier(WITNESS_NAME, bytes(key.verify_key))
+    cmd = [
+        *WITNESS_CMD,
+        *("--addr", f"{HOST}:{port}", "--name", WITNESS_NAME, "--key", str(key_file)),
+        *("--state", str(base / "state.json"), "--log", ledger_vkey),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    began = time.monotonic()
+    proc = ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT)
+    proc.spawn()
+    stack.add("witness", proc)
+    proc.wait_ready(lambda: port_in_use(HOST, port), WITNESS_READY_TIMEOUT_S)
+    _say(progress, f"  {'witness':<9} {url}  ({time.monotonic() - began:.1f} s)")
+    return url, format_witnesses([Witness(witness, url)])
 
 
 def _print_human(info: StackInfo, state_dir: Path) -> None:
@@ -578,6 +623,7 @@ def _print_human(info: StackInfo, state_dir: Path) -> None:
         ("tiles", info.tiles or "(not served)"),
         ("task queue", info.task_queue),
         ("API token", info.token),
+        ("witness", info.witness or "(GOLDEN_WITNESSES)"),
         ("logs", str(state_dir / "logs")),
     ]
     print("golden-press dev stack is up; Ctrl-C stops it.")
@@ -585,7 +631,8 @@ def _print_human(info: StackInfo, state_dir: Path) -> None:
         print(f"  {name:<11} {value}")
     print("Point other shells at it with:")
     for name, value in info.env.items():
-        print(f"  export {name}={redact_dsn(value) if name == 'GOLDEN_PG_DSN' else value}")
+        shown = redact_dsn(value) if name == "GOLDEN_PG_DSN" else value
+        print(f"  export {name}={shlex.quote(shown)}")
     sys.stdout.flush()
 
 

@@ -46,6 +46,7 @@ from golden_press.merkle import (
     range_nodes,
 )
 from golden_press.models import ProofBundle, Ticket
+from service.store.cosignatures import with_lines
 from service.store.db import LEDGER_KEY
 from service.store.outbox import write_outbox
 from service.store.tickets import row_to_ticket
@@ -316,22 +317,31 @@ class LedgerStore:
         )
 
     async def latest_checkpoint(self, conn: asyncpg.Connection) -> StoredCheckpoint:
-        """The newest signed checkpoint; the empty tree's is signed on demand."""
+        """The newest signed checkpoint with its witness cosignatures; the empty tree's is signed
+        on demand."""
         row = await conn.fetchrow(
-            "SELECT tree_size, root, note FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1"
+            f"SELECT tree_size, root, note, {_COSIGNATURE_LINES} FROM ledger_checkpoints c"
+            " ORDER BY tree_size DESC LIMIT 1"
         )
         if row is None:
             return StoredCheckpoint(size=0, root=EMPTY_ROOT, note=self.sign(0, EMPTY_ROOT))
-        return StoredCheckpoint(size=row["tree_size"], root=bytes(row["root"]), note=row["note"])
+        return _stored_checkpoint(row)
+
+    async def checkpoint_at(self, conn: asyncpg.Connection, size: int) -> StoredCheckpoint | None:
+        """The checkpoint at exactly `size` with its witness cosignatures, if one was written."""
+        row = await conn.fetchrow(
+            f"SELECT tree_size, root, note, {_COSIGNATURE_LINES} FROM ledger_checkpoints c"
+            " WHERE tree_size = $1",
+            size,
+        )
+        return _stored_checkpoint(row) if row is not None else None
 
     async def checkpoint_note(self, conn: asyncpg.Connection, size: int) -> str | None:
-        """The signed note of the checkpoint at exactly `size`, if one was written."""
-        note: str | None = await conn.fetchval(
-            "SELECT note FROM ledger_checkpoints WHERE tree_size = $1", size
-        )
-        if note is None and size == 0:
+        """The signed note (with cosignatures) of the checkpoint at exactly `size`, if written."""
+        stored = await self.checkpoint_at(conn, size)
+        if stored is None and size == 0:
             return self.sign(0, EMPTY_ROOT)
-        return note
+        return stored.note if stored is not None else None
 
     async def root_at(self, conn: asyncpg.Connection, size: int) -> bytes:
         """MTH of the first `size` leaves, from stored subtrees (any size, checkpointed or not)."""
@@ -418,15 +428,20 @@ class LedgerStore:
     # ---- bundles ------------------------------------------------------------------------------
 
     async def build_bundle(
-        self, conn: asyncpg.Connection, ticket: Ticket, user_salt: bytes
+        self,
+        conn: asyncpg.Connection,
+        ticket: Ticket,
+        user_salt: bytes,
+        checkpoint: StoredCheckpoint | None = None,
     ) -> ProofBundle:
-        """The holder's proof bundle: the ticket's `issued` leaf against the latest checkpoint."""
+        """The holder's proof bundle: the ticket's `issued` leaf against `checkpoint` (default:
+        the latest), which must cover it."""
         leaf = await self.find_leaf(conn, ticket.ticket_id, EntryKind.ISSUED)
         if leaf is None:
             raise GoldenError(
                 Reason.TICKET_NOT_FOUND, f"ticket {ticket.ticket_id} has no issued ledger entry"
             )
-        head = await self.latest_checkpoint(conn)
+        head = checkpoint if checkpoint is not None else await self.latest_checkpoint(conn)
         proof = await self.inclusion_proof(conn, leaf, head.size)
         data = await self.entry(conn, leaf)
         if ticket.leaf_index is None:
@@ -470,6 +485,20 @@ async def record_entry(
         event=event,
     )
     return appended
+
+
+#: The witness cosignature lines of checkpoint row `c` (migrations/010), in witness order.
+_COSIGNATURE_LINES = (
+    "coalesce((SELECT string_agg(s.line, '' ORDER BY s.witness) FROM ledger_cosignatures s"
+    " WHERE s.tree_size = c.tree_size), '') AS cosignatures"
+)
+
+
+def _stored_checkpoint(row: asyncpg.Record) -> StoredCheckpoint:
+    """A checkpoint row as served: the ledger's note followed by its cosignature lines."""
+    lines = row["cosignatures"]
+    note = with_lines(row["note"], [lines]) if lines else row["note"]
+    return StoredCheckpoint(size=row["tree_size"], root=bytes(row["root"]), note=note)
 
 
 def _b64(raw: bytes) -> str:

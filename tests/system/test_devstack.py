@@ -37,6 +37,7 @@ KEYS = (
     "token",
     "tls",
     "tiles",
+    "witness",
 )
 
 needs_postgres = pytest.mark.skipif(
@@ -196,9 +197,11 @@ def test_up_detach_then_down_leaves_no_process(
     assert info["task_queue"] == "golden-press" and info["token"]
     recorded = json.loads((state_dir / "stack.json").read_text())
     names = [p["name"] for p in recorded["processes"]]
-    assert names == ["postgres", "nats", "temporal", "worker", "api"]
+    assert names == ["postgres", "nats", "temporal", "witness", "worker", "api"]
     assert all(pid_alive(p["pid"]) for p in recorded["processes"])
-    for key in ("keys/issuer.key", "keys/ledger.key", "api-tokens"):
+    assert info["witness"].startswith("http://127.0.0.1:")
+    assert recorded["env"]["GOLDEN_WITNESSES"].endswith(" " + info["witness"])
+    for key in ("keys/issuer.key", "keys/ledger.key", "api-tokens", "witness/witness.key"):
         assert (state_dir / key).stat().st_mode & 0o077 == 0, key
 
     again = run_stub(stubs, stack_env, "up", "--detach")  # idempotent: the same stack

@@ -1,0 +1,251 @@
+"""A real log with a real witness: cosigned checkpoints, redemption under quorum 1 end to end, and
+a witness outage that delays cosignatures but never issuance (docs/witnesses.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from nacl.signing import SigningKey
+from temporalio.client import Client
+
+from golden_press.bundle import load_bundle, load_trust_roots, verify_bundle
+from golden_press.checkpoint import CheckpointError, NoteVerifier, parse_note
+from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, verify_cosignatures
+from golden_press.errors import Reason
+from service.api.pb import golden_pb2
+from service.cli.client import Api, Endpoint
+from service.cli.keys import public_keys_json
+from service.devstack.servers import free_port
+from service.store.cosignatures import latest_cosigned_size
+from service.store.key_files import generate_key_file, load_key_file
+from service.store.ledger import LedgerStore
+from service.witness.server import Witness, WitnessHTTPServer, WitnessState, start_in_thread
+from service.witness.submitter import Submitter
+from tests.helpers.servers import Servers
+from tests.helpers.stack import Stack, golden_stack
+from tests.integration.test_api import ApiHandle, expect, served_api
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+WITNESS_NAME = "witness.test/w1"
+
+
+class RunningWitness:
+    """A witness on a fixed port that can be stopped and started again (an outage)."""
+
+    def __init__(self, state_dir: Path, ledger_vkey: str, port: int) -> None:
+        self.key = SigningKey.generate()
+        self.state = state_dir / "witness-state.json"
+        self.ledger = NoteVerifier.from_vkey(ledger_vkey)
+        self.port = port
+        self.server: WitnessHTTPServer | None = None
+
+    @property
+    def verifier(self) -> CosignatureVerifier:
+        return CosignatureVerifier(WITNESS_NAME, bytes(self.key.verify_key))
+
+    @property
+    def setting(self) -> str:
+        """This witness's GOLDEN_WITNESSES entry."""
+        return f"{self.verifier.vkey} http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        logs = {self.ledger.name: [self.ledger]}
+        witness = Witness(self.key, WITNESS_NAME, logs, WitnessState(self.state))
+        self.server = WitnessHTTPServer(("127.0.0.1", self.port), witness)
+        start_in_thread(self.server)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@contextmanager
+def witness_for(
+    state_dir: Path, settings_ledger_key: Path, origin: str
+) -> Iterator[RunningWitness]:
+    """A witness that follows this stack's ledger key (not started yet)."""
+    ledger_key = load_key_file(settings_ledger_key)
+    vkey = NoteVerifier(origin, bytes(ledger_key.verify_key)).vkey
+    witness = RunningWitness(state_dir, vkey, free_port())
+    try:
+        yield witness
+    finally:
+        witness.stop()
+
+
+async def cosigned_checkpoint(api: ApiHandle, size: int, timeout: float = 30.0) -> str:
+    """Wait until GetCheckpoint serves a checkpoint of >= size carrying the witness's line."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = ""
+    while asyncio.get_running_loop().time() < deadline:
+        cp = await api.stub.GetCheckpoint(golden_pb2.GetCheckpointRequest())
+        last = cp.checkpoint
+        if cp.tree_size >= size and any(
+            s.name == WITNESS_NAME for s in parse_note(cp.checkpoint).signatures
+        ):
+            return str(cp.checkpoint)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no cosigned checkpoint of size >= {size}; last:\n{last}")
+
+
+@asynccontextmanager
+async def stack_with_witness(
+    servers: Servers, session_dir: Path, client: Client, quorum: str
+) -> AsyncIterator[tuple[Stack, RunningWitness]]:
+    """A stack whose settings name a witness that follows its ledger key."""
+    base = session_dir / f"w-{uuid.uuid4().hex[:8]}"
+    key_path = base / "keys" / "ledger.key"
+    generate_key_file(key_path)
+    origin = "golden-press.test/ledger"
+    with witness_for(base, key_path, origin) as witness:
+        async with golden_stack(
+            servers,
+            base,
+            client,
+            ledger_key_file=key_path,
+            ledger_origin=origin,
+            witnesses=witness.setting,
+            witness_quorum=quorum,
+        ) as stack:
+            yield stack, witness
+
+
+async def test_redemption_under_quorum_one_end_to_end(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """Issue, the witness cosigns, the holder's bundle carries the cosignature and redeems."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        witness.start()
+        async with served_api(stack) as api:
+            issued = await api.issue("charlie")
+            ticket = issued.ticket
+            note = await cosigned_checkpoint(api, ticket.leaf_index + 1)
+            assert verify_cosignatures(note, [witness.verifier]).keys() == {WITNESS_NAME}
+
+            bundle_json = await api.bundle(ticket.ticket_id)
+            bundle = load_bundle(bundle_json)
+            policy = WitnessPolicy((witness.verifier,), 1)
+            opened = policy.open(bundle.checkpoint, [NoteVerifier.from_vkey(witness.ledger.vkey)])
+            assert WITNESS_NAME in opened.cosigned_by
+
+            # Offline: public-keys.json carries the witness vkey and the quorum.
+            roots = load_trust_roots(
+                await public_keys_json(Api(Endpoint(address=api.address, token="", dsn="")))
+            )
+            assert roots.witnesses == [witness.verifier.vkey] and roots.witness_quorum == 1
+            assert roots.ledger[0].name == roots.ledger[0].origin == "golden-press.test/ledger"
+            verify_bundle(bundle, roots)
+
+            resp = await api.stub.RedeemTicket(
+                golden_pb2.RedeemTicketRequest(
+                    ticket_id=ticket.ticket_id, user_id="charlie", bundle_json=bundle_json
+                ),
+                metadata=api.auth,
+            )
+            assert resp.HasField("leaf_index")
+            # The state file the witness fsynced follows the log.
+            record = json.loads(witness.state.read_text())["logs"]["golden-press.test/ledger"]
+            assert record["size"] >= ticket.leaf_index + 1
+
+
+async def test_a_witness_outage_leaves_issuance_working(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """Witness down: tickets issue, checkpoints go uncosigned and redemption waits for the quorum;
+    witness back: the submitter catches up and the same bundle redeems."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        async with served_api(stack) as api:  # the witness is not running
+            issued = [await api.issue(f"user-{i}") for i in range(3)]
+            assert all(r.ticket.state == golden_pb2.TICKET_STATE_ISSUED for r in issued)
+            cp = await api.stub.GetCheckpoint(golden_pb2.GetCheckpointRequest())
+            assert cp.tree_size >= 3
+            assert not any(s.name == WITNESS_NAME for s in parse_note(cp.checkpoint).signatures)
+
+            ticket = issued[0].ticket
+            bundle_json = await api.bundle(ticket.ticket_id)
+            redeem = golden_pb2.RedeemTicketRequest(
+                ticket_id=ticket.ticket_id, user_id="user-0", bundle_json=bundle_json
+            )
+            # Not trusted yet: no witness has seen this checkpoint. Nothing is written.
+            await expect(
+                api.stub.RedeemTicket(redeem, metadata=api.auth),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.BAD_CHECKPOINT,
+            )
+
+            witness.start()  # the outage ends: cosignatures arrive within the backoff
+            await cosigned_checkpoint(api, cp.tree_size, timeout=60)
+            # The old bundle (fetched before the cosignature existed) now redeems: the proof
+            # step adds the cosignatures the log stored for that very checkpoint.
+            retry = golden_pb2.RedeemTicketRequest(
+                ticket_id=ticket.ticket_id, user_id="user-0", bundle_json=bundle_json
+            )
+            resp = await api.stub.RedeemTicket(retry, metadata=api.auth)
+            assert resp.HasField("leaf_index")
+
+
+async def test_bundle_without_quorum_is_refused_offline(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """A ledger-signed checkpoint without the witness's cosignature is not trusted offline."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, _witness):
+        async with served_api(stack) as api:
+            issued = await api.issue("dana")
+            bundle = load_bundle(await api.bundle(issued.ticket.ticket_id))
+            roots = load_trust_roots(
+                await public_keys_json(Api(Endpoint(address=api.address, token="", dsn="")))
+            )
+            with pytest.raises(CheckpointError, match="needs 1"):
+                verify_bundle(bundle, roots)
+
+
+class _FlakyLedger:
+    """A read-only ledger store whose first reads fail (a stack still starting up)."""
+
+    def __init__(self, real: LedgerStore, failures: int) -> None:
+        self._real = real
+        self.failures = failures
+
+    async def latest_checkpoint(self, conn: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("not ready yet")
+        return await self._real.latest_checkpoint(conn)
+
+    async def consistency_proof(self, conn: Any, size1: int, size2: int) -> list[bytes]:
+        return await self._real.consistency_proof(conn, size1, size2)
+
+
+async def test_the_submitter_survives_its_own_errors(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """An unexpected error in a submission pass is logged and retried, never the end of
+    cosigning (it once killed the background task silently on a stack still starting)."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        witness.start()
+        await stack.issue("erin")
+        flaky = _FlakyLedger(LedgerStore.read_only(stack.settings.ledger_origin), failures=1)
+        submitter = Submitter(flaky, stack.settings.witness_list(), poll_s=0.05)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(submitter.run(stack.settings.pg_dsn, stop, retry_s=0.1))
+        try:
+            for _ in range(200):
+                if await latest_cosigned_size(stack.pool, WITNESS_NAME):
+                    break
+                await asyncio.sleep(0.05)
+            assert flaky.failures == 0 and not task.done()
+            assert await latest_cosigned_size(stack.pool, WITNESS_NAME) == 1
+        finally:
+            stop.set()
+            await task
