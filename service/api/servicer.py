@@ -16,9 +16,9 @@ import grpc
 from prometheus_client import Counter, Histogram
 from temporalio.service import RPCError
 
-from golden_press.bundle import TrustRoots
+from golden_press.bundle import TrustRoots, redact_bundle, redact_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.models import ProofBundle
+from golden_press.models import ProofBundle, Ticket
 from golden_press.settings import Settings
 from service.api.auth import authenticate
 from service.api.convert import (
@@ -32,6 +32,7 @@ from service.api.convert import (
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.verify import TicketVerifier
 from service.sagas.admission import Admission, SagaFailed, new_request_id, parse_ticket_id
+from service.store import cosignatures
 from service.store import keys as key_store
 from service.store import tickets as queries
 from service.store.ledger import LedgerStore
@@ -177,7 +178,11 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         self._ledger = deps.ledger
         self._origin = deps.settings.ledger_origin
         self._roots: tuple[float, TrustRoots] | None = None
-        self._verifier = TicketVerifier(deps.admission, deps.pool, self._trust_roots)
+        self._witnesses = deps.settings.witness_list()
+        self._policy = deps.settings.witness_policy()
+        self._verifier = TicketVerifier(
+            deps.admission, deps.pool, self._trust_roots, policy=self._policy
+        )
         #: Sagas a no_wait call answered for before they finished (kept referenced until done).
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -199,6 +204,18 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     def authenticate(self, context: Any) -> None:
         """Unauthenticated unless the call carries `authorization: Bearer <known token>`."""
         authenticate(context, self._deps.tokens)
+
+    def authenticated(self, context: Any) -> bool:
+        """True when a read carries a valid bearer token: it may see who holds a ticket."""
+        try:
+            self.authenticate(context)
+        except GoldenError:
+            return False
+        return True
+
+    def _view(self, ticket: Ticket, holder: bool) -> golden_pb2.Ticket:
+        """The ticket as this caller may see it: without a token, no user id nor signature."""
+        return ticket_to_pb(ticket if holder else redact_ticket(ticket))
 
     @rpc(write=True)
     async def IssueTicket(
@@ -262,7 +279,7 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         ticket = await queries.get_ticket(self._pool, parse_ticket_id(request.ticket_id))
         if ticket is None:
             raise GoldenError(Reason.TICKET_NOT_FOUND, f"no ticket {request.ticket_id}")
-        return golden_pb2.GetTicketResponse(ticket=ticket_to_pb(ticket))
+        return golden_pb2.GetTicketResponse(ticket=self._view(ticket, self.authenticated(context)))
 
     @rpc()
     async def ListTickets(
@@ -271,6 +288,12 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         """A keyset page of tickets by serial."""
         if request.page_size < 0:
             raise InvalidRequest("page_size must not be negative")
+        holder = self.authenticated(context)
+        if request.user_id and not holder:
+            raise GoldenError(
+                Reason.UNAUTHENTICATED,
+                "listing a user's tickets reveals who holds them: it needs a bearer token",
+            )
         size = min(request.page_size or queries.DEFAULT_PAGE_SIZE, queries.MAX_PAGE_SIZE)
         tickets = await queries.list_tickets(
             self._pool,
@@ -279,7 +302,9 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
             after_serial=decode_page_token(request.page_token),
             limit=size + 1,  # one more tells whether there is a next page
         )
-        resp = golden_pb2.ListTicketsResponse(tickets=[ticket_to_pb(t) for t in tickets[:size]])
+        resp = golden_pb2.ListTicketsResponse(
+            tickets=[self._view(t, holder) for t in tickets[:size]]
+        )
         if len(tickets) > size:
             resp.next_page_token = encode_page_token(tickets[size - 1].serial)
         return resp
@@ -314,7 +339,19 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
                     Reason.TICKET_NOT_REDEEMABLE,
                     f"ticket {ticket_id} is {ticket.state.value} and not in the ledger",
                 )
-            bundle: ProofBundle = await self._ledger.build_bundle(conn, ticket, salt)
+            checkpoint = None
+            if self._policy.quorum:
+                size = await cosignatures.trusted_checkpoint_size(
+                    conn,
+                    ticket.leaf_index + 1,
+                    [w.name for w in self._policy.witnesses],
+                    self._policy.quorum,
+                )
+                if size is not None:
+                    checkpoint = await self._ledger.checkpoint_at(conn, size)
+            bundle: ProofBundle = await self._ledger.build_bundle(conn, ticket, salt, checkpoint)
+        if not self.authenticated(context):
+            bundle = redact_bundle(bundle)  # no holder, no signature, no salt: docs/privacy.md
         return golden_pb2.GetInclusionProofResponse(
             bundle_json=bundle.model_dump_json(),
             ticket=ticket_to_pb(bundle.ticket),
@@ -367,7 +404,17 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
     ) -> golden_pb2.GetPublicKeysResponse:
         """Every issuer and ledger key, current and retired."""
         keys = await key_store.public_keys(self._pool)
-        resp = golden_pb2.GetPublicKeysResponse(ledger_origin=self._origin)
+        resp = golden_pb2.GetPublicKeysResponse(
+            ledger_origin=self._origin, witness_quorum=self._policy.quorum
+        )
+        for w in self._witnesses:
+            resp.keys.add(
+                key_id=w.verifier.key_id.hex(),
+                purpose="witness",
+                public_key=w.verifier.public_key,
+                status="current",
+                name=w.name,
+            )
         for k in keys:
             msg = resp.keys.add(
                 key_id=k.key_id,

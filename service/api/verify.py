@@ -27,17 +27,26 @@ from uuid import UUID
 
 import asyncpg
 
-from golden_press.bundle import TrustRoots, load_bundle, verify_bundle, verify_ticket
-from golden_press.checkpoint import NoteVerifier
-from golden_press.cosignature import CosignedCheckpoint, WitnessPolicy
+from golden_press.bundle import (
+    TrustRoots,
+    is_redacted,
+    load_bundle,
+    redact_ticket,
+    verify_bundle,
+    verify_public_bundle,
+    verify_ticket,
+)
+from golden_press.checkpoint import CheckpointError, NoteVerifier
+from golden_press.cosignature import CosignedCheckpoint, WitnessPolicy, verify_cosignatures
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.models import Ticket
+from golden_press.models import ProofBundle, Ticket
 from golden_press.snapshot import Snapshot, standing
 from service.api.convert import _STATE_TO_PB, ticket_from_pb, ticket_to_pb
 from service.api.pb import golden_pb2
 from service.sagas.admission import Admission
 from service.sagas.runs import parse_ticket_id
 from service.store import tickets as queries
+from service.store.cosignatures import with_stored_cosignatures
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -98,7 +107,8 @@ def max_age_for(refresh_interval_s: float) -> float:
 
 def _response_for(stored: Ticket) -> golden_pb2.VerifyTicketResponse:
     resp = golden_pb2.VerifyTicketResponse(signature_valid=True)
-    resp.ticket.CopyFrom(ticket_to_pb(stored))
+    # VerifyTicket is public: the ticket is echoed without its holder (docs/privacy.md).
+    resp.ticket.CopyFrom(ticket_to_pb(redact_ticket(stored)))
     resp.state = _STATE_TO_PB[stored.state]
     verdict = standing(stored)
     resp.valid = verdict.valid
@@ -120,8 +130,12 @@ class TicketVerifier:
         *,
         max_age_s: float | None = None,
         memo_size: int = 10_000,
+        policy: WitnessPolicy | None = None,
     ) -> None:
         self._admission = admission
+        #: Which checkpoints are trusted (GOLDEN_WITNESSES and GOLDEN_WITNESS_QUORUM); None: the
+        #: roots' own policy.
+        self._base_policy = policy
         self._pool = pool
         self._trust_roots = trust_roots
         self.max_age_s = (
@@ -149,7 +163,7 @@ class TicketVerifier:
         if roots != self._roots_of or self._policy is None:
             # Keys changed: memoised verifications no longer hold.
             self._presented.clear()
-            policy = roots.witness_policy()
+            policy = self._base_policy or roots.witness_policy()
             self._policy = _RememberingPolicy(policy.witnesses, policy.quorum)
         self._roots_of = roots
         return roots
@@ -203,15 +217,28 @@ class TicketVerifier:
                 verified = ticket.ticket_id
                 self._presented.put(key, verified)
             resp = await self.stored_response(verified)
-            return resp if resp is not None else self._not_found(request.ticket)
+            return resp if resp is not None else self._not_found(ticket_from_pb(request.ticket))
         if subject == "bundle_json":
             bundle = load_bundle(request.bundle_json)
             roots = await self._roots(bundle.ticket.key_id)
-            checkpoint = verify_bundle(bundle, roots, self._policy)
+            bundle = await self._with_stored_cosignatures(bundle)
+            if is_redacted(bundle.ticket):
+                # A public bundle: the proof is the bundle's; the issuer signature is the stored
+                # ticket's, bound to the same ledger entry by its signature digest.
+                checkpoint = verify_public_bundle(bundle, roots, self._policy)
+                stored = await queries.get_ticket(self._pool, bundle.ticket.ticket_id)
+                if stored is None or is_redacted(stored):
+                    raise GoldenError(
+                        Reason.TICKET_NOT_FOUND, f"no signed ticket {bundle.ticket.ticket_id}"
+                    )
+                full = bundle.model_copy(update={"ticket": stored})
+                verify_public_bundle(full, roots, self._policy)
+            else:
+                checkpoint = verify_bundle(bundle, roots, self._policy)
             found = await self.stored_response(bundle.ticket.ticket_id)
             out = golden_pb2.VerifyTicketResponse()
             if found is None:
-                out = self._not_found(ticket_to_pb(bundle.ticket))
+                out = self._not_found(bundle.ticket)
             else:
                 out.CopyFrom(found)
             out.proof_valid = True
@@ -219,10 +246,25 @@ class TicketVerifier:
             return out
         raise InvalidRequest("give ticket_id, ticket or bundle_json")
 
+    async def _with_stored_cosignatures(self, bundle: ProofBundle) -> ProofBundle:
+        """The bundle, its checkpoint completed with the cosignatures this log stored for it when
+        it does not meet the quorum as presented (fetched before its witnesses answered)."""
+        policy = self._policy
+        if policy is None or not policy.quorum:
+            return bundle
+        try:
+            have = len(verify_cosignatures(bundle.checkpoint, policy.witnesses))
+        except CheckpointError:
+            return bundle  # verification says why
+        if have >= policy.quorum:
+            return bundle
+        note = await with_stored_cosignatures(self._pool, bundle.checkpoint)
+        return bundle.model_copy(update={"checkpoint": note})
+
     @staticmethod
-    def _not_found(ticket: golden_pb2.Ticket) -> golden_pb2.VerifyTicketResponse:
+    def _not_found(ticket: Ticket) -> golden_pb2.VerifyTicketResponse:
         resp = golden_pb2.VerifyTicketResponse(signature_valid=True)
-        resp.ticket.CopyFrom(ticket)
+        resp.ticket.CopyFrom(ticket_to_pb(redact_ticket(ticket)))
         resp.reason = Reason.TICKET_NOT_FOUND.value
         resp.message = "signature is authentic but this ledger has no such ticket"
         return resp

@@ -147,18 +147,22 @@ class Api:
 
     @property
     def auth(self) -> list[tuple[str, str]]:
-        """Metadata for IssueTicket/RedeemTicket."""
+        """Bearer metadata: writes need it, and reads show holders only with it."""
         return [("authorization", f"Bearer {self.endpoint.token}")] if self.endpoint.token else []
 
     async def call(self, method: str, request: Any, *, write: bool = False) -> Any:
-        """One RPC; a failed call becomes a CliError carrying the ErrorInfo reason."""
+        """One RPC; a failed call becomes a CliError carrying the ErrorInfo reason.
+
+        The token (when known) goes with every call: without it GetTicket, ListTickets and
+        GetInclusionProof answer with the public view (docs/privacy.md).
+        """
         import grpc
 
         from service.api.convert import error_reason
 
         fn = getattr(self.stub, method)
         try:
-            return await fn(request, metadata=self.auth if write else None, timeout=120)
+            return await fn(request, metadata=self.auth or None, timeout=120)
         except grpc.aio.AioRpcError as err:
             reason = error_reason(err) or err.code().name
             if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

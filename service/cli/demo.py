@@ -142,11 +142,17 @@ async def prove_offline(demo: DemoRun, ticket: dict[str, Any]) -> str:
     write_file(keys_path, await public_keys_json(api))
     checkpoint = verify_offline(bundle_path, keys_path)
     doc = json.loads(bundle_json)
+    roots = load_trust_roots(keys_path.read_text())
+    cosigners = roots.witness_policy().open(
+        doc["checkpoint"], roots.ledger_verifiers(), roots.ledger_origin
+    )
+    witnesses = ", ".join(sorted(cosigners.cosigned_by))
     print(f"  bundle   {bundle_path}")
     print(f"  keys     {keys_path}")
     print(
         f"  {colour('ok', 'ok')}  leaf {doc['leaf_index']} is in the tree of {checkpoint.size}"
         f" signed by {checkpoint.origin}"
+        + (f", cosigned by witness {witnesses}" if witnesses else "")
     )
     print(f"  (again any time: golden-press ledger verify {bundle_path})")
     return bundle_json

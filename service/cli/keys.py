@@ -41,8 +41,12 @@ async def public_keys_json(api: Api) -> str:
         )
         for k in resp.keys
     ]
+    has_witnesses = any(k.purpose == "witness" for k in resp.keys)
     try:
-        return dump_trust_roots(trust_roots_from_keys(rows, resp.ledger_origin)) + "\n"
+        roots = trust_roots_from_keys(
+            rows, resp.ledger_origin, resp.witness_quorum if has_witnesses else None
+        )
+        return dump_trust_roots(roots) + "\n"
     except LookupError as exc:
         raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
 
@@ -52,26 +56,55 @@ def default_keys_file() -> Path:
     return settings().state_dir / "public-keys.json"
 
 
+def vkeys_of(text: str) -> list[str]:
+    """C2SP vkeys of trust roots JSON: ledger keys (type 0x01), then witness keys (0x04)."""
+    from golden_press.bundle import load_trust_roots
+
+    roots = load_trust_roots(text)
+    return [v.vkey for v in roots.ledger_verifiers()] + list(roots.witnesses)
+
+
 async def cmd_keys_export(api: Api, args: argparse.Namespace) -> int:
-    """Write the trust roots (every issuer and ledger public key) for offline verification."""
+    """Write the trust roots (issuer, ledger and witness public keys, the witness quorum) for
+    offline verification, and the ledger and witness keys as C2SP vkeys beside them."""
     path = Path(args.output) if args.output else default_keys_file()
     text = await public_keys_json(api)
     write_text(path, text)
+    vkeys = vkeys_of(text)
+    vkeys_path = path.with_suffix(".vkeys")
+    write_text(vkeys_path, "".join(f"{v}\n" for v in vkeys))
     roots = json.loads(text)
     if args.json:
-        emit_json({"trust_roots": roots, "path": str(path)})
+        emit_json(
+            {
+                "trust_roots": roots,
+                "path": str(path),
+                "vkeys": vkeys,
+                "vkeys_path": str(vkeys_path),
+            }
+        )
     else:
-        print(f"public keys written to {path}")
+        print(f"public keys written to {path}, vkeys to {vkeys_path}")
         for key_id, pub in roots["issuer_keys"].items():
-            print(f"  issuer  {key_id}  {pub}")
-        for led in roots["ledger"]:
-            print(f"  ledger  {led.get('name') or roots['origin']}  {led['public_key']}")
+            print(f"  issuer   {key_id}  {pub}")
+        for vkey in vkeys:
+            kind = "witness" if vkey in roots["witnesses"] else "ledger"
+            print(f"  {kind:<8} {vkey}")
+        if roots["witnesses"]:
+            quorum = roots["witness_quorum"]
+            print(f"  quorum   {len(roots['witnesses']) if quorum is None else quorum}")
     return 0
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     """Offline: signature, ledger entry, inclusion proof and checkpoint, with pinned keys only."""
-    from golden_press.bundle import load_bundle, load_trust_roots, verify_bundle
+    from golden_press.bundle import (
+        is_redacted,
+        load_bundle,
+        load_trust_roots,
+        verify_bundle,
+        verify_public_bundle,
+    )
     from golden_press.errors import GoldenError
 
     keys_path = Path(args.keys) if args.keys else default_keys_file()
@@ -88,7 +121,12 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     bundle = None
     try:
         bundle = load_bundle(read_text(args.bundle))
-        checkpoint = verify_bundle(bundle, roots)
+        holder = not is_redacted(bundle.ticket) and bool(bundle.user_salt)
+        verify = verify_bundle if holder else verify_public_bundle
+        checkpoint = verify(bundle, roots)
+        cosigners = roots.witness_policy().open(
+            bundle.checkpoint, roots.ledger_verifiers(), roots.ledger_origin
+        )
     except GoldenError as err:
         ticket = bundle.ticket.model_dump(mode="json") if bundle is not None else None
         raise CliError(
@@ -117,7 +155,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             {
                 "verification": verification(
                     valid=True,
-                    signature_valid=True,
+                    signature_valid=True if holder else None,
                     proof_valid=True,
                     state=None,
                     redeemable=None,
@@ -135,14 +173,23 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             }
         )
     else:
-        for line in (
-            f"issuer signature (key {t.key_id})",
-            "ledger entry matches the ticket and its holder",
+        quorum = roots.witness_policy().quorum
+        lines = [
+            f"issuer signature (key {t.key_id})" if holder else "",
+            "ledger entry matches the ticket and its holder"
+            if holder
+            else "ledger entry matches the ticket (public bundle: the holder is not shown)",
             f"inclusion proof: leaf {bundle.leaf_index} of {checkpoint.size}",
             f"checkpoint signed by the ledger key ({checkpoint.origin})",
-        ):
+            f"cosigned by {len(cosigners.cosigned_by)} witness(es), quorum {quorum}: "
+            + (", ".join(sorted(cosigners.cosigned_by)) or "none")
+            if roots.witnesses
+            else "",
+        ]
+        for line in filter(None, lines):
             print(f"{colour('ok', 'ok')}  {line}")
-        print(colour(f"bundle verifies offline: golden ticket #{t.serial} of {t.user_id}", "ok"))
+        whose = f" of {t.user_id}" if holder else ""
+        print(colour(f"bundle verifies offline: golden ticket #{t.serial}{whose}", "ok"))
     return 0
 
 

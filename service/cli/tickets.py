@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from golden_press.checkpoint import CheckpointError
+from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, verify_cosignatures
 from service.cli.client import (
     EXIT_USAGE,
     Api,
@@ -27,6 +31,9 @@ from service.cli.output import (
     ticket_dict,
     verification,
 )
+
+#: How long `proof` and `redeem` wait for witnesses to cosign a fresh ticket's checkpoint.
+COSIGN_WAIT_S = 15.0
 
 
 async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
@@ -187,10 +194,37 @@ async def cmd_list(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
-async def fetch_bundle(api: Api, ticket_id: str) -> str:
-    """The proof bundle JSON of a ticket against the latest checkpoint."""
-    resp = await api.call("GetInclusionProof", api.pb.GetInclusionProofRequest(ticket_id=ticket_id))
-    return str(resp.bundle_json)
+async def witness_policy(api: Api) -> WitnessPolicy:
+    """The witness keys and quorum the API publishes (GetPublicKeys)."""
+    resp = await api.call("GetPublicKeys", api.pb.GetPublicKeysRequest())
+    witnesses = tuple(
+        CosignatureVerifier(k.name, k.public_key) for k in resp.keys if k.purpose == "witness"
+    )
+    return WitnessPolicy(witnesses, resp.witness_quorum if witnesses else 0)
+
+
+async def fetch_bundle(api: Api, ticket_id: str, wait_s: float = COSIGN_WAIT_S) -> str:
+    """The proof bundle JSON of a ticket (the holder's, with the token).
+
+    A ticket issued a moment ago sits in a checkpoint its witnesses have not cosigned yet: wait
+    up to `wait_s` for one the published quorum cosigned, then take what there is (verification
+    then says which cosignatures are missing).
+    """
+    request = api.pb.GetInclusionProofRequest(ticket_id=ticket_id)
+    policy: WitnessPolicy | None = None
+    deadline = time.monotonic() + wait_s
+    while True:
+        resp = await api.call("GetInclusionProof", request)
+        policy = policy or await witness_policy(api)
+        if not policy.quorum or time.monotonic() >= deadline:
+            return str(resp.bundle_json)
+        try:
+            cosigned = verify_cosignatures(resp.checkpoint, policy.witnesses)
+        except CheckpointError:
+            return str(resp.bundle_json)
+        if len(cosigned) >= policy.quorum:
+            return str(resp.bundle_json)
+        await asyncio.sleep(0.2)
 
 
 def pretty_bundle(bundle_json: str) -> str:

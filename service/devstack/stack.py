@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from golden_press.redact import redact_dsn
 from golden_press.checkpoint import NoteVerifier
 from golden_press.cosignature import CosignatureVerifier, Witness, format_witnesses
+from golden_press.redact import redact_dsn
 from golden_press.settings import Settings
 from service.devstack.servers import (
     HOST,

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from golden_press.bundle import LedgerTrust, TrustRoots
+from golden_press.cosignature import CosignatureVerifier
 from service.store.tickets import Executor
 
 
@@ -45,8 +46,11 @@ async def public_keys(db: Executor) -> list[PublicKeyRow]:
     ]
 
 
-def trust_roots_from_keys(keys: list[PublicKeyRow], origin: str) -> TrustRoots:
-    """Trust roots an offline verifier pins: every issuer and ledger key, retired ones too."""
+def trust_roots_from_keys(
+    keys: list[PublicKeyRow], origin: str, witness_quorum: int | None = None
+) -> TrustRoots:
+    """Trust roots an offline verifier pins: every issuer and ledger key, retired ones too, and
+    the witness keys (purpose "witness") with the quorum checkpoints need (None: all of them)."""
     issuer = {
         k.key_id: base64.b64encode(k.public_key).decode("ascii")
         for k in keys
@@ -55,14 +59,24 @@ def trust_roots_from_keys(keys: list[PublicKeyRow], origin: str) -> TrustRoots:
     ledger = [
         LedgerTrust(
             public_key=base64.b64encode(k.public_key).decode("ascii"),
-            name=k.name if k.name != origin else "",
+            name=k.name or origin,
+            origin=origin,
         )
         for k in keys
         if k.purpose == "ledger"
     ]
     if not ledger:
         raise LookupError("no ledger key registered yet (has a worker started?)")
-    return TrustRoots(origin=origin, issuer_keys=issuer, ledger=ledger)
+    witnesses = [
+        CosignatureVerifier(k.name, k.public_key).vkey for k in keys if k.purpose == "witness"
+    ]
+    return TrustRoots(
+        origin=origin,
+        issuer_keys=issuer,
+        ledger=ledger,
+        witnesses=witnesses,
+        witness_quorum=witness_quorum,
+    )
 
 
 async def trust_roots(db: Executor, origin: str) -> TrustRoots:

@@ -59,7 +59,7 @@ class ApiHandle:
 
     async def bundle(self, ticket_id: str) -> str:
         resp = await self.stub.GetInclusionProof(
-            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id)
+            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id), metadata=self.auth
         )
         return str(resp.bundle_json)
 
@@ -117,7 +117,10 @@ async def test_every_rpc_happy_path(api: ApiHandle) -> None:
 
     await expect(api.issue(uid()), grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CAP_REACHED)
 
-    got = await api.stub.GetTicket(golden_pb2.GetTicketRequest(ticket_id=first.ticket_id))
+    # The holder's service (bearer token) sees holders; the public view is tests/.../test_privacy.
+    got = await api.stub.GetTicket(
+        golden_pb2.GetTicketRequest(ticket_id=first.ticket_id), metadata=api.auth
+    )
     assert got.ticket == first
 
     page1 = await api.stub.ListTickets(golden_pb2.ListTicketsRequest(page_size=3))
@@ -126,7 +129,9 @@ async def test_every_rpc_happy_path(api: ApiHandle) -> None:
     )
     assert [t.serial for t in page1.tickets] == [1, 2, 3] and page1.next_page_token
     assert [t.serial for t in page2.tickets] == [4, 5] and not page2.next_page_token
-    mine = await api.stub.ListTickets(golden_pb2.ListTicketsRequest(user_id=users[2]))
+    mine = await api.stub.ListTickets(
+        golden_pb2.ListTicketsRequest(user_id=users[2]), metadata=api.auth
+    )
     assert [t.user_id for t in mine.tickets] == [users[2]]
     redeemed = await api.stub.ListTickets(
         golden_pb2.ListTicketsRequest(state=golden_pb2.TICKET_STATE_REDEEMED)
@@ -139,7 +144,7 @@ async def test_every_rpc_happy_path(api: ApiHandle) -> None:
     assert by_fields.valid
 
     proof = await api.stub.GetInclusionProof(
-        golden_pb2.GetInclusionProofRequest(ticket_id=first.ticket_id)
+        golden_pb2.GetInclusionProofRequest(ticket_id=first.ticket_id), metadata=api.auth
     )
     bundle = json.loads(proof.bundle_json)
     assert bundle["version"] == 1 and bundle["leaf_index"] == proof.leaf_index
@@ -310,7 +315,7 @@ async def insert_voided(stack: Stack) -> uuid.UUID:
 async def _voided_proof(s: Seeded) -> Any:
     voided = await insert_voided(s.api.stack)
     request = golden_pb2.GetInclusionProofRequest(ticket_id=str(voided))
-    return await s.api.stub.GetInclusionProof(request)
+    return await s.api.stub.GetInclusionProof(request, metadata=s.api.auth)
 
 
 async def _malformed_user(s: Seeded) -> Any:
