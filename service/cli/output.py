@@ -118,7 +118,7 @@ def show_ticket(t: dict[str, Any]) -> str:
     rows = [
         ("ticket", t["ticket_id"]),
         ("serial", t["serial"]),
-        ("user", t["user_id"]),
+        ("user", t["user_id"] or "(not public: needs the API token)"),
         ("state", colour(t["state"], t["state"])),
         ("issued at", t["issued_at"]),
         ("key id", t["key_id"]),

@@ -114,7 +114,8 @@ async def cmd_verify(api: Api, args: argparse.Namespace) -> int:
             print(f"{colour('ok', 'ok') if ok else colour('FAILED', 'error')}  {name}")
         print(f"{'ok' if resp.valid else 'no':>2}  state {colour(state, state)}")
         note = "redeemable" if resp.redeemable else "already redeemed"
-        print(colour(f"valid golden ticket #{t['serial']} of {t['user_id']} ({note})", "ok"))
+        whose = f" of {t['user_id']}" if t["user_id"] else ""
+        print(colour(f"valid golden ticket #{t['serial']}{whose} ({note})", "ok"))
     return 0
 
 
