@@ -95,3 +95,27 @@ def test_refuses_a_key_file_others_can_read(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "0644" in result.stderr
+
+
+def test_golden_press_witness_serve_is_the_same_server(tmp_path: Path) -> None:
+    """The CLI verb runs the same witness (one JSON line when it listens, SIGTERM stops it)."""
+    vkey = NoteVerifier(ORIGIN, bytes(LEDGER.verify_key)).vkey
+    exe = Path(sys.executable).with_name("golden-press")
+    proc = subprocess.Popen(
+        [str(exe), "witness", "serve", f"--addr=127.0.0.1:{free_port()}", "--log", vkey],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GOLDEN_STATE_DIR": str(tmp_path)},
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["logs"] == [ORIGIN]
+        assert (
+            post(f"{info['url']}/add-checkpoint", add_checkpoint_body(0, [], _note(3))).status
+            == 200
+        )
+        assert (tmp_path / "witness" / "state.json").is_file()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
