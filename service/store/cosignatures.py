@@ -20,6 +20,7 @@ from golden_press.checkpoint import (
     parse_signature_lines,
 )
 from golden_press.cosignature import add_signature_lines
+from service.store.db import LEDGER_CHANNEL
 
 #: Both a pool and a connection answer fetch/fetchrow; reads need no transaction.
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -37,7 +38,10 @@ async def add_cosignature(
         line,
         datetime.fromtimestamp(timestamp, UTC),
     )
-    return status.endswith(" 1")
+    stored = status.endswith(" 1")
+    if stored:  # wakes the tile publisher: the published `checkpoint` gains the line
+        await db.execute("SELECT pg_notify($1, '')", LEDGER_CHANNEL)
+    return stored
 
 
 async def latest_cosigned_size(db: Executor, witness: str) -> int | None:

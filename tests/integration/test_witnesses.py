@@ -27,6 +27,7 @@ from service.devstack.servers import free_port
 from service.store.cosignatures import latest_cosigned_size
 from service.store.key_files import generate_key_file, load_key_file
 from service.store.ledger import LedgerStore
+from service.store.tile_files import TilePublisher
 from service.witness.server import Witness, WitnessHTTPServer, WitnessState, start_in_thread
 from service.witness.submitter import Submitter
 from tests.helpers.servers import Servers
@@ -249,3 +250,26 @@ async def test_the_submitter_survives_its_own_errors(
         finally:
             stop.set()
             await task
+
+
+async def test_published_tiles_checkpoint_gains_the_cosignature(
+    servers: Servers, session_dir: Path, client: Client, tmp_path: Path
+) -> None:
+    """The tiles `checkpoint` file written before the witness answered is republished with the
+    cosignature line (same body: the published checkpoint never moves)."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        await stack.issue("frank")
+        publisher = TilePublisher(tmp_path / "tiles", stack.ledger)
+        size = await publisher.catch_up(stack.pool)
+        first = (tmp_path / "tiles" / "checkpoint").read_text()
+        assert size >= 1 and WITNESS_NAME not in first
+        witness.start()
+        submitter = Submitter(
+            LedgerStore.read_only(stack.settings.ledger_origin), stack.settings.witness_list()
+        )
+        async with stack.pool.acquire() as conn:
+            assert await submitter.step(conn) == 1
+        assert await publisher.catch_up(stack.pool) == size
+        second = (tmp_path / "tiles" / "checkpoint").read_text()
+        assert second.startswith(first) and WITNESS_NAME in second
+        assert verify_cosignatures(second, [witness.verifier]).keys() == {WITNESS_NAME}
