@@ -34,7 +34,7 @@ from golden_press.models import (
 from golden_press.settings import Settings
 from golden_press.signing import canonical_payload, key_id_for, sign_payload
 from service.store import tickets
-from service.store.db import cap_transaction
+from service.store.db import cap_transaction, read_committed
 from service.store.ledger import LedgerStore, record_entry
 from service.store.outbox import events_pb2, timestamp
 
@@ -129,7 +129,7 @@ class IssuanceActivities:
     async def finalise_ticket(self, req: FinaliseInput) -> Ticket:
         """Store the signature and move `reserved` -> `issued` (a no-op when already done)."""
         await self._faults.before("finalise")
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, read_committed(conn):
             row = await tickets.lock_ticket(conn, req.ticket_id)
             if row is None:
                 raise ApplicationError(
@@ -150,6 +150,7 @@ class IssuanceActivities:
     @activity.defn(name="append_issued_to_ledger")
     async def append_issued_to_ledger(self, ref: TicketRef) -> LedgerAppendResult:
         """The point of no return: the `issued` entry and its event, in one transaction."""
+        await self._faults.before("ledger_append")
         # The cap lock orders this against a concurrent void of the same ticket.
         async with cap_transaction(self._pool) as conn:
             row = await tickets.lock_ticket(conn, ref.ticket_id)

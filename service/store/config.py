@@ -16,7 +16,7 @@ from golden_press.models import (
     CapScope,
     validate_user_id,
 )
-from service.store.db import SLOTS_CHANNEL, lock_cap
+from service.store.db import SLOTS_CHANNEL, lock_cap, read_committed
 from service.store.ledger import LedgerStore
 from service.store.tickets import count_counted, notify_slots
 
@@ -44,7 +44,7 @@ async def set_cap(dsn: str, cap: int, scope: str) -> CapConfig:
         raise InvalidRequest(f"scope must be live or lifetime, got {scope!r}") from exc
     conn = await asyncpg.connect(dsn)
     try:
-        async with conn.transaction():
+        async with read_committed(conn):
             await lock_cap(conn)
             before = await conn.fetchrow("SELECT cap, scope FROM golden_config")
             await conn.execute(

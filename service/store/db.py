@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 #: Advisory lock keys. Lock order, always: GOLDEN_KEY, then LEDGER_KEY, then PUBLISH_KEY.
 GOLDEN_KEY = 0x601DE9  # the cap critical section: lock -> count -> insert
 LEDGER_KEY = 0x601DEA  # ledger appends: dense leaf indices
-PUBLISH_KEY = 0x601DEB  # outbox drain: events leave in leaf order
+PUBLISH_KEY = 0x601DEB  # no longer taken (the outbox drain holds no lock); never reuse it
 MIGRATIONS_KEY = 0x601DEC
 
 #: Channel NOTIFYed whenever what an API process keeps in memory changes (reserve, ledger append,
@@ -24,14 +25,27 @@ SLOTS_CHANNEL = "golden_slots"
 LEDGER_CHANNEL = "golden_ledger"
 
 
+def read_committed(conn: asyncpg.Connection) -> Transaction:
+    """A READ COMMITTED transaction, whatever the database or role default says.
+
+    The cap and the ledger rely on it: a statement after an advisory-lock wait must see what the
+    previous holder committed. Under REPEATABLE READ the snapshot is taken by the first
+    statement (the lock itself), so a reserve that queued behind others would count a stale
+    number and overshoot the cap.
+    """
+    return conn.transaction(isolation="read_committed")
+
+
 @asynccontextmanager
 async def cap_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A transaction holding the cap's advisory lock: the only place the cap is decided.
 
     Everything that decides or changes what counts against the cap (reserve, finalise's ledger
     append, void, redeem, revoke, set-cap) runs in here, so lock -> count -> write is serial.
+    Timestamps written in here use clock_timestamp() (after the lock), not now() (the start of
+    the transaction, before the lock wait), so their order is the lock order.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, read_committed(conn):
         await lock_cap(conn)
         yield conn
 
@@ -132,6 +146,8 @@ __all__ = [
     "LEDGER_KEY",
     "PUBLISH_KEY",
     "apply_migrations",
+    "cap_transaction",
     "create_pool",
     "ensure_database",
+    "read_committed",
 ]

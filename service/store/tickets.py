@@ -200,7 +200,7 @@ async def insert_reservation(
         "WITH ins AS (INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash,"
         " workflow_id, state, issued_at, reserved_until, user_salt)"
         " VALUES ($1, nextval('ticket_serial_seq'), $2, $3, $4, $5, 'reserved',"
-        " now(), now() + $6::interval, $7) RETURNING *),"
+        " clock_timestamp(), clock_timestamp() + $6::interval, $7) RETURNING *),"
         " n AS (SELECT pg_notify($8, 'reserved'))"
         " SELECT ins.* FROM ins, n",
         ticket_id,
@@ -258,7 +258,7 @@ async def set_issued_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index:
 async def mark_voided(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:
     """Release the slot: `voided`, with its reason."""
     row = await conn.fetchrow(
-        "UPDATE tickets SET state = 'voided', voided_at = now(), void_reason = $2,"
+        "UPDATE tickets SET state = 'voided', voided_at = clock_timestamp(), void_reason = $2,"
         " reserved_until = NULL, updated_at = now() WHERE ticket_id = $1 RETURNING *",
         ticket_id,
         reason,
@@ -272,7 +272,7 @@ async def mark_redeemed(
 ) -> asyncpg.Record:
     """`issued` -> `redeemed`, remembering which saga run did it (its lost result is its own)."""
     row = await conn.fetchrow(
-        "UPDATE tickets SET state = 'redeemed', redeemed_at = now(),"
+        "UPDATE tickets SET state = 'redeemed', redeemed_at = clock_timestamp(),"
         " redeemed_by_workflow = $2, updated_at = now() WHERE ticket_id = $1 RETURNING *",
         ticket_id,
         workflow_id,
@@ -291,7 +291,7 @@ async def set_redeemed_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_inde
 async def mark_revoked(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:
     """`issued` -> `revoked` (fraud), with its reason."""
     row = await conn.fetchrow(
-        "UPDATE tickets SET state = 'revoked', revoked_at = now(), revoke_reason = $2,"
+        "UPDATE tickets SET state = 'revoked', revoked_at = clock_timestamp(), revoke_reason = $2,"
         " updated_at = now() WHERE ticket_id = $1 RETURNING *",
         ticket_id,
         reason,
