@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 from nacl.signing import SigningKey
 from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     Schedule,
@@ -34,6 +35,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.faults import Faults
+from activities.guard import StepGuard
 from activities.issue_ticket import IssuanceActivities
 from activities.publish import PublishingActivities
 from activities.reconcile import ReconcilerActivities
@@ -58,6 +60,7 @@ from workflows.issue_ticket import IssueTicketWorkflow
 from workflows.reconcile import ReconcileReservationsWorkflow
 from workflows.redeem_ticket import RedeemTicketWorkflow
 from workflows.revoke_ticket import RevokeTicketWorkflow
+from workflows.saga import STICKY_TIMEOUT
 
 log = logging.getLogger("golden_press.worker")
 
@@ -162,7 +165,13 @@ async def golden_worker(
             reconciler.publish_pending_events,
         ],
         max_concurrent_activities=50,
-        interceptors=[SagaLogInterceptor()],
+        interceptors=[SagaLogInterceptor(), StepGuard()],
+        # Input that fails its model fails the workflow at once; otherwise the SDK fails the
+        # workflow *task*, which Temporal retries forever (the saga looks stuck, not failed).
+        workflow_failure_exception_types=[ValidationError],
+        # When a worker dies, its sagas' next workflow tasks wait this long on its sticky queue
+        # before any other worker may take them (the SDK default is 10 s).
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
     )
     # Signs checkpoints for unsigned appends (set-cap) and publishes tiles when configured.
     tiles = asyncio.create_task(

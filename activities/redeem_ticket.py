@@ -128,6 +128,7 @@ class RedemptionActivities:
     @activity.defn(name="redeem_ticket")
     async def redeem_ticket(self, req: RedeemInput) -> RedeemResult:
         """Step 3, ONE transaction under the advisory lock: checks, state, ledger entry, event."""
+        await self._faults.before("redeem")
         async with cap_transaction(self._pool) as conn:
             row = await tickets.lock_ticket(conn, req.ticket_id)
             if row is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -290,11 +291,20 @@ class ReconcileResult(Frozen):
     voided: list[UUID] = Field(default_factory=list)
 
 
+def validate_reason(value: str) -> str:
+    """A free-text reason the ledger can record: no control characters (the entry is lines)."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ValueError("reason must not contain control characters")
+    return value
+
+
 class RevokeTicketInput(Frozen):
-    """An administrator's revocation (fraud): the ticket and why."""
+    """An administrator's revocation (fraud): the ticket and why (it goes into the ledger)."""
 
     ticket_id: UUID
     reason: str = Field(min_length=1, max_length=200)
+
+    _check_reason = field_validator("reason")(validate_reason)
 
 
 class RevokeTicketResult(Frozen):

@@ -13,7 +13,7 @@ import asyncio
 import uuid
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 from golden_press import sagas as sa
@@ -32,7 +32,29 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         VoidInput,
     )
-    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
+    from workflows.saga import (
+        BOUNDED_RETRY,
+        DB_TIMEOUT,
+        HEARTBEAT,
+        SagaWorkflow,
+    )
+
+
+#: Histories before this patch completed a cancelled saga as `compensated` and let a cancel that
+#: arrived while `reserve` ran go unnoticed; with it, a cancelled saga compensates and ends
+#: Canceled.
+CANCEL_PATCH = "cancel-compensates-and-ends-canceled"
+
+
+def _cancelled(err: BaseException) -> bool:
+    """Whether this error is the workflow's own cancellation (asyncio's, or a step's)."""
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return (
+        workflow.cancellation_reason() is not None
+        and is_cancelled_exception(err)
+        and workflow.patched(CANCEL_PATCH)
+    )
 
 
 @workflow.defn
@@ -58,14 +80,10 @@ class IssueTicketWorkflow(SagaWorkflow):
         """Steps 4-5. Point of no return: from here the saga never compensates, it retries."""
         self._saga.step("ledger_append")
         try:
-            appended = await forward(
-                workflow.execute_activity_method(
-                    IssuanceActivities.append_issued_to_ledger,
-                    TicketRef(ticket_id=ticket_id),
-                    start_to_close_timeout=DB_TIMEOUT,
-                    retry_policy=FOREVER_RETRY,
-                    summary="append the issued entry to the ledger (point of no return)",
-                )
+            appended = await self.forward_step(
+                IssuanceActivities.append_issued_to_ledger,
+                TicketRef(ticket_id=ticket_id),
+                summary="append the issued entry to the ledger (point of no return)",
             )
         except ActivityError as err:
             if _error_type(err) != "TicketVoided":
@@ -107,6 +125,7 @@ class IssueTicketWorkflow(SagaWorkflow):
                 workflow_id=workflow.info().workflow_id,
             ),
             start_to_close_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=BOUNDED_RETRY,
             summary="reserve a slot: advisory lock, rules, count, insert",
             # On cancellation, wait for an in-flight reserve to finish, so the void that follows
@@ -131,11 +150,15 @@ class IssueTicketWorkflow(SagaWorkflow):
             )
         if ticket.state != TicketState.RESERVED:
             return ticket  # issued by an earlier run: continue forward from the ledger step
+        if workflow.cancellation_reason() is not None and workflow.patched(CANCEL_PATCH):
+            # The cancel arrived as the reserve committed: honour it, the slot is given back.
+            raise asyncio.CancelledError("cancelled during reserve")
         self._saga.step("sign")
         signed = await workflow.execute_activity_method(
             IssuanceActivities.sign_ticket,
             TicketRef(ticket_id=ticket_id),
             start_to_close_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=BOUNDED_RETRY,
             summary="sign the stored ticket (Ed25519)",
         )
@@ -144,6 +167,7 @@ class IssueTicketWorkflow(SagaWorkflow):
             IssuanceActivities.finalise_ticket,
             FinaliseInput(ticket_id=ticket_id, signature=signed.signature, key_id=signed.key_id),
             start_to_close_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=BOUNDED_RETRY,
             summary="store the signature, state issued",
         )
@@ -151,33 +175,29 @@ class IssueTicketWorkflow(SagaWorkflow):
     async def _compensate(self, ticket_id: uuid.UUID, err: BaseException) -> IssueTicketResult:
         """Release the slot and record the void, then report (or re-raise a cancellation)."""
         failed_step = self._saga.current
-        self._saga.last_error = _describe(err)
+        why = self._saga.last_error = _describe(err)
         self._saga.step("compensate")
-        voided = await forward(
-            workflow.execute_activity_method(
-                IssuanceActivities.void_reservation,
-                VoidInput(ticket_id=ticket_id, reason=f"compensated after {failed_step}"),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="compensate: void the reservation, record it in the ledger",
-            )
+        voided = await self.forward_step(
+            IssuanceActivities.void_reservation,
+            VoidInput(ticket_id=ticket_id, reason=f"compensated after {failed_step}"),
+            summary="compensate: void the reservation, record it in the ledger",
         )
         if not voided.voided and voided.state != TicketState.VOIDED:
             # A rerun found its ticket already in the ledger: never void it, finish forward.
             result = await self._append_and_publish(ticket_id)
-            if isinstance(err, asyncio.CancelledError):
+            if _cancelled(err):
                 raise err
             return result
         if voided.leaf_index is not None:
             await self.publish_up_to(voided.leaf_index)
         self._saga.finish(Outcome.COMPENSATED)
-        if isinstance(err, asyncio.CancelledError):
+        if _cancelled(err):
             raise err
         return IssueTicketResult(
             outcome=Outcome.COMPENSATED,
             ticket_id=ticket_id,
             reason=_error_type(err),
-            message=f"{failed_step} failed: {self._saga.last_error}",
+            message=f"{failed_step} failed: {why}",
         )
 
 

@@ -8,7 +8,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.reconcile import ReconcilerActivities
     from golden_press.models import PublishInput, ReconcileResult
-    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, SagaWorkflow
+    from workflows.saga import BOUNDED_RETRY, DB_TIMEOUT, HEARTBEAT, SagaWorkflow
 
 
 @workflow.defn
@@ -24,7 +24,7 @@ class ReconcileReservationsWorkflow(SagaWorkflow):
         result = await workflow.execute_activity_method(
             ReconcilerActivities.void_expired_reservations,
             start_to_close_timeout=DB_TIMEOUT * 4,
-            heartbeat_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=BOUNDED_RETRY,
         )
         self._saga.step("publish")
@@ -33,6 +33,7 @@ class ReconcileReservationsWorkflow(SagaWorkflow):
                 ReconcilerActivities.publish_pending_events,
                 PublishInput(up_to_leaf=-1),
                 start_to_close_timeout=DB_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=BOUNDED_RETRY,
             )
         except ActivityError:

@@ -25,9 +25,8 @@ with workflow.unsafe.imports_passed_through():
         CHECK_RETRY,
         CHECKS_TIMEOUT,
         DB_TIMEOUT,
-        FOREVER_RETRY,
+        HEARTBEAT,
         SagaWorkflow,
-        forward,
     )
 
 
@@ -48,6 +47,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
             RedemptionActivities.verify_ticket_signature,
             checks,
             start_to_close_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             schedule_to_close_timeout=CHECKS_TIMEOUT,
             retry_policy=CHECK_RETRY,
             summary="verify the issuer signature",
@@ -60,6 +60,7 @@ class RedeemTicketWorkflow(SagaWorkflow):
             RedemptionActivities.verify_ledger_proof,
             checks,
             start_to_close_timeout=DB_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
             schedule_to_close_timeout=CHECKS_TIMEOUT,
             retry_policy=CHECK_RETRY,
             summary="verify inclusion and checkpoint consistency",
@@ -68,20 +69,16 @@ class RedeemTicketWorkflow(SagaWorkflow):
             return self._reject(req, check.reason, check.message)
 
         self._saga.step("redeem")
-        redeemed = await forward(
-            workflow.execute_activity_method(
-                RedemptionActivities.redeem_ticket,
-                RedeemInput(
-                    ticket_id=req.ticket_id,
-                    user_id=req.user_id,
-                    # The run, not just the id: every caller's redemption has the same id.
-                    workflow_id=f"{workflow.info().workflow_id}/{workflow.info().run_id}",
-                    bundle_json=req.bundle.model_dump_json(),
-                ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="redeem once: state and ledger entry in one transaction",
-            )
+        redeemed = await self.forward_step(
+            RedemptionActivities.redeem_ticket,
+            RedeemInput(
+                ticket_id=req.ticket_id,
+                user_id=req.user_id,
+                # The run, not just the id: every caller's redemption has the same id.
+                workflow_id=f"{workflow.info().workflow_id}/{workflow.info().run_id}",
+                bundle_json=req.bundle.model_dump_json(),
+            ),
+            summary="redeem once: state and ledger entry in one transaction",
         )
         if redeemed.leaf_index is None:
             return self._reject(req, redeemed.reason, redeemed.message)

@@ -9,7 +9,7 @@ from golden_press import sagas as sa
 with workflow.unsafe.imports_passed_through():
     from activities.revoke_ticket import RevocationActivities
     from golden_press.models import RevokeTicketInput, RevokeTicketResult
-    from workflows.saga import DB_TIMEOUT, FOREVER_RETRY, SagaWorkflow, forward
+    from workflows.saga import SagaWorkflow
 
 
 @workflow.defn
@@ -21,14 +21,10 @@ class RevokeTicketWorkflow(SagaWorkflow):
         """Revoke once; a second revocation reports the first."""
         workflow.upsert_search_attributes([sa.TICKET_ID.value_set(str(req.ticket_id))])
         self._saga.step("revoke")
-        result = await forward(
-            workflow.execute_activity_method(
-                RevocationActivities.revoke_ticket,
-                req,
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="revoke: state and ledger entry in one transaction",
-            )
+        result = await self.forward_step(
+            RevocationActivities.revoke_ticket,
+            req,
+            summary="revoke: state and ledger entry in one transaction",
         )
         if result.leaf_index is not None:
             await self.publish_up_to(result.leaf_index)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities.publish import PublishingActivities
 from golden_press import sagas as sa
@@ -22,6 +23,17 @@ BOUNDED_RETRY = RetryPolicy(
     maximum_attempts=6,
 )
 #: After the point of no return: retry forward until it works (DB or NATS outage).
+#:
+#: Every FOREVER path, and why none of them can retry an error that can never succeed:
+#: - ledger_append, redeem, revoke, void (compensation): their inputs are validated models
+#:   (a workflow whose input fails its model fails at once: the worker's
+#:   workflow_failure_exception_types), and any ValueError/ValidationError raised inside a step
+#:   is made non-retryable by activities.guard.StepGuard. A ticket voided behind a rerun's back
+#:   is the non-retryable TicketVoided. What is left is the database being away.
+#: - publish: a row NATS refuses for good (too big, refused by the stream) is parked as a dead
+#:   letter by the outbox publisher, so only NATS being away is retried.
+#: - redemption checks (CHECK_RETRY, bounded by CHECKS_TIMEOUT): read-only; bad bundles are
+#:   business rejections, returned, never raised.
 FOREVER_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
@@ -37,9 +49,26 @@ CHECK_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 CHECKS_TIMEOUT = timedelta(minutes=15)
-#: Longer than the pool's lock_timeout (4 s) and statement_timeout (8 s), so a lock wait fails
-#: inside the activity first; short enough that a SIGKILLed worker's activity is retried soon.
+#: Steps past the point of no return retry in rounds (SagaWorkflow.forward_step): a round of a
+#: few attempts, then the saga records the error where operators look, pauses, and goes again.
+ROUND_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=2,
+)
+ROUND_PAUSE_MAX = timedelta(seconds=10)
+#: Histories before it ran forward steps as one activity with FOREVER_RETRY.
+FORWARD_PATCH = "forward-steps-report-their-errors"
+#: Longer than the pool's lock_timeout (4 s) and statement_timeout (8 s, service.store.db), so a
+#: lock wait or a stuck statement fails inside the activity first (a herd queues on the cap's
+#: lock). A dead worker is noticed by HEARTBEAT, not by this.
 DB_TIMEOUT = timedelta(seconds=10)
+#: Every step heartbeats (activities.guard): a step whose worker was SIGKILLed is retried on
+#: another worker this long after its last beat, and a cancellation reaches a waiting step.
+HEARTBEAT = timedelta(seconds=1)
+#: How long a dead worker's sticky queue may hold its sagas' next workflow task (worker.py).
+STICKY_TIMEOUT = timedelta(seconds=1)
 
 
 T = TypeVar("T")
@@ -105,18 +134,61 @@ class SagaWorkflow:
         """Steps done, current step, last error."""
         return self._saga.progress()
 
+    async def forward_step(self, activity: Any, arg: Any, *, summary: str) -> Any:
+        """Run a step past the point of no return: retried until it works, never cancelled.
+
+        While it keeps failing, its last error is in `progress.last_error` and in the
+        workflow's current details (the Web UI shows them), so an operator sees "nats: timeout"
+        rather than a step that silently retries. The retries run in rounds of ROUND_RETRY
+        attempts with a growing pause between rounds; histories from before FORWARD_PATCH
+        keep one activity with FOREVER_RETRY.
+        """
+
+        def attempt(policy: RetryPolicy) -> Awaitable[Any]:
+            return workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=DB_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=policy,
+                summary=summary,
+            )
+
+        if not workflow.patched(FORWARD_PATCH):
+            return await forward(attempt(FOREVER_RETRY))
+        pause = ROUND_RETRY.initial_interval
+        while True:
+            try:
+                result = await forward(attempt(ROUND_RETRY))
+            except ActivityError as err:
+                cause = err.cause
+                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                    raise
+                self._saga.last_error = describe(err)
+                workflow.set_current_details(
+                    f"{self._saga.current}: retrying after {self._saga.last_error}"
+                )
+                await forward(workflow.sleep(pause))
+                pause = min(pause * 2, ROUND_PAUSE_MAX)
+                continue
+            if workflow.get_current_details():
+                workflow.set_current_details("")
+            return result
+
     async def publish_up_to(self, leaf_index: int) -> None:
         """Step `publish`: wait until every event up to this ledger leaf is on the stream.
 
         Past the point of no return, so it retries through outages and ignores cancellation.
         """
         self._saga.step("publish")
-        await forward(
-            workflow.execute_activity_method(
-                PublishingActivities.publish_events,
-                PublishInput(up_to_leaf=leaf_index),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=FOREVER_RETRY,
-                summary="publish events up to this ledger leaf",
-            )
+        await self.forward_step(
+            PublishingActivities.publish_events,
+            PublishInput(up_to_leaf=leaf_index),
+            summary="publish events up to this ledger leaf",
         )
+
+
+def describe(err: BaseException) -> str:
+    """One line about a step's failure: its cause's message, or the error's type."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    return (str(cause or err) or type(err).__name__).splitlines()[0][:300]

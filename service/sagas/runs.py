@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from pydantic import ValidationError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from golden_press.errors import GoldenError, InvalidRequest, Reason
@@ -55,13 +56,17 @@ async def revoke_ticket(
     publishes GoldenTicketRevoked; a rejection raises GoldenError with the workflow's reason.
     """
     tid = parse_ticket_id(ticket_id)
-    if not reason or len(reason) > 200:
-        raise InvalidRequest("a revocation needs a reason of 1-200 characters")
+    try:
+        request = RevokeTicketInput(ticket_id=tid, reason=reason)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "a revocation needs a reason of 1-200 characters without control characters"
+        ) from exc
     client = await connect_client(settings)
     workflow_id = revoke_workflow_id(tid)
     result: RevokeTicketResult = await client.execute_workflow(
         REVOKE_WORKFLOW,
-        RevokeTicketInput(ticket_id=tid, reason=reason),
+        request,
         id=workflow_id,
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
