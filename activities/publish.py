@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.faults import NO_FAULTS, Faults
+from activities.metrics import count_parked
 from golden_press.models import PublishInput, PublishResult
 from service.store.outbox import OutboxPublisher
 
@@ -20,6 +21,7 @@ class PublishingActivities:
     async def publish_events(self, req: PublishInput) -> PublishResult:
         """Idempotent: JetStream dedups by event id, so a retry sends nothing twice."""
         await self._faults.before("publish")
-        sent = await self._publisher.drain(up_to_leaf=req.up_to_leaf)
+        drained = await self._publisher.drain(up_to_leaf=req.up_to_leaf)
+        count_parked(drained)
         self._faults.after_commit("publish")
-        return PublishResult(published=sent)
+        return PublishResult(published=drained.sent)

@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.issue_ticket import void_ticket
+from activities.metrics import count_parked
 from golden_press.models import PublishInput, ReconcileResult, VoidInput
 from service.store.ledger import LedgerStore
 from service.store.outbox import OutboxPublisher
@@ -59,4 +60,6 @@ class ReconcilerActivities:
     @activity.defn(name="publish_pending_events")
     async def publish_pending_events(self, req: PublishInput) -> int:
         """Drain the whole outbox (up_to_leaf < 0 means everything)."""
-        return await self._publisher.drain(None if req.up_to_leaf < 0 else req.up_to_leaf)
+        drained = await self._publisher.drain(None if req.up_to_leaf < 0 else req.up_to_leaf)
+        count_parked(drained)
+        return drained.sent

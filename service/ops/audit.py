@@ -486,12 +486,18 @@ async def run_audit(
                 f"ledger entry; its lease ended {row['reserved_until'].isoformat()}",
             )
         outbox = await conn.fetch(
-            "SELECT leaf_index, event_id, kind, ticket_id, published_at FROM event_outbox"
-            " ORDER BY leaf_index"
+            "SELECT leaf_index, event_id, kind, ticket_id, published_at, dead_lettered_at,"
+            " last_error FROM event_outbox ORDER BY leaf_index"
         )
         outbox_leaves = {r["leaf_index"] for r in outbox}
         for r in outbox:
-            if r["published_at"] is None:
+            if r["dead_lettered_at"] is not None:
+                report.add(
+                    "dead_letter",
+                    f"event of leaf {r['leaf_index']} ({r['kind']}) was parked as a dead letter"
+                    f" at {r['dead_lettered_at'].isoformat()}: {r['last_error']}",
+                )
+            elif r["published_at"] is None:
                 report.add(
                     "outbox", f"event of leaf {r['leaf_index']} ({r['kind']}) is unpublished"
                 )

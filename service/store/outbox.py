@@ -8,6 +8,7 @@ CloudEvents binary-mode headers and `Nats-Msg-Id` (golden_press.cloudevents).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,16 +17,18 @@ from uuid import UUID
 import asyncpg
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from golden_press.cloudevents import MESSAGE_FOR_KIND, event_headers
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
-from service.store.db import PUBLISH_KEY
+
+log = logging.getLogger("golden_press.outbox")
 
 #: Deterministic event ids: a retried activity re-creates the same id, so JetStream dedups it.
 EVENT_NAMESPACE = UUID("5b1f7e1c-3a57-4d1e-9f5c-601de0000001")
@@ -75,7 +78,8 @@ def timestamp(value: datetime) -> Timestamp:
 
 
 def stream_config(settings: Settings) -> StreamConfig:
-    """Infinite retention, file storage, a day of Nats-Msg-Id dedup, GOLDEN_STREAM_REPLICAS."""
+    """Infinite retention, file storage, a day of Nats-Msg-Id dedup, GOLDEN_STREAM_REPLICAS;
+    no event can be removed (deny delete and purge)."""
     return StreamConfig(
         name=settings.stream_name,
         subjects=[stream_subject(settings)],
@@ -87,15 +91,37 @@ def stream_config(settings: Settings) -> StreamConfig:
         max_bytes=-1,
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
+        # The stream is the events' record forever: no message deletes, no purges.
+        deny_delete=True,
+        deny_purge=True,
     )
+
+
+class StreamRefused(Exception):
+    """An existing stream is configured to lose events; an operator must decide, not us."""
+
+
+def dropping_limits(config: StreamConfig) -> list[str]:
+    """The settings of a stream that would drop (or never keep) events, as `name=value`."""
+    found = []
+    if config.retention not in (None, RetentionPolicy.LIMITS):
+        found.append(f"retention={config.retention.value}")
+    for name in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject"):
+        value = getattr(config, name)
+        if value is not None and value > 0:
+            found.append(f"{name}={value:g}")
+    return found
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Create the stream, or adjust only what we rely on in an existing one.
 
-    Safe from every process at every start: an operator's other settings (placement, limits set
-    for other producers) are kept; only our subject, no max age, a long enough dedup window and,
-    when GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
+    Safe from every process at every start. An existing stream whose limits would drop events
+    (a max age, message or byte limit, a non-limits retention) is refused with StreamRefused,
+    not rewritten: changing another team's limits silently is as wrong as losing our events.
+    Otherwise an operator's other settings (placement) are kept; only our subject, a long
+    enough dedup window, deny delete/purge (which can be switched on, never off) and, when
+    GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
 
     A stream made by v0.1.0 claims the whole `<prefix>.>` space. It is narrowed in place to
     `<prefix>.golden_ticket.>` when every message it holds is ours (events stay where they are);
@@ -109,6 +135,13 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         await js.add_stream(stream_config(settings))
         return
     current = info.config
+    dropping = dropping_limits(current)
+    if dropping:
+        raise StreamRefused(
+            f"stream {settings.stream_name} has {', '.join(dropping)}, which would drop events;"
+            " golden-press needs infinite retention (remove the limits or name another stream"
+            " with GOLDEN_STREAM)"
+        )
     ours, legacy = stream_subject(settings), legacy_subject(settings)
     subjects = list(current.subjects or [])
     changes: dict[str, Any] = {}
@@ -121,8 +154,10 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         changes["subjects"] = subjects
     if (current.duplicate_window or 0) < DUPLICATE_WINDOW_S:
         changes["duplicate_window"] = DUPLICATE_WINDOW_S
-    if current.max_age:
-        changes["max_age"] = 0
+    if not current.deny_delete:
+        changes["deny_delete"] = True
+    if not current.deny_purge:
+        changes["deny_purge"] = True
     if settings.stream_replicas and current.num_replicas != settings.stream_replicas:
         changes["num_replicas"] = settings.stream_replicas
     if changes:
@@ -173,8 +208,42 @@ def event_time(kind: str, payload: bytes, recorded_at: datetime) -> datetime:
     return recorded_at
 
 
+def permanent(err: Exception) -> bool:
+    """Whether NATS refuses this event for good (retrying it would stall every later event)."""
+    if isinstance(err, MaxPayloadError):
+        return True
+    # JetStream: 10054 message size exceeds the stream's maximum.
+    return isinstance(err, APIError) and err.err_code in PERMANENT_API_ERRORS
+
+
+PERMANENT_API_ERRORS = frozenset({10054})
+#: Well inside a step's start_to_close timeout, so an outage fails as NATS's own "nats: timeout".
+PUBLISH_TIMEOUT_S = 2.0
+#: At most this much of an error is stored with a dead letter.
+MAX_ERROR_CHARS = 500
+
+
+@dataclasses.dataclass
+class Drained:
+    """What one drain did: events put on the stream, and leaves parked as dead letters."""
+
+    sent: int = 0
+    parked: list[int] = dataclasses.field(default_factory=list)
+
+
 class OutboxPublisher:
-    """Drains the outbox to JetStream in leaf order; one drainer at a time via an advisory lock."""
+    """Drains the outbox to JetStream in leaf order, holding no lock or transaction meanwhile.
+
+    Order without a lock: a drain reads the pending rows, then publishes them in leaf order and
+    marks each after its ack. Every row it did not read was acked before it looked, so whatever
+    it publishes follows everything earlier; concurrent drains repeat each other's messages
+    under the same Nats-Msg-Id, which JetStream drops (DUPLICATE_WINDOW_S). So a NATS outage
+    holds nothing in PostgreSQL, and the step's error is NATS's own ("nats: timeout").
+
+    A row NATS refuses for good (permanent()) is parked as a dead letter (dead_lettered_at,
+    last_error), skipped by every later drain and reported by the audit, so one poison event
+    cannot stall the events behind it.
+    """
 
     def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, settings: Settings) -> None:
         self._pool = pool
@@ -195,7 +264,9 @@ class OutboxPublisher:
         stream = self._settings.stream_name
         stored = row["traceparent"]
         if not stored:
-            return await self._js.publish(subject, payload, stream=stream, headers=headers)
+            return await self._js.publish(
+                subject, payload, stream=stream, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            )
         parent = propagate.extract({"traceparent": stored})
         with _tracer.start_as_current_span(
             f"{subject} publish",
@@ -209,22 +280,23 @@ class OutboxPublisher:
             },
         ):
             propagate.inject(headers)
-            return await self._js.publish(subject, payload, stream=stream, headers=headers)
-
-    async def drain(self, up_to_leaf: int | None = None) -> int:
-        """Publish every pending event (up to a leaf); returns how many were sent."""
-        sent = 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", PUBLISH_KEY)
-            rows = await conn.fetch(
-                "SELECT leaf_index, event_id, kind, ticket_id, payload, created_at, traceparent"
-                " FROM event_outbox"
-                " WHERE published_at IS NULL AND ($1::bigint IS NULL OR leaf_index <= $1)"
-                " ORDER BY leaf_index",
-                up_to_leaf,
+            return await self._js.publish(
+                subject, payload, stream=stream, headers=headers, timeout=PUBLISH_TIMEOUT_S
             )
-            for row in rows:
-                payload = bytes(row["payload"])
+
+    async def drain(self, up_to_leaf: int | None = None) -> Drained:
+        """Publish every pending event (up to a leaf) in leaf order; park permanent failures."""
+        done = Drained()
+        rows = await self._pool.fetch(
+            "SELECT leaf_index, event_id, kind, ticket_id, payload, created_at, traceparent"
+            " FROM event_outbox"
+            " WHERE published_at IS NULL AND dead_lettered_at IS NULL"
+            " AND ($1::bigint IS NULL OR leaf_index <= $1) ORDER BY leaf_index",
+            up_to_leaf,
+        )
+        for row in rows:
+            payload = bytes(row["payload"])
+            try:
                 ack = await self._publish(
                     row,
                     self.subject(row["kind"]),
@@ -237,19 +309,38 @@ class OutboxPublisher:
                         ticket_id=row["ticket_id"],
                     ),
                 )
-                await conn.execute(
-                    "UPDATE event_outbox SET published_at = now(), stream_seq = $2"
-                    " WHERE leaf_index = $1",
-                    row["leaf_index"],
-                    ack.seq,
-                )
-                sent += 1
-        return sent
+            except Exception as err:
+                if not permanent(err):
+                    raise
+                await self._park(row["leaf_index"], err)
+                done.parked.append(row["leaf_index"])
+                continue
+            await self._pool.execute(
+                "UPDATE event_outbox SET published_at = now(), stream_seq = $2"
+                " WHERE leaf_index = $1 AND published_at IS NULL",
+                row["leaf_index"],
+                ack.seq,
+            )
+            done.sent += 1
+        return done
+
+    async def _park(self, leaf_index: int, err: Exception) -> None:
+        """Set a poison row aside: it stays in the outbox, visible, but blocks nothing."""
+        why = f"{type(err).__name__}: {err}"[:MAX_ERROR_CHARS]
+        await self._pool.execute(
+            "UPDATE event_outbox SET dead_lettered_at = now(), last_error = $2"
+            " WHERE leaf_index = $1 AND published_at IS NULL",
+            leaf_index,
+            why,
+        )
+        log.error("event of leaf %s parked as a dead letter: %s", leaf_index, why)
 
 
 __all__ = [
     "EVENT_TYPES",
+    "Drained",
     "OutboxPublisher",
+    "StreamRefused",
     "StreamSubjectsConflict",
     "ensure_stream",
     "event_id_for",

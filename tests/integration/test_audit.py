@@ -12,6 +12,7 @@ from temporalio.client import Client
 from activities.faults import Faults
 from golden_press.models import Outcome, RevokeTicketInput
 from service.ops.audit import SeenCheckpoint, audit_main, load_seen, save_seen
+from service.store.outbox import stream_config
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, assert_audit_clean, audit, golden_stack
 from workflows.revoke_ticket import RevokeTicketWorkflow
@@ -86,8 +87,12 @@ async def test_stale_reservation_and_unpublished_event_are_found(stack: Stack) -
 async def test_missing_and_duplicate_stream_events_are_found(stack: Stack) -> None:
     await populated(stack)
     msgs = await stack.stream_messages()
-    # Remove the first event and publish the last one again under a fresh msg id.
-    await stack.js.delete_msg(stack.settings.stream_name, msgs[0].metadata.sequence.stream)
+    # The stream denies deletes: rebuild it without the first event (the stream itself may be
+    # deleted), then publish the last one again under a fresh msg id.
+    await stack.js.delete_stream(stack.settings.stream_name)
+    await stack.js.add_stream(stream_config(stack.settings))
+    for msg in msgs[1:]:
+        await stack.js.publish(msg.subject, msg.data, headers=dict(msg.headers or {}))
     last = msgs[-1]
     headers = dict(last.headers or {})
     headers["Nats-Msg-Id"] = str(uuid.uuid4())
