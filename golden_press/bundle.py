@@ -28,7 +28,7 @@ from pydantic import (
 
 from golden_press.checkpoint import Checkpoint, NoteVerifier
 from golden_press.cosignature import WitnessPolicy
-from golden_press.errors import GoldenError, Reason, one_line
+from golden_press.errors import GoldenError, InvalidRequest, Reason, one_line
 from golden_press.ledger_entry import (
     EntryKind,
     decode_entry,
@@ -116,8 +116,22 @@ def dump_trust_roots(roots: TrustRoots) -> str:
     return roots.model_dump_json(indent=2)
 
 
+#: A proof bundle's JSON at its bounds (golden_press.models) is far smaller; anything bigger is
+#: refused before it is parsed.
+MAX_BUNDLE_JSON_BYTES = 64 * 1024
+
+
+def check_bundle_size(text: str | bytes) -> None:
+    """InvalidRequest when a bundle's JSON is over MAX_BUNDLE_JSON_BYTES (checked unparsed)."""
+    if len(text) > MAX_BUNDLE_JSON_BYTES:
+        raise InvalidRequest(
+            f"a proof bundle is at most {MAX_BUNDLE_JSON_BYTES} bytes, this one is {len(text)}"
+        )
+
+
 def load_bundle(text: str) -> ProofBundle:
-    """Parse a proof bundle JSON (raises BadProof when it is not one)."""
+    """Parse a proof bundle JSON (raises BadProof when it is not one, InvalidRequest when huge)."""
+    check_bundle_size(text)
     try:
         return ProofBundle.model_validate_json(text)
     except ValidationError as exc:

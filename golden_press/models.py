@@ -7,7 +7,7 @@ import re
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -105,6 +105,29 @@ class Ticket(Frozen):
     _check_user = field_validator("user_id")(validate_user_id_or_redacted)
 
 
+#: Bounds of a proof bundle's caller-supplied fields. A bundle travels into a workflow input and
+#: into the `redeemed` event, so none may be unbounded: a checkpoint note padded with a megabyte
+#: of signature lines from unknown keys still verified, and its event could never be published.
+MAX_BUNDLE_NOTE_BYTES = 16 * 1024
+MAX_BUNDLE_NOTE_LINES = 4 + 100  # origin, size, root, blank line, then signature lines
+MAX_PROOF_HASHES = 64  # a tree of up to 2**63 leaves
+MAX_HASH_B64 = 64  # base64 of a 32-byte hash is 44 characters
+MAX_ENTRY_B64 = 8 * 1024  # base64 of a ledger entry (at most 4096 bytes)
+MAX_SALT_B64 = 128
+MAX_INDEX = (1 << 63) - 1
+
+ProofHash = Annotated[str, Field(max_length=MAX_HASH_B64)]
+
+
+def validate_note(value: str) -> str:
+    """A checkpoint note within the bundle bounds (the full check is golden_press.checkpoint)."""
+    if len(value.encode()) > MAX_BUNDLE_NOTE_BYTES:
+        raise ValueError(f"checkpoint note is over {MAX_BUNDLE_NOTE_BYTES} bytes")
+    if value.count("\n") > MAX_BUNDLE_NOTE_LINES:
+        raise ValueError(f"checkpoint note has over {MAX_BUNDLE_NOTE_LINES} lines")
+    return value
+
+
 class ProofBundle(Frozen):
     """Everything needed to check a ticket offline: one schema for API, CLI, verifier and events."""
 
@@ -113,12 +136,16 @@ class ProofBundle(Frozen):
     # base64; the ledger entry commits to SHA-256(salt || user_id), never the id. Only the
     # holder's bundle (authenticated GetInclusionProof) carries it; public bundles and events
     # carry "" (and public bundles also carry no user id nor ticket signature).
-    user_salt: str = ""
-    entry: str  # base64 of the canonical `issued` ledger entry bytes
-    leaf_index: int
-    tree_size: int
-    inclusion_proof: list[str]  # base64 hashes, leaf to root
-    checkpoint: str  # C2SP signed note text of the checkpoint the proof verifies against
+    user_salt: str = Field("", max_length=MAX_SALT_B64)
+    entry: str = Field(max_length=MAX_ENTRY_B64)  # base64 of the canonical `issued` entry bytes
+    leaf_index: int = Field(ge=0, le=MAX_INDEX)
+    tree_size: int = Field(ge=0, le=MAX_INDEX)
+    # base64 hashes, leaf to root
+    inclusion_proof: list[ProofHash] = Field(max_length=MAX_PROOF_HASHES)
+    # C2SP signed note text of the checkpoint the proof verifies against
+    checkpoint: str = Field(max_length=MAX_BUNDLE_NOTE_BYTES)
+
+    _check_note = field_validator("checkpoint")(validate_note)
 
 
 # ---- workflow inputs and outputs -------------------------------------------------------------

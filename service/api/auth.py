@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,25 @@ from service.store.key_files import read_tokens
 log = logging.getLogger("golden_press.api")
 
 
+class TokenFileError(Exception):
+    """The tokens file may be read by others: the API refuses to start (like the key files)."""
+
+
 def load_tokens(path: Path) -> frozenset[str]:
-    """Bearer tokens, one per line (blank lines and # comments ignored); none means no writes."""
+    """Bearer tokens, one per line (blank lines and # comments ignored); none means no writes.
+
+    The file holds secrets: like the key files it must not be readable or writable by group or
+    others (chmod 600), else TokenFileError.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenFileError(
+            f"API tokens file {path} has mode {stat.S_IMODE(mode):04o}; it must not be readable"
+            f" by group or others (chmod 600 {path})"
+        )
     tokens = frozenset(read_tokens(path))
     if not tokens:
         log.warning("API tokens file %s has no token: IssueTicket/RedeemTicket refuse all", path)
@@ -23,10 +41,13 @@ def load_tokens(path: Path) -> frozenset[str]:
 
 def authenticate(context: Any, tokens: frozenset[str]) -> None:
     """Unauthenticated unless the call carries `authorization: Bearer <known token>`."""
-    header = ""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            header = value if isinstance(value, str) else value.decode()
+    headers = [
+        value if isinstance(value, str) else value.decode(errors="replace")
+        for key, value in context.invocation_metadata() or ()
+        if key == "authorization"
+    ]
+    # Exactly one: with two, which one a proxy or a server checks is anyone's guess.
+    header = headers[0] if len(headers) == 1 else ""
     scheme, _, token = header.partition(" ")
     token = token.strip()
     ok = scheme.lower() == "bearer" and bool(token)

@@ -110,11 +110,14 @@ def decode_page_token(token: str) -> int:
         return 0
     try:
         version, _, serial = base64.urlsafe_b64decode(token.encode("ascii")).decode().partition(":")
-        if version != "v1":
+        if version != "v1" or not serial.isdigit() or len(serial) > 19:
             raise ValueError(version)
-        return int(serial)
+        value = int(serial)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest("malformed page_token") from exc
+    if value >= 1 << 63:  # serials are bigint
+        raise InvalidRequest("malformed page_token")
+    return value
 
 
 def error_status(

@@ -24,9 +24,9 @@ from temporalio.client import Client
 
 from golden_press.settings import Settings
 from service import telemetry
-from service.api.auth import load_tokens
+from service.api.auth import TokenFileError, load_tokens
 from service.api.convert import SERVICE_NAME
-from service.api.pb import golden_pb2_grpc
+from service.api.decode import MAX_RECEIVE_BYTES, add_service
 from service.api.processes import CHILD_ENV, supervise
 from service.api.reflection import enable_reflection
 from service.api.servicer import ApiDeps, GoldenPressService
@@ -60,6 +60,7 @@ async def serve(
     address: str | None = None,
 ) -> grpc.aio.Server:
     """Build, bind and start the server; pool/client given by the caller stay the caller's."""
+    tokens = load_tokens(settings.api_tokens_file)  # first: a readable file stops us here
     owned: list[Callable[[], Awaitable[Any]]] = []
     if pool is None:
         pool = await create_pool(settings.pg_dsn, min_size=2, max_size=20, durable_commits=False)
@@ -79,17 +80,17 @@ async def serve(
         pool=pool,
         admission=admission,
         ledger=ledger,
-        tokens=load_tokens(settings.api_tokens_file),
+        tokens=tokens,
         owned=owned,
     )
 
     # SO_REUSEPORT: the GOLDEN_API_PROCESSES children share one port (service/api/processes.py).
     tracing = telemetry.active()
     server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 1)],
+        options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
         interceptors=tracing.grpc_server_interceptors() if tracing else None,
     )
-    golden_pb2_grpc.add_GoldenPressServicer_to_server(GoldenPressService(deps), server)
+    add_service(GoldenPressService(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Served with the .proto comments when `make proto` wrote the descriptor set.
@@ -202,6 +203,9 @@ def main() -> None:
             os._exit(supervise(settings, settings.api_processes))
     try:
         code = asyncio.run(_main())
+    except TokenFileError as err:
+        log.error("%s", err)
+        code = 2
     except Exception:
         log.exception("API server crashed")
         code = 1

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 from prometheus_client import Counter, Histogram
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from golden_press.bundle import TrustRoots, redact_bundle, redact_ticket
+from golden_press.bundle import TrustRoots, check_bundle_size, redact_bundle, redact_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.models import ProofBundle, Ticket
+from golden_press.models import ProofBundle, Ticket, validate_user_id
 from golden_press.settings import Settings
 from service.api.auth import authenticate
 from service.api.convert import (
@@ -29,6 +29,7 @@ from service.api.convert import (
     state_from_pb,
     ticket_to_pb,
 )
+from service.api.decode import BadRequest
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.verify import TicketVerifier
 from service.sagas.admission import Admission, SagaFailed, new_request_id, parse_ticket_id
@@ -69,6 +70,8 @@ def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req
             try:
                 if write:
                     self.authenticate(context)
+                if isinstance(request, BadRequest):
+                    raise InvalidRequest(request.message)
                 return await fn(self, request, context)
             except GoldenError as err:
                 code = STATUS_FOR_REASON.get(err.reason, grpc.StatusCode.FAILED_PRECONDITION)
@@ -81,9 +84,34 @@ def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req
                 )
                 extra["workflow_id"] = err.workflow_id
                 log.error("saga failed: %s", err.message, extra=extra)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RPCError) as exc:
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                    # Temporal refused what we sent (e.g. over its payload size limit): the
+                    # request is at fault, retrying it cannot help.
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    status = error_status(
+                        code,
+                        Reason.INVALID_REQUEST.value,
+                        "the workflow service refused the request",
+                    )
+                    log.warning("workflow service refused a request: %s", exc, extra=extra)
+                else:
+                    code = grpc.StatusCode.UNAVAILABLE
+                    status = error_status(code, "Unavailable", "backend unavailable")
+                    log.error("workflow service unavailable: %s", exc, extra=extra)
+            except (asyncpg.DataError, ValueError) as exc:
+                # A value the database or its driver cannot take (out of range, not text): the
+                # caller's input, so INVALID_ARGUMENT; the message quotes none of it.
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                status = error_status(
+                    code,
+                    Reason.INVALID_REQUEST.value,
+                    "a request value is out of range or not valid text",
+                )
+                extra["reason"] = type(exc).__name__
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 code = grpc.StatusCode.UNAVAILABLE
-                status = error_status(code, "Unavailable", f"backend unavailable: {exc}")
+                status = error_status(code, "Unavailable", "backend unavailable")
                 log.exception("backend error", extra=extra)
             finally:
                 elapsed = time.perf_counter() - started
@@ -245,6 +273,7 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         self, request: golden_pb2.RedeemTicketRequest, context: Any
     ) -> golden_pb2.RedeemTicketResponse:
         """The redemption saga with the holder's bundle (no_wait: answer once it has started)."""
+        check_bundle_size(request.bundle_json)  # before parsing; the model bounds each field
         run = self._admission.redeem
         started, result = await until_started(
             lambda on_started: run(
@@ -295,6 +324,11 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
                 "listing a user's tickets reveals who holds them: it needs a bearer token",
             )
         size = min(request.page_size or queries.DEFAULT_PAGE_SIZE, queries.MAX_PAGE_SIZE)
+        if request.user_id:
+            try:
+                validate_user_id(request.user_id)
+            except ValueError as exc:
+                raise InvalidRequest(f"user_id filter: {exc}") from exc
         tickets = await queries.list_tickets(
             self._pool,
             state=state_from_pb(request.state),

@@ -37,6 +37,12 @@ def rejection(workflow_id: str, value: str, message: str) -> GoldenError | SagaF
     return GoldenError(reason, message or reason.value)
 
 
+def quote(value: object, limit: int = 100) -> str:
+    """Caller input for an error message: repr'd, at most `limit` characters of it."""
+    text = str(value)
+    return repr(text[:limit]) + (f"... ({len(text)} characters)" if len(text) > limit else "")
+
+
 def parse_ticket_id(value: str | UUID) -> UUID:
     """A ticket id as a UUID, or InvalidRequest."""
     if isinstance(value, UUID):
@@ -44,7 +50,7 @@ def parse_ticket_id(value: str | UUID) -> UUID:
     try:
         return UUID(value)
     except (ValueError, AttributeError, TypeError) as exc:
-        raise InvalidRequest(f"ticket_id must be a UUID, got {value!r}") from exc
+        raise InvalidRequest(f"ticket_id must be a UUID, got {quote(value)}") from exc
 
 
 async def revoke_ticket(

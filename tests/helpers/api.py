@@ -1,0 +1,79 @@
+"""The gRPC API served in-process over a test's stack, and a check for typed failures."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from golden_press.errors import Reason
+from service.api.convert import error_reason
+from service.api.pb import golden_pb2, golden_pb2_grpc
+from service.api.server import bound_port, serve, shutdown
+from tests.helpers.stack import Stack
+
+#: The bearer token the served API accepts.
+API_TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+@dataclass
+class ServedApi:
+    """A served API over the test's stack and a stub on a real channel."""
+
+    stack: Stack
+    stub: golden_pb2_grpc.GoldenPressStub
+    channel: grpc.aio.Channel
+    address: str
+
+    @property
+    def auth(self) -> list[tuple[str, str]]:
+        """Metadata of an authorised write."""
+        return [("authorization", f"Bearer {API_TOKEN}")]
+
+    async def issue(self, user: str) -> golden_pb2.IssueTicketResponse:
+        """IssueTicket for a user (a fresh request id)."""
+        return await self.stub.IssueTicket(
+            golden_pb2.IssueTicketRequest(user_id=user), metadata=self.auth
+        )
+
+    async def bundle(self, ticket_id: str) -> str:
+        """The ticket's proof bundle JSON (GetInclusionProof)."""
+        resp = await self.stub.GetInclusionProof(
+            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id)
+        )
+        return str(resp.bundle_json)
+
+
+@asynccontextmanager
+async def served_api(stack: Stack) -> AsyncIterator[ServedApi]:
+    """The API on a free port, sharing the stack's pool and client; API_TOKEN may write."""
+    tokens = stack.settings.api_tokens_file
+    tokens.parent.mkdir(parents=True, exist_ok=True)
+    tokens.write_text(f"# test tokens\n{API_TOKEN}\n")
+    os.chmod(tokens, 0o600)
+    server = await serve(
+        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
+    )
+    address = f"127.0.0.1:{bound_port(server)}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield ServedApi(stack, golden_pb2_grpc.GoldenPressStub(channel), channel, address)
+    finally:
+        await channel.close()
+        await shutdown(server, grace=None)
+
+
+async def expect_error(
+    call: object, code: grpc.StatusCode, reason: Reason | str
+) -> grpc.aio.AioRpcError:
+    """Await a call that must fail with this status code and ErrorInfo reason."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    err = info.value
+    assert (err.code(), error_reason(err)) == (code, str(reason)), (err.details() or "")[:300]
+    return err
