@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
@@ -209,8 +209,9 @@ def event_time(kind: str, payload: bytes, recorded_at: datetime) -> datetime:
 
 
 def permanent(err: Exception) -> bool:
-    """Whether NATS refuses this event for good (retrying it would stall every later event)."""
-    if isinstance(err, MaxPayloadError):
+    """Whether this event can never be published (retrying it would stall every later event):
+    NATS refuses it for good, or its stored body does not even parse."""
+    if isinstance(err, MaxPayloadError | DecodeError):
         return True
     # JetStream: 10054 message size exceeds the stream's maximum.
     return isinstance(err, APIError) and err.err_code in PERMANENT_API_ERRORS

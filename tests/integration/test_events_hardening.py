@@ -36,11 +36,21 @@ async def test_a_poison_event_is_parked_and_later_events_flow(stack: Stack) -> N
     first = await stack.issue("holder")
     assert first.ticket_id is not None
     bundle = await stack.bundle_for(first.ticket_id)
-    # Simulate an event written before bundles were bounded: bigger than NATS accepts, ever.
-    too_big = stack.nc.max_payload + 1024
+    # Simulate an event written before bundles were bounded: a valid protobuf (an unknown
+    # length-delimited field 1000 carries the padding) bigger than NATS accepts, ever.
+    size = stack.nc.max_payload + 1024
+    varint = bytearray()
+    rest = size
+    while rest >= 0x80:
+        varint.append(rest & 0x7F | 0x80)
+        rest >>= 7
+    varint.append(rest)
+    padding = bytes([0xC2, 0x3E]) + bytes(varint) + b"\x00" * size
+    await stack.pool.execute("CREATE TABLE poison_padding (b bytea)")
+    await stack.pool.execute("INSERT INTO poison_padding VALUES ($1)", padding)
     await stack.pool.execute(
         "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        f" NEW.payload := NEW.payload || decode(repeat('00', {too_big}), 'hex'); RETURN NEW;"
+        " NEW.payload := NEW.payload || (SELECT b FROM poison_padding); RETURN NEW;"
         " END $$;"
         " CREATE TRIGGER poison BEFORE INSERT ON event_outbox FOR EACH ROW"
         " WHEN (NEW.kind = 'redeemed') EXECUTE FUNCTION poison()"
