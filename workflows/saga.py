@@ -66,9 +66,10 @@ FORWARD_PATCH = "forward-steps-report-their-errors"
 DB_TIMEOUT = timedelta(seconds=10)
 #: Every step heartbeats (activities.guard): a step whose worker was SIGKILLed is retried on
 #: another worker this long after its last beat, and a cancellation reaches a waiting step.
-HEARTBEAT = timedelta(seconds=1)
+#: 1 s timed live steps out on a loaded 2-core box (a starved event loop misses beats), so 3 s.
+HEARTBEAT = timedelta(seconds=3)
 #: How long a dead worker's sticky queue may hold its sagas' next workflow task (worker.py).
-STICKY_TIMEOUT = timedelta(seconds=1)
+STICKY_TIMEOUT = timedelta(seconds=2)
 
 
 T = TypeVar("T")
