@@ -121,7 +121,7 @@ async def test_page_token_beyond_int64_is_invalid_argument(api: ApiHandle) -> No
 
 async def test_nul_byte_in_a_filter_is_invalid_argument(api: ApiHandle) -> None:
     await expect(
-        api.stub.ListTickets(golden_pb2.ListTicketsRequest(user_id="bob\x00")),
+        api.stub.ListTickets(golden_pb2.ListTicketsRequest(user_id="bob\x00"), metadata=api.auth),
         INVALID,
         Reason.INVALID_REQUEST,
     )
@@ -131,7 +131,7 @@ async def test_error_messages_quote_little_of_the_input(api: ApiHandle) -> None:
     huge = "y" * (1 << 20)
     for call in (
         api.stub.GetTicket(golden_pb2.GetTicketRequest(ticket_id=huge)),
-        api.stub.ListTickets(golden_pb2.ListTicketsRequest(user_id=huge)),
+        api.stub.ListTickets(golden_pb2.ListTicketsRequest(user_id=huge), metadata=api.auth),
         api.stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=huge)),
     ):
         err = await expect(call, INVALID, Reason.INVALID_REQUEST)

@@ -1,4 +1,4 @@
--- 006: cap changes are stamped in lock order. now() is the start of the transaction, before
+-- 040: cap changes are stamped in lock order. now() is the start of the transaction, before
 -- set-cap waited for the cap's advisory lock; clock_timestamp() here runs after it, so a reserve
 -- that queued behind a cap change is never judged by the cap the change replaced.
 CREATE OR REPLACE FUNCTION record_cap_change() RETURNS trigger LANGUAGE plpgsql AS $$

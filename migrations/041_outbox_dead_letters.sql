@@ -1,4 +1,4 @@
--- 007: an outbox row NATS refuses for good (too big, refused by the stream) is parked as a dead
+-- 041: an outbox row NATS refuses for good (too big, refused by the stream) is parked as a dead
 -- letter instead of being retried forever in front of every later event. It stays in the
 -- outbox, with its error, for the audit, the metrics and an operator to deal with.
 ALTER TABLE event_outbox
