@@ -6,10 +6,15 @@ import argparse
 import os
 from typing import Any
 
+import asyncpg
+
 from service.cli.client import (
     EXIT_UNAVAILABLE,
     CliError,
     Endpoint,
+    dev_stack,
+    one_error,
+    require_dsn,
     settings,
 )
 from service.cli.output import (
@@ -25,11 +30,11 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
 
     try:
         if args.admin_verb == "set-cap":
-            cap = await admin.set_cap(endpoint.dsn, args.cap, args.scope)
+            cap = await admin.set_cap(require_dsn(endpoint.dsn), args.cap, args.scope)
             result: dict[str, Any] = {"cap": {"cap": cap.cap, "scope": cap.scope, "used": cap.used}}
             text = f"cap is now {cap.cap} ({cap.scope}); {cap.used} ticket(s) count against it"
         elif args.admin_verb == "deny":
-            await admin.deny_user(endpoint.dsn, args.user, args.reason or "")
+            await admin.deny_user(require_dsn(endpoint.dsn), args.user, args.reason or "")
             result = {"denied": {"user_id": args.user, "reason": args.reason or ""}}
             text = f"user {args.user} is on the deny-list"
         else:
@@ -52,9 +57,9 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
             text = f"ticket {revoked.ticket_id} revoked (ledger leaf {revoked.leaf_index})"
     except GoldenError as err:
         raise CliError(err.reason.value, err.message) from err
-    except OSError as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise CliError(
-            "Unavailable", f"cannot reach PostgreSQL ({exc.strerror or exc})", EXIT_UNAVAILABLE
+            "Unavailable", f"cannot use PostgreSQL ({one_error(exc)})", EXIT_UNAVAILABLE
         ) from exc
     if args.json:
         emit_json(result)
@@ -69,17 +74,14 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
     s = settings()
     if not os.environ.get("GOLDEN_PG_DSN"):
-        try:
-            from service.devstack.stack import running_stack
-
-            info = running_stack()
-        except Exception:
-            info = None
-        if info is not None:
+        info = dev_stack(needed=True)
+        if info is None:
+            require_dsn("")
+        else:
             s = info.settings()
     try:
         return await audit_main(s, json_output=args.json)
-    except OSError as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise CliError(
-            "Unavailable", f"cannot reach PostgreSQL or NATS ({exc})", EXIT_UNAVAILABLE
+            "Unavailable", f"cannot reach PostgreSQL or NATS ({one_error(exc)})", EXIT_UNAVAILABLE
         ) from exc

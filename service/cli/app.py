@@ -17,8 +17,10 @@ from typing import Any, NoReturn
 from service.cli.admin import cmd_admin, cmd_audit
 from service.cli.client import (
     EXIT_USAGE,
+    WRITE_TIMEOUT_S,
     Api,
     CliError,
+    one_error,
     report,
     resolve_endpoint,
 )
@@ -94,6 +96,13 @@ def _verb(
     )
 
 
+#: --timeout of the verbs that wait for a saga.
+TIMEOUT_HELP = (
+    "seconds to wait for the saga (default 120); past it the saga goes on and the call says"
+    " `still running: workflow <id>` with exit code 4"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every verb of the interface sheet; each takes --json; only verbs that call the API
     take --addr/--token (offline verbs such as `ledger verify` and `keys generate` do not)."""
@@ -153,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         local,
     )
     _verb(
+        dev_verbs,
+        "status",
+        "each part of the dev stack, running or not (exit 0 only when all run)",
+        "golden-press dev status",
+        local,
+    )
+    _verb(
         verbs,
         "demo",
         "issue 5, refuse the 6th, verify, prove, redeem (starts a dev stack if none runs)",
@@ -169,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="idempotency key: a retry with the same key returns the same ticket "
         "(default: a fresh one)",
     )
+    issue.add_argument("--timeout", type=float, default=WRITE_TIMEOUT_S, help=TIMEOUT_HELP)
     issue.add_argument(
         "--no-wait",
         action="store_true",
@@ -235,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BUNDLE",
         help="the proof bundle the holder carries (default: fetch it from the API first)",
     )
+    redeem.add_argument("--timeout", type=float, default=WRITE_TIMEOUT_S, help=TIMEOUT_HELP)
     redeem.add_argument(
         "--no-wait",
         action="store_true",
@@ -383,7 +401,7 @@ async def run_async(args: argparse.Namespace) -> int:
         return await cmd_audit(args)
     if args.verb == "monitor":
         return await cmd_monitor(args)
-    endpoint = resolve_endpoint(args)
+    endpoint = resolve_endpoint(args, needs_dsn=args.verb == "admin")
     if args.verb == "admin":
         return await cmd_admin(args, endpoint)
     api = Api(endpoint)
@@ -457,7 +475,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.verb == "dev":
             from service.devstack import stack as devstack
 
-            code = devstack.dev_up(args.detach) if args.dev_verb == "up" else devstack.dev_down()
+            if args.dev_verb == "up":
+                code = devstack.dev_up(args.detach)
+            elif args.dev_verb == "status":
+                code = devstack.dev_status(json_output=args.json)
+            else:
+                code = devstack.dev_down()
         elif args.verb == "witness":
             code = serve_witness(args)
         elif args.verb == "demo":
@@ -470,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = report(err, as_json=as_json)
     except KeyboardInterrupt:
         code = 130
+    except Exception as exc:  # a bug or an unexpected outage: one line, never a traceback
+        code = report(CliError("Internal", one_error(exc)))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -12,17 +12,24 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golden_press.settings import Settings
 
+if TYPE_CHECKING:
+    from service.devstack.stack import StackInfo
+
 #: Exit codes (README, "Exit codes"): 0 done; 1 a rejection (a reason type: the request was
 #: judged and refused, a ticket or bundle does not verify, the audit found something); 2 usage
-#: (bad arguments, a missing file); 3 a server the verb needs is unreachable.
+#: (bad arguments, a missing file); 3 a server the verb needs is unreachable; 4 the call's
+#: deadline passed while its saga still runs (it may yet finish: see the workflow).
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_STILL_RUNNING = 4
+#: How long issue/redeem wait for their saga by default (--timeout).
+WRITE_TIMEOUT_S = 120.0
 
 
 class CliError(Exception):
@@ -78,21 +85,48 @@ def _first_token(path: Path) -> str:
     return ""
 
 
-def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
-    """--addr/--token flags, else the environment, else the running dev stack, else defaults."""
+def one_error(exc: BaseException) -> str:
+    """An exception as one short line (no traceback, no pages of caller input)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def dev_stack(needed: bool) -> StackInfo | None:
+    """The dev stack recorded in the state dir, when one runs. A stack that is partly down is
+    never touched (only `dev down` stops parts of it); it is an error only when this verb
+    needs it (`needed`), and otherwise simply not used."""
+    from service.devstack.stack import StackDown, running_stack
+
+    try:
+        return running_stack()
+    except StackDown as err:
+        if needed:
+            raise CliError("Unavailable", str(err), EXIT_UNAVAILABLE) from err
+        return None
+
+
+def require_dsn(dsn: str) -> str:
+    """The database a verb writes to must be named: by GOLDEN_PG_DSN or a running dev stack."""
+    if not dsn:
+        raise CliError(
+            "Unavailable",
+            "no database named: set GOLDEN_PG_DSN or start the dev stack (`golden-press dev up`)",
+            EXIT_UNAVAILABLE,
+        )
+    return dsn
+
+
+def resolve_endpoint(args: argparse.Namespace, *, needs_dsn: bool = False) -> Endpoint:
+    """--addr/--token flags, else the environment, else the running dev stack, else (the API
+    address only) the defaults. The database is never a default: see require_dsn."""
     s = settings()
-    address = os.environ.get("GOLDEN_GRPC_ADDR", "")
+    address = getattr(args, "addr", None) or os.environ.get("GOLDEN_GRPC_ADDR", "")
     token = _first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
     dsn = os.environ.get("GOLDEN_PG_DSN", "")
     temporal = task_queue = ""
     stack_env: dict[str, str] = {}
     if not (address and dsn):
-        try:
-            from service.devstack.stack import running_stack
-
-            info = running_stack()
-        except Exception:
-            info = None
+        info = dev_stack(needed=not address or (needs_dsn and not dsn))
         if info is not None:
             address = address or info.grpc
             token = token or info.token
@@ -101,9 +135,9 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
             if not os.environ.get("TEMPORAL_ADDRESS"):
                 temporal, task_queue = info.temporal, info.task_queue
     return Endpoint(
-        address=getattr(args, "addr", None) or address or s.grpc_addr,
+        address=address or s.grpc_addr,
         token=getattr(args, "token", None) or token or _first_token(s.api_tokens_file),
-        dsn=dsn or s.pg_dsn,
+        dsn=dsn,
         temporal=temporal,
         task_queue=task_queue,
         ca_file=_tls_file(args, "ca_file", "GOLDEN_TLS_CA_FILE", stack_env),
@@ -150,11 +184,21 @@ class Api:
         """Bearer metadata: writes need it, and reads show holders only with it."""
         return [("authorization", f"Bearer {self.endpoint.token}")] if self.endpoint.token else []
 
-    async def call(self, method: str, request: Any, *, write: bool = False) -> Any:
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        write: bool = False,
+        deadline_s: float = WRITE_TIMEOUT_S,
+        workflow_id: str = "",
+    ) -> Any:
         """One RPC; a failed call becomes a CliError carrying the ErrorInfo reason.
 
         The token (when known) goes with every call: without it GetTicket, ListTickets and
-        GetInclusionProof answer with the public view (docs/privacy.md).
+        GetInclusionProof answer with the public view (docs/privacy.md). A write whose deadline
+        passes while its saga runs is not an outage: it says `still running: workflow <id>`
+        (EXIT_STILL_RUNNING), and the same request retried later joins that saga.
         """
         import grpc
 
@@ -162,9 +206,13 @@ class Api:
 
         fn = getattr(self.stub, method)
         try:
-            return await fn(request, metadata=self.auth or None, timeout=120)
+            return await fn(request, metadata=self.auth or None, timeout=deadline_s)
         except grpc.aio.AioRpcError as err:
             reason = error_reason(err) or err.code().name
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and workflow_id:
+                raise CliError(
+                    "StillRunning", f"still running: workflow {workflow_id}", EXIT_STILL_RUNNING
+                ) from err
             if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 if not error_reason(err):
                     raise CliError(

@@ -12,6 +12,7 @@ from typing import Any
 
 from golden_press.checkpoint import CheckpointError
 from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, verify_cosignatures
+from golden_press.sagas import issue_workflow_id, redeem_workflow_id
 from service.cli.client import (
     EXIT_USAGE,
     Api,
@@ -45,6 +46,8 @@ async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
         "IssueTicket",
         api.pb.IssueTicketRequest(user_id=args.user, request_id=request_id, no_wait=args.no_wait),
         write=True,
+        deadline_s=args.timeout,
+        workflow_id=issue_workflow_id(request_id),
     )
     t = ticket_dict(resp.ticket) if resp.HasField("ticket") else None
     if args.json:
@@ -281,6 +284,8 @@ async def cmd_redeem(api: Api, args: argparse.Namespace) -> int:
             ticket_id=args.ticket_id, user_id=args.user, bundle_json=bundle, no_wait=args.no_wait
         ),
         write=True,
+        deadline_s=args.timeout,
+        workflow_id=redeem_workflow_id(args.ticket_id),
     )
     leaf = resp.leaf_index if resp.HasField("leaf_index") else None
     if args.json:

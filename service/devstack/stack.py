@@ -240,23 +240,141 @@ def _stop_recorded(state_dir: Path, recorded: _Recorded) -> list[str]:
     return failed
 
 
-def _running(state_dir: Path) -> _Recorded | None:
-    """The recorded stack if all of it still runs; a half-dead one is stopped and forgotten."""
-    recorded = _read_state(state_dir)
-    if recorded is None:
-        return None
+class StackDown(Exception):
+    """A dev stack is recorded but part of it is not running (see `golden-press dev status`)."""
+
+    def __init__(self, state_dir: Path, dead: list[str]) -> None:
+        super().__init__(
+            f"the dev stack in {state_dir} is partly down ({', '.join(dead)} not running);"
+            " see `golden-press dev status`, restart the missing parts with `golden-press dev up`"
+        )
+        self.dead = dead
+
+
+def _dead(recorded: _Recorded) -> list[str]:
+    """Names of the recorded parts that are not running (the supervisor of a foreground up too)."""
     members = [*recorded.procs, *([recorded.supervisor] if recorded.supervisor else [])]
-    if all(p.alive() for p in members):
-        return recorded
-    _stop_recorded(state_dir, recorded)
-    return None
+    return [p.name for p in members if not p.alive()]
+
+
+def _running(state_dir: Path) -> _Recorded | None:
+    """The recorded stack if all of it still runs. A half-dead one is left exactly as it is:
+    only `dev down` stops parts of a stack (an operator may be debugging the rest)."""
+    recorded = _read_state(state_dir)
+    if recorded is None or _dead(recorded):
+        return None
+    return recorded
 
 
 def running_stack(state_dir: Path | None = None) -> StackInfo | None:
-    """The dev stack running from this state dir, if any (for CLI verbs that want its env)."""
+    """The dev stack running from this state dir, None when none is recorded, StackDown when
+    one is recorded but part of it is not running (for CLI verbs that want its env)."""
     state_dir = (state_dir or _settings().state_dir).resolve()
-    recorded = _running(state_dir)
-    return recorded.info if recorded else None
+    recorded = _read_state(state_dir)
+    if recorded is None:
+        return None
+    dead = _dead(recorded)
+    if dead:
+        raise StackDown(state_dir, dead)
+    return recorded.info
+
+
+def _port(address: str | None) -> int | None:
+    """The port of host:port, a URL or a DSN (None when there is none)."""
+    if not address:
+        return None
+    tail = address.rsplit("@", 1)[-1].split("://")[-1]
+    host_port = tail.split("/", 1)[0]
+    _, _, port = host_port.rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def _restart_missing(state_dir: Path, recorded: _Recorded) -> list[str]:
+    """Start again, on their recorded ports and data, only the parts that are not running."""
+    info, logs = recorded.info, state_dir / "logs"
+    child_env = {**os.environ, **info.env, "PYTHONUNBUFFERED": "1"}
+    restarted: list[str] = []
+    procs: list[_Proc] = []
+    for proc in recorded.procs:
+        if proc.alive():
+            procs.append(proc)
+            continue
+        part: Any
+        if proc.name == "postgres":
+            part = PostgresCluster.start(
+                state_dir / "postgres", _port(info.postgres), log_file=logs / "postgres.log"
+            )
+        elif proc.name == "nats":
+            part = NatsServer.start(
+                state_dir / "nats", _port(info.nats), log_file=logs / "nats.log"
+            )
+        elif proc.name == "temporal":
+            part = TemporalDevServer.start(
+                state_dir / "temporal.db",
+                _port(info.temporal),
+                _port(info.ui),
+                log_file=logs / "temporal.log",
+            )
+        elif proc.name in ("worker", "api"):
+            cmd = WORKER_CMD if proc.name == "worker" else API_CMD
+            part = ChildProcess(proc.name, cmd, logs / f"{proc.name}.log", child_env, REPO_ROOT)
+            part.spawn()
+            if proc.name == "api":
+                part.wait_ready(lambda: _grpc_serving(info.grpc), API_READY_TIMEOUT_S)
+        else:
+            raise ServerError(proc.name, "cannot restart an unknown part of the stack")
+        stack = _Stack(state_dir)
+        stack.add(proc.name, part)
+        procs.extend(stack.procs())
+        stack.detach()
+        restarted.append(proc.name)
+    recorded.procs = procs
+    state = {
+        "version": 1,
+        "info": info.model_dump(),
+        "env": info.env,
+        "processes": [vars(p) for p in procs],
+        "supervisor": None,  # whatever supervised it is gone: `dev down` stops it by pid
+    }
+    _write_private(state_dir / STACK_FILE, json.dumps(state, indent=2) + "\n")
+    return restarted
+
+
+def dev_status(json_output: bool = False) -> int:
+    """`golden-press dev status`: each recorded part, alive or not; exit 0 only when all run."""
+    state_dir = _settings().state_dir.resolve()
+    recorded = _read_state(state_dir)
+    if recorded is None:
+        if json_output:
+            print(json.dumps({"state_dir": str(state_dir), "parts": []}))
+        else:
+            print(f"no dev stack is recorded in {state_dir}")
+        return 3
+    parts = [{"name": p.name, "pid": p.pid, "alive": p.alive()} for p in recorded.procs]
+    if recorded.supervisor is not None:
+        sup = recorded.supervisor
+        parts.append({"name": "supervisor", "pid": sup.pid, "alive": sup.alive()})
+    if json_output:
+        print(
+            json.dumps(
+                {
+                    "state_dir": str(state_dir),
+                    "parts": parts,
+                    **recorded.info.model_dump(exclude={"token"}),
+                }
+            )
+        )
+    else:
+        print(f"dev stack in {state_dir}")
+        for p in parts:
+            state = colourless_state(bool(p["alive"]))
+            print(f"  {p['name']:<10} pid {p['pid']:<8} {state}")
+    return 0 if all(p["alive"] for p in parts) else 3
+
+
+def colourless_state(alive: bool) -> str:
+    """How dev status words a part."""
+    return "running" if alive else "NOT RUNNING"
 
 
 # --------------------------------------------------------------------------- bring-up
@@ -674,6 +792,17 @@ def dev_up(detach: bool) -> int:
     state_dir = settings.state_dir.resolve()
     try:
         with _locked(state_dir):
+            partial = _read_state(state_dir)
+            if partial is not None and _dead(partial):
+                restarted = _restart_missing(state_dir, partial)
+                what = ", ".join(restarted) or "nothing (only the supervisor had gone)"
+                print(f"restarted {what}", file=sys.stderr, flush=True)
+                if not detach:
+                    print(
+                        "the stack runs detached: `golden-press dev down` stops it", file=sys.stderr
+                    )
+                print(partial.info.json_line(), flush=True)
+                return 0
             recorded = _running(state_dir)
             if recorded is not None:
                 if detach:
@@ -724,6 +853,9 @@ def ensure_stack() -> StackInfo:
     settings = _settings()
     state_dir = settings.state_dir.resolve()
     with _locked(state_dir):
+        partial = _read_state(state_dir)
+        if partial is not None and _dead(partial):
+            _restart_missing(state_dir, partial)
         recorded = _running(state_dir)
         if recorded is not None:
             return recorded.info

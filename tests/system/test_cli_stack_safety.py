@@ -1,0 +1,252 @@
+"""The CLI never harms a dev stack and never guesses a database (issue 13: 13).
+
+A read-only verb run against a half-dead stack leaves every live part running and the stack's
+record in place (an operator debugging an incident keeps it); `dev status` says which part is
+alive; no verb falls back silently to a database the stack did not name; none prints a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.devstack.servers import find_postgres_bin_dir, pid_alive, process_start_time
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "golden-press")
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="golden-cli-safety-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def bare_env(state_dir: Path) -> dict[str, str]:
+    """A user's environment naming nothing but the state dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    env["GOLDEN_STATE_DIR"] = str(state_dir)
+    return env
+
+
+@pytest.fixture
+def half_dead_stack(state_dir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """A recorded stack whose `worker` and `postgres` stand-ins live and whose `api` is gone."""
+    live = {
+        name: subprocess.Popen(["sleep", "300"], start_new_session=True)
+        for name in ("postgres", "worker")
+    }
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    procs = [
+        {
+            "name": name,
+            "pid": p.pid,
+            "start_time": process_start_time(p.pid),
+            "pgid": p.pid,
+            "first_signal": int(signal.SIGTERM),
+        }
+        for name, p in live.items()
+    ]
+    procs.append(
+        {"name": "api", "pid": dead.pid, "start_time": 1, "pgid": None, "first_signal": 15}
+    )
+    info = {
+        "temporal": "127.0.0.1:1",
+        "ui": None,
+        "postgres": "postgresql://postgres@127.0.0.1:1/golden",
+        "nats": "nats://127.0.0.1:1",
+        "grpc": "127.0.0.1:1",
+        "namespace": "default",
+        "task_queue": "golden-press",
+        "token": "t",
+    }
+    record = {"version": 1, "info": info, "env": {}, "processes": procs, "supervisor": None}
+    (state_dir / "stack.json").write_text(json.dumps(record))
+    try:
+        yield live
+    finally:
+        for p in live.values():
+            p.kill()
+            p.wait()
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("verb", [["list"], ["get", "6f1d5a4e-1111-4222-8333-444455556666"]])
+def test_a_read_only_verb_leaves_a_half_dead_stack_alone(
+    half_dead_stack: dict[str, subprocess.Popen[bytes]],
+    bare_env: dict[str, str],
+    state_dir: Path,
+    verb: list[str],
+) -> None:
+    done = cli(bare_env, *verb)
+    for name, proc in half_dead_stack.items():
+        assert pid_alive(proc.pid), f"{name} was stopped by `golden-press {verb[0]}`"
+    assert (state_dir / "stack.json").exists()
+    assert done.returncode == 3, done
+    assert "Traceback" not in done.stderr
+    assert "dev status" in done.stderr, done.stderr
+
+
+def test_dev_status_names_each_part(
+    half_dead_stack: dict[str, subprocess.Popen[bytes]], bare_env: dict[str, str]
+) -> None:
+    done = cli(bare_env, "dev", "status", "--json")
+    assert "Traceback" not in done.stderr
+    assert done.returncode != 0  # not all of it runs
+    parts = {p["name"]: p["alive"] for p in json.loads(done.stdout)["parts"]}
+    assert parts == {"postgres": True, "worker": True, "api": False}
+    human = cli(bare_env, "dev", "status")
+    assert "api" in human.stdout and "worker" in human.stdout
+    for proc in half_dead_stack.values():
+        assert pid_alive(proc.pid)
+
+
+def test_dev_status_without_a_stack(bare_env: dict[str, str]) -> None:
+    done = cli(bare_env, "dev", "status")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "no dev stack" in (done.stdout + done.stderr)
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["admin", "set-cap", "--cap", "3", "--scope", "live"],
+        ["admin", "deny", "mallory"],
+        ["audit"],
+    ],
+)
+def test_no_verb_falls_back_to_a_database_nobody_named(
+    bare_env: dict[str, str], verb: list[str]
+) -> None:
+    done = cli(bare_env, *verb)
+    assert done.returncode == 3, done
+    assert "Traceback" not in done.stderr
+    assert "GOLDEN_PG_DSN" in done.stderr, done.stderr
+
+
+# Stand-ins for worker.py and the API server (as in test_devstack): the stack's own machinery.
+STUB_WORKER = """
+import asyncio, os
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+@workflow.defn
+class Noop:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+async def main() -> None:
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    await Worker(client, task_queue=os.environ["GOLDEN_TASK_QUEUE"], workflows=[Noop]).run()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+STUB_API = """
+import os
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+server.add_insecure_port(os.environ["GOLDEN_GRPC_ADDR"])
+server.start()
+server.wait_for_termination()
+"""
+STUB_RUNNER = """
+import os, sys
+import service.devstack.stack as d
+d.WORKER_CMD = [sys.executable, sys.argv[1]]
+d.API_CMD = [sys.executable, sys.argv[2]]
+code = d.main(sys.argv[3:])
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(code)
+"""
+
+
+@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+def test_dev_up_restarts_only_the_missing_part(
+    bare_env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    state_dir.chmod(0o755)  # the postgres user must reach the data dir
+    worker, api, runner = tmp_path / "worker.py", tmp_path / "api.py", tmp_path / "run.py"
+    worker.write_text(STUB_WORKER)
+    api.write_text(STUB_API)
+    runner.write_text(STUB_RUNNER)
+
+    def stub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(runner), str(worker), str(api), *args],
+            capture_output=True,
+            text=True,
+            env=bare_env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=240,
+        )
+
+    up = stub("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    try:
+        before = {
+            p["name"]: p["pid"]
+            for p in json.loads((state_dir / "stack.json").read_text())["processes"]
+        }
+        os.kill(before["api"], signal.SIGKILL)
+        assert wait_gone(before["api"])
+        status = json.loads(cli(bare_env, "dev", "status", "--json").stdout)
+        assert {p["name"]: p["alive"] for p in status["parts"]}["api"] is False
+        again = stub("up", "--detach")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout) == json.loads(up.stdout)  # same addresses
+        after = {
+            p["name"]: p["pid"]
+            for p in json.loads((state_dir / "stack.json").read_text())["processes"]
+        }
+        assert after["api"] != before["api"] and pid_alive(after["api"])
+        assert {k: v for k, v in after.items() if k != "api"} == {
+            k: v for k, v in before.items() if k != "api"
+        }
+        assert cli(bare_env, "dev", "status").returncode == 0
+    finally:
+        down = stub("down")
+        assert down.returncode == 0, down.stderr
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether pid is gone within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
