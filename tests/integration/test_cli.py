@@ -175,7 +175,7 @@ ENVELOPE_TESTED = {
 #: Verbs that run or stop a whole stack (tests/system/test_devstack.py runs them), and the
 #: witness server, which prints its one JSON line when it listens
 #: (tests/system/test_witness_process.py).
-STACK_VERBS = {"dev up", "dev down", "demo", "witness serve"}
+STACK_VERBS = {"dev up", "dev down", "dev status", "demo", "witness serve"}
 
 
 async def test_every_verb_is_covered_by_the_envelope_test() -> None:
