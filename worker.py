@@ -45,9 +45,9 @@ from golden_press.checkpoint import ledger_key_id
 from golden_press.sagas import reconcile_schedule_id, reconcile_workflow_id
 from golden_press.settings import Settings
 from golden_press.signing import key_id_for
-from service import telemetry
-from service.logs import SagaLogInterceptor, configure_logging
-from service.metrics import GaugePublisher, metrics_runtime
+from service.observability import tracing as telemetry
+from service.observability.logs import SagaLogInterceptor, configure_logging
+from service.ops.metrics import GaugePublisher, metrics_runtime
 from service.sagas.client import connect_client
 from service.store.db import create_pool
 from service.store.key_files import KeyFileError, load_key_file

@@ -23,7 +23,6 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 
 from golden_press.settings import Settings
-from service import telemetry
 from service.api.auth import TokenFileError, load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.decode import MAX_RECEIVE_BYTES, add_service
@@ -32,7 +31,8 @@ from service.api.reflection import enable_reflection
 from service.api.servicer import ApiDeps, GoldenPressService
 from service.api.tiles_http import TilesServer, start_tiles_server
 from service.api.tls import ReloadingServerCredentials, is_loopback, server_tls_files
-from service.logs import configure_logging
+from service.observability import tracing as telemetry
+from service.observability.logs import configure_logging
 from service.sagas.admission import Admission
 from service.sagas.client import connect_client
 from service.store.db import create_pool

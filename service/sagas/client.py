@@ -20,7 +20,7 @@ from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.runtime import Runtime
 
 from golden_press.settings import Settings
-from service import telemetry
+from service.observability import tracing as telemetry
 
 
 def connect_config(settings: Settings, env: Mapping[str, str] | None = None) -> ClientConnectConfig:

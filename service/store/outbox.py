@@ -52,7 +52,7 @@ def legacy_subject(settings: Settings) -> str:
     return f"{settings.subject_prefix}.>"
 
 
-#: The outbox publish spans (a no-op tracer unless service.telemetry turned tracing on).
+#: The outbox publish spans (a no-op tracer unless service.observability.tracing turned tracing on).
 _tracer = trace.get_tracer("golden_press.outbox")
 
 

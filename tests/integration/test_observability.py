@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from golden_press.models import Outcome
 from service.devstack.servers import free_port
-from service.metrics import GAUGES, PROCESS_SAMPLES
+from service.ops.metrics import GAUGES, PROCESS_SAMPLES
 from service.store.gauges import read_gauges
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack

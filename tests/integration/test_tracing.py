@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import bound_port, serve, shutdown
-from service.telemetry import disable_tracing, enable_tracing
+from service.observability.tracing import disable_tracing, enable_tracing
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack
 from tests.helpers.tracing import in_memory_tracing

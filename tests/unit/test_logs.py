@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from service.logs import JsonFormatter, RepeatedErrorFilter, saga_log_context
+from service.observability.logs import JsonFormatter, RepeatedErrorFilter, saga_log_context
 
 
 def record(msg: str = "m", exc: BaseException | None = None, **extra: object) -> logging.LogRecord:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service import telemetry
 from service.devstack.stack import _passed_through
+from service.observability import tracing as telemetry
 
 
 @pytest.mark.parametrize(

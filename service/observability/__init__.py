@@ -1,0 +1,1 @@
+"""Cross-cutting observability: JSON logs and OpenTelemetry tracing (no I/O of its own)."""
