@@ -53,7 +53,9 @@ async def test_worker_metrics_and_logs(servers: Servers, session_dir: Path, clie
             issued_result = await stack.issue("observed", "observed-1")
             assert issued_result.outcome == Outcome.ISSUED
             assert (await stack.issue("observed")).outcome == Outcome.REJECTED
-            text = await scrape_until(port, "golden_tickets_counted", 1.0)
+            await scrape_until(port, "golden_tickets_counted", 1.0)
+            # The publish step may still be sending the issued event: wait for the drained outbox.
+            text = await scrape_until(port, "golden_outbox_backlog", 0.0)
             reading = await read_gauges(stack.pool)
         finally:
             worker.stop()
