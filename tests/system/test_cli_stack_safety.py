@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from service.devstack.servers import find_postgres_bin_dir, pid_alive, process_start_time
+from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "golden-press")
@@ -148,49 +149,6 @@ def test_no_verb_falls_back_to_a_database_nobody_named(
     assert done.returncode == 3, done
     assert "Traceback" not in done.stderr
     assert "GOLDEN_PG_DSN" in done.stderr, done.stderr
-
-
-# Stand-ins for worker.py and the API server (as in test_devstack): the stack's own machinery.
-STUB_WORKER = """
-import asyncio, os
-from temporalio import workflow
-from temporalio.client import Client
-from temporalio.worker import Worker
-
-@workflow.defn
-class Noop:
-    @workflow.run
-    async def run(self) -> None:
-        return None
-
-async def main() -> None:
-    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
-    await Worker(client, task_queue=os.environ["GOLDEN_TASK_QUEUE"], workflows=[Noop]).run()
-
-if __name__ == "__main__":
-    asyncio.run(main())
-"""
-STUB_API = """
-import os
-from concurrent import futures
-import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-server.add_insecure_port(os.environ["GOLDEN_GRPC_ADDR"])
-server.start()
-server.wait_for_termination()
-"""
-STUB_RUNNER = """
-import os, sys
-import service.devstack.stack as d
-d.WORKER_CMD = [sys.executable, sys.argv[1]]
-d.API_CMD = [sys.executable, sys.argv[2]]
-code = d.main(sys.argv[3:])
-sys.stdout.flush(); sys.stderr.flush()
-os._exit(code)
-"""
 
 
 @pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")

@@ -17,34 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import servers
+from tests.helpers.devstack_stubs import STUB_RUNNER, STUB_WORKER, needs_postgres
 from tests.helpers.tls import TestCA
 
 ROOT = Path(__file__).resolve().parents[2]
 
-needs_postgres = pytest.mark.skipif(
-    servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
-)
 
-STUB_WORKER = """
-import asyncio, os
-from temporalio import workflow
-from temporalio.client import Client
-from temporalio.worker import Worker
-
-@workflow.defn
-class Noop:
-    @workflow.run
-    async def run(self) -> None:
-        return None
-
-async def main() -> None:
-    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
-    await Worker(client, task_queue=os.environ["GOLDEN_TASK_QUEUE"], workflows=[Noop]).run()
-
-if __name__ == "__main__":
-    asyncio.run(main())
-"""
 STUB_TLS_API = """
 import os
 from concurrent import futures
@@ -61,15 +39,6 @@ creds = grpc.ssl_server_credentials([(read("GOLDEN_TLS_KEY_FILE"), read("GOLDEN_
 server.add_secure_port(os.environ["GOLDEN_GRPC_ADDR"], creds)
 server.start()
 server.wait_for_termination()
-"""
-STUB_RUNNER = """
-import os, sys
-import service.devstack.stack as d
-d.WORKER_CMD = [sys.executable, sys.argv[1]]
-d.API_CMD = [sys.executable, sys.argv[2]]
-code = d.main(sys.argv[3:])
-sys.stdout.flush(); sys.stderr.flush()
-os._exit(code)
 """
 
 
