@@ -80,6 +80,7 @@ from golden_press.sagas import (
 )
 from golden_press.settings import Settings
 from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
+from golden_press.waits import wait_event
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
 from service.store.admission import admit, read_snapshot, request_row
 from service.store.db import SLOTS_CHANNEL
@@ -278,7 +279,7 @@ class Admission:
         conn = self._listen_conn
         if conn is not None and not conn.is_closed():
             try:
-                await asyncio.wait_for(conn.execute("SELECT 1"), self.refresh_interval_s + 1)
+                await conn.execute("SELECT 1", timeout=self.refresh_interval_s + 1)
                 return True
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection unresponsive (%s); reconnecting", exc)
@@ -291,10 +292,7 @@ class Admission:
         """Re-read on NOTIFY and on every tick, whatever the scope; never dies of an error."""
         while not self._closed:
             try:
-                notified = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._refresh_wanted.wait(), self.refresh_interval_s)
-                    notified = True
+                notified = await wait_event(self._refresh_wanted, self.refresh_interval_s)
                 # Cleared BEFORE the read: a NOTIFY arriving during the read triggers another.
                 self._refresh_wanted.clear()
                 if not notified:
@@ -305,8 +303,7 @@ class Admission:
             except Exception:
                 self.refresh_failures += 1
                 log.exception("admission refresh failed; retrying on the next tick")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._refresh_wanted.wait(), self.refresh_interval_s)
+                await wait_event(self._refresh_wanted, self.refresh_interval_s)
 
     async def refresh(self) -> Snapshot:
         """Re-read the snapshot (one connection, two statements); concurrent calls coalesce."""

@@ -31,6 +31,7 @@ import asyncpg
 
 from golden_press.checkpoint import CheckpointError, parse_checkpoint_body, parse_note
 from golden_press.tiles import Tile, encode_bundle, encode_tile, tiles_to_write
+from golden_press.waits import wait_event
 from service.store.db import LEDGER_CHANNEL
 from service.store.ledger import LedgerStore
 
@@ -194,8 +195,7 @@ class TilePublisher:
                     await self.catch_up(pool)
                 except Exception as exc:  # every failure is retried on the next round
                     log.warning("tile publishing failed; retrying: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), poll_s)
+                await wait_event(wake, poll_s)
                 wake.clear()
         finally:
             if listener is not None:
@@ -206,7 +206,7 @@ class TilePublisher:
 async def _listen(dsn: str, callback: Callable[..., None]) -> asyncpg.Connection | None:
     """A connection LISTENing on the ledger channel; None while the database is away."""
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(dsn), 10)
+        conn = await asyncpg.connect(dsn, timeout=10)
     except Exception:
         return None
     try:

@@ -23,6 +23,7 @@ import asyncpg
 from golden_press.checkpoint import CheckpointError, parse_signature_lines
 from golden_press.cosignature import Witness, add_signature_lines, verify_cosignatures
 from golden_press.errors import GoldenError
+from golden_press.waits import wait_event
 from golden_press.witness import SIZE_CONTENT_TYPE, add_checkpoint_body
 from service.store import cosignatures
 from service.store.ledger import LedgerStore
@@ -72,14 +73,14 @@ class Submitter:
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", SUBMITTER_LOCK):
                     await self._loop(conn, stop)
                 else:
-                    await _wait(stop, 5.0)  # another process submits; take over if it stops
+                    await wait_event(stop, 5.0)  # another process submits; take over if it stops
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("witness submitter: database unavailable: %s", exc)
-                await _wait(stop, 2.0)
+                await wait_event(stop, 2.0)
             except Exception:
                 # A background task that dies would stop cosigning silently: log, wait, go on.
                 log.exception("witness submitter failed; restarting in %.1f s", retry_s)
-                await _wait(stop, retry_s)
+                await wait_event(stop, retry_s)
             finally:
                 if conn is not None:
                     await conn.close()  # also releases the session advisory lock
@@ -87,7 +88,7 @@ class Submitter:
     async def _loop(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.step(conn)
-            await _wait(stop, self._poll_s)
+            await wait_event(stop, self._poll_s)
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """One pass: submit the head to each witness that is behind and due; count successes."""
@@ -166,13 +167,6 @@ class Submitter:
             )
         track.last_error = message
         return False
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def start_submitter(
