@@ -6,14 +6,12 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
 from nacl.signing import SigningKey
 
 from golden_press.bundle import (
-    LedgerTrust,
     TrustRoots,
     dump_bundle,
     dump_trust_roots,
@@ -21,76 +19,21 @@ from golden_press.bundle import (
     load_trust_roots,
     verify_bundle,
 )
-from golden_press.checkpoint import Checkpoint, sign_checkpoint
 from golden_press.errors import GoldenError, Reason
 from golden_press.ledger_entry import EntryKind, encode_entry, entry_for_ticket
-from golden_press.merkle import inclusion_proof, leaf_hash, root_hash
-from golden_press.models import ProofBundle, Ticket, TicketState
-from golden_press.signing import canonical_payload, key_id_for, sign_payload
-
-ORIGIN = "golden-press.test/ledger"
-ISSUER = SigningKey(b"\x31" * 32)
-LEDGER = SigningKey(b"\x32" * 32)
-KEY_ID = key_id_for(bytes(ISSUER.verify_key))
-SALT = b"s" * 16
-AT = datetime(2024, 6, 1, 9, 30, 0, 5, tzinfo=UTC)
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _ticket(**over: object) -> Ticket:
-    fields: dict[str, object] = {
-        "ticket_id": UUID("11111111-2222-4333-8444-555555555555"),
-        "serial": 4,
-        "user_id": "charlie",
-        "issued_at": AT,
-        "key_id": KEY_ID,
-        "state": TicketState.ISSUED,
-    }
-    fields.update(over)
-    unsigned = Ticket.model_validate(fields)
-    payload = canonical_payload(
-        unsigned.ticket_id, unsigned.serial, unsigned.user_id, unsigned.issued_at, unsigned.key_id
-    )
-    return unsigned.model_copy(update={"signature": sign_payload(ISSUER, payload)})
-
-
-def _bundle(
-    ticket: Ticket | None = None,
-    *,
-    entry: bytes | None = None,
-    index: int = 5,
-    size: int = 11,
-    signer: SigningKey = LEDGER,
-    origin: str = ORIGIN,
-) -> ProofBundle:
-    """A log of `size` leaves whose leaf `index` is the ticket's issued entry."""
-    ticket = ticket or _ticket()
-    data = (
-        entry
-        if entry is not None
-        else encode_entry(entry_for_ticket(EntryKind.ISSUED, ticket, SALT, AT))
-    )
-    hashes = [leaf_hash(f"other {i}".encode()) for i in range(size)]
-    hashes[index] = leaf_hash(data)
-    cp = Checkpoint(origin=origin, size=size, root=root_hash(hashes))
-    return ProofBundle(
-        ticket=ticket,
-        user_salt=b64(SALT),
-        entry=b64(data),
-        leaf_index=index,
-        tree_size=size,
-        inclusion_proof=[b64(h) for h in inclusion_proof(hashes, index, size)],
-        checkpoint=sign_checkpoint(cp, signer, origin),
-    )
-
-
-ROOTS = TrustRoots(
-    origin=ORIGIN,
-    issuer_keys={KEY_ID: b64(bytes(ISSUER.verify_key))},
-    ledger=[LedgerTrust(public_key=b64(bytes(LEDGER.verify_key)))],
+from golden_press.models import ProofBundle, Ticket
+from golden_press.signing import sign_payload
+from tests.helpers.bundles import (
+    AT,
+    ISSUER,
+    KEY_ID,
+    LEDGER,
+    ORIGIN,
+    ROOTS,
+    SALT,
+    b64,
+    offline_bundle,
+    signed_ticket,
 )
 
 
@@ -102,13 +45,13 @@ def _rejected(bundle: ProofBundle, reason: Reason, roots: TrustRoots = ROOTS) ->
 
 
 def test_happy_path_returns_the_checkpoint() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     cp = verify_bundle(bundle, ROOTS)
     assert (cp.origin, cp.size) == (ORIGIN, 11)
 
 
 def test_json_round_trips() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     assert load_bundle(dump_bundle(bundle)) == bundle
     assert load_trust_roots(dump_trust_roots(ROOTS)) == ROOTS
     verify_bundle(load_bundle(dump_bundle(bundle)), load_trust_roots(dump_trust_roots(ROOTS)))
@@ -121,25 +64,25 @@ def test_trust_roots_accept_the_short_forms() -> None:
             "ledger": {"origin": ORIGIN, "public_key": b64(bytes(LEDGER.verify_key))},
         }
     )
-    verify_bundle(_bundle(), roots)
+    verify_bundle(offline_bundle(), roots)
 
 
 @pytest.mark.parametrize(("index", "size"), [(0, 1), (0, 2), (1, 2), (7, 8), (8, 9), (12, 13)])
 def test_edges_of_the_tree(index: int, size: int) -> None:
-    verify_bundle(_bundle(index=index, size=size), ROOTS)
+    verify_bundle(offline_bundle(index=index, size=size), ROOTS)
 
 
 # ---- BadSignature -----------------------------------------------------------------------------
 
 
 def test_tampered_ticket_field() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     forged = bundle.model_copy(update={"ticket": bundle.ticket.model_copy(update={"serial": 5})})
     _rejected(forged, Reason.BAD_SIGNATURE)
 
 
 def test_ticket_signed_by_another_key() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     other = sign_payload(SigningKey(b"\x99" * 32), b"whatever")
     _rejected(
         bundle.model_copy(update={"ticket": bundle.ticket.model_copy(update={"signature": other})}),
@@ -149,16 +92,16 @@ def test_ticket_signed_by_another_key() -> None:
 
 def test_unknown_issuer_key_id() -> None:
     roots = ROOTS.model_copy(update={"issuer_keys": {}})
-    assert "unknown issuer key" in _rejected(_bundle(), Reason.BAD_SIGNATURE, roots)
+    assert "unknown issuer key" in _rejected(offline_bundle(), Reason.BAD_SIGNATURE, roots)
 
 
 def test_trust_root_key_does_not_match_its_id() -> None:
     roots = ROOTS.model_copy(update={"issuer_keys": {KEY_ID: b64(bytes(LEDGER.verify_key))}})
-    _rejected(_bundle(), Reason.BAD_SIGNATURE, roots)
+    _rejected(offline_bundle(), Reason.BAD_SIGNATURE, roots)
 
 
 def test_signature_not_base64() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     bad = bundle.ticket.model_copy(update={"signature": "!!!"})
     _rejected(bundle.model_copy(update={"ticket": bad}), Reason.BAD_SIGNATURE)
 
@@ -167,16 +110,16 @@ def test_signature_not_base64() -> None:
 
 
 def test_checkpoint_signed_by_another_key() -> None:
-    _rejected(_bundle(signer=SigningKey(b"\x98" * 32)), Reason.BAD_CHECKPOINT)
+    _rejected(offline_bundle(signer=SigningKey(b"\x98" * 32)), Reason.BAD_CHECKPOINT)
 
 
 def test_checkpoint_of_another_origin() -> None:
     # Signed with the right key under another name/origin: neither name nor origin matches.
-    _rejected(_bundle(origin="evil.example/log"), Reason.BAD_CHECKPOINT)
+    _rejected(offline_bundle(origin="evil.example/log"), Reason.BAD_CHECKPOINT)
 
 
 def test_checkpoint_tampered() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     forged = bundle.checkpoint.replace("\n11\n", "\n12\n")
     _rejected(bundle.model_copy(update={"checkpoint": forged}), Reason.BAD_CHECKPOINT)
 
@@ -185,24 +128,24 @@ def test_checkpoint_tampered() -> None:
 
 
 def test_tree_size_differs_from_checkpoint() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     assert "checkpoint size" in _rejected(
         bundle.model_copy(update={"tree_size": 12}), Reason.BAD_PROOF
     )
 
 
 def test_wrong_leaf_index() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     _rejected(bundle.model_copy(update={"leaf_index": 4}), Reason.BAD_PROOF)
 
 
 def test_leaf_index_outside_tree() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     _rejected(bundle.model_copy(update={"leaf_index": 11}), Reason.BAD_PROOF)
 
 
 def test_flipped_proof_bit() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     for i, h in enumerate(bundle.inclusion_proof):
         raw = bytearray(base64.b64decode(h))
         raw[0] ^= 1
@@ -212,29 +155,29 @@ def test_flipped_proof_bit() -> None:
 
 
 def test_truncated_proof() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     proof = bundle.inclusion_proof[:-1]
     _rejected(bundle.model_copy(update={"inclusion_proof": proof}), Reason.BAD_PROOF)
 
 
 def test_proof_hash_not_32_bytes() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     proof = [b64(b"x" * 31), *bundle.inclusion_proof[1:]]
     _rejected(bundle.model_copy(update={"inclusion_proof": proof}), Reason.BAD_PROOF)
 
 
 def test_entry_not_decodable() -> None:
-    _rejected(_bundle(entry=b"golden-press/ledger-entry/v9\n"), Reason.BAD_PROOF)
+    _rejected(offline_bundle(entry=b"golden-press/ledger-entry/v9\n"), Reason.BAD_PROOF)
 
 
 def test_entry_not_base64() -> None:
-    _rejected(_bundle().model_copy(update={"entry": "%%%"}), Reason.BAD_PROOF)
+    _rejected(offline_bundle().model_copy(update={"entry": "%%%"}), Reason.BAD_PROOF)
 
 
 def test_entry_is_not_issued() -> None:
-    ticket = _ticket()
+    ticket = signed_ticket()
     voided = entry_for_ticket(EntryKind.VOIDED, ticket, SALT, AT, "compensated")
-    assert "kind" in _rejected(_bundle(ticket, entry=encode_entry(voided)), Reason.BAD_PROOF)
+    assert "kind" in _rejected(offline_bundle(ticket, entry=encode_entry(voided)), Reason.BAD_PROOF)
 
 
 _FieldChange = Callable[[Ticket], Ticket]
@@ -243,29 +186,29 @@ _FieldChange = Callable[[Ticket], Ticket]
 @pytest.mark.parametrize(
     ("field", "other_ticket"),
     [
-        ("ticket_id", lambda t: _ticket(ticket_id=UUID(int=7))),
-        ("serial", lambda t: _ticket(serial=99)),
+        ("ticket_id", lambda t: signed_ticket(ticket_id=UUID(int=7))),
+        ("serial", lambda t: signed_ticket(serial=99)),
         ("user_commitment", lambda t: t.model_copy(update={"user_id": "mallory"})),
     ],
 )
 def test_entry_for_another_ticket(field: str, other_ticket: _FieldChange) -> None:
     """A genuine entry of another ticket, correctly included, must not prove this one."""
-    other = other_ticket(_ticket())
+    other = other_ticket(signed_ticket())
     entry = encode_entry(entry_for_ticket(EntryKind.ISSUED, other, SALT, AT))
-    assert field in _rejected(_bundle(_ticket(), entry=entry), Reason.BAD_PROOF)
+    assert field in _rejected(offline_bundle(signed_ticket(), entry=entry), Reason.BAD_PROOF)
 
 
 def test_entry_with_other_signature_digest() -> None:
-    ticket = _ticket()
+    ticket = signed_ticket()
     entry = entry_for_ticket(EntryKind.ISSUED, ticket, SALT, AT).model_copy(
         update={"signature_digest": "00" * 32}
     )
-    message = _rejected(_bundle(ticket, entry=encode_entry(entry)), Reason.BAD_PROOF)
+    message = _rejected(offline_bundle(ticket, entry=encode_entry(entry)), Reason.BAD_PROOF)
     assert "signature_digest" in message
 
 
 def test_wrong_salt() -> None:
-    bundle = _bundle()
+    bundle = offline_bundle()
     _rejected(bundle.model_copy(update={"user_salt": b64(os.urandom(16))}), Reason.BAD_PROOF)
 
 
@@ -285,7 +228,7 @@ def test_not_a_bundle() -> None:
     ],
 )
 def test_bundle_ticket_fields_are_validated_at_the_boundary(field: str, value: object) -> None:
-    data = json.loads(dump_bundle(_bundle()))
+    data = json.loads(dump_bundle(offline_bundle()))
     data["ticket"][field] = value
     with pytest.raises(GoldenError) as err:
         load_bundle(json.dumps(data))

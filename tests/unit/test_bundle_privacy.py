@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
-from uuid import UUID
 
 import pytest
 from nacl.signing import SigningKey
 from pydantic import ValidationError
 
 from golden_press.bundle import (
-    LedgerTrust,
     TrustRoots,
     dump_bundle,
     dump_trust_roots,
@@ -23,60 +20,19 @@ from golden_press.bundle import (
     verify_public_bundle,
     verify_ticket,
 )
-from golden_press.checkpoint import Checkpoint, parse_note, sign_checkpoint
+from golden_press.checkpoint import Checkpoint, parse_note
 from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, add_signature_lines, cosign
 from golden_press.errors import GoldenError, Reason
-from golden_press.ledger_entry import EntryKind, encode_entry, entry_for_ticket
-from golden_press.merkle import inclusion_proof, leaf_hash, root_hash
-from golden_press.models import ProofBundle, Ticket, TicketState
-from golden_press.signing import canonical_payload, key_id_for, sign_payload
+from golden_press.models import ProofBundle
+from tests.helpers.bundles import ORIGIN, ROOTS, SALT, offline_bundle
 
-ORIGIN = "golden-press.test/ledger"
-ISSUER = SigningKey(b"\x31" * 32)
-LEDGER = SigningKey(b"\x32" * 32)
-KEY_ID = key_id_for(bytes(ISSUER.verify_key))
-SALT = b"s" * 16
-AT = datetime(2024, 6, 1, 9, 30, 0, 5, tzinfo=UTC)
-ROOTS = TrustRoots(
-    origin=ORIGIN,
-    issuer_keys={KEY_ID: base64.b64encode(bytes(ISSUER.verify_key)).decode()},
-    ledger=[LedgerTrust(public_key=base64.b64encode(bytes(LEDGER.verify_key)).decode())],
-)
 WITNESS = SigningKey(b"\x61" * 32)
 WITNESS_V = CosignatureVerifier("witness.test/w1", bytes(WITNESS.verify_key))
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
 def _bundle(index: int = 5, size: int = 11) -> ProofBundle:
     """The holder's bundle: a log of `size` leaves whose leaf `index` is the issued entry."""
-    unsigned = Ticket(
-        ticket_id=UUID("11111111-2222-4333-8444-555555555555"),
-        serial=4,
-        user_id="charlie",
-        issued_at=AT,
-        key_id=KEY_ID,
-        state=TicketState.ISSUED,
-    )
-    payload = canonical_payload(
-        unsigned.ticket_id, unsigned.serial, unsigned.user_id, unsigned.issued_at, unsigned.key_id
-    )
-    ticket = unsigned.model_copy(update={"signature": sign_payload(ISSUER, payload)})
-    data = encode_entry(entry_for_ticket(EntryKind.ISSUED, ticket, SALT, AT))
-    hashes = [leaf_hash(f"other {i}".encode()) for i in range(size)]
-    hashes[index] = leaf_hash(data)
-    cp = Checkpoint(origin=ORIGIN, size=size, root=root_hash(hashes))
-    return ProofBundle(
-        ticket=ticket,
-        user_salt=_b64(SALT),
-        entry=_b64(data),
-        leaf_index=index,
-        tree_size=size,
-        inclusion_proof=[_b64(h) for h in inclusion_proof(hashes, index, size)],
-        checkpoint=sign_checkpoint(cp, LEDGER, ORIGIN),
-    )
+    return offline_bundle(index=index, size=size)
 
 
 def _cosigned(bundle: ProofBundle) -> ProofBundle:
