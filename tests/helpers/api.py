@@ -35,16 +35,19 @@ class ServedApi:
         """Metadata of an authorised write."""
         return [("authorization", f"Bearer {API_TOKEN}")]
 
-    async def issue(self, user: str) -> golden_pb2.IssueTicketResponse:
-        """IssueTicket for a user (a fresh request id)."""
+    async def issue(
+        self, user: str, request_id: str | None = None
+    ) -> golden_pb2.IssueTicketResponse:
+        """IssueTicket for a user (a fresh request id unless one is given)."""
         return await self.stub.IssueTicket(
-            golden_pb2.IssueTicketRequest(user_id=user), metadata=self.auth
+            golden_pb2.IssueTicketRequest(user_id=user, request_id=request_id or ""),
+            metadata=self.auth,
         )
 
     async def bundle(self, ticket_id: str) -> str:
-        """The ticket's proof bundle JSON (GetInclusionProof)."""
+        """The holder's proof bundle JSON (GetInclusionProof with a token: salt included)."""
         resp = await self.stub.GetInclusionProof(
-            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id)
+            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id), metadata=self.auth
         )
         return str(resp.bundle_json)
 

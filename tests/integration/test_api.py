@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,62 +21,18 @@ from temporalio.client import Client
 from golden_press.bundle import load_trust_roots, verify_bundle
 from golden_press.errors import Reason
 from golden_press.sagas import redeem_workflow_id
-from service.api.convert import STATUS_FOR_REASON, error_reason
-from service.api.pb import golden_pb2, golden_pb2_grpc
-from service.api.server import bound_port, serve, shutdown
+from service.api.convert import STATUS_FOR_REASON
+from service.api.pb import golden_pb2
 from service.cli.client import Api, Endpoint
 from service.cli.keys import public_keys_json
+from tests.helpers.api import API_TOKEN as TOKEN
+from tests.helpers.api import ServedApi as ApiHandle
+from tests.helpers.api import expect_error as expect
+from tests.helpers.api import served_api
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-TOKEN = "test-token-" + uuid.uuid4().hex
-
-
-@dataclass
-class ApiHandle:
-    """A served API over the test's stack and a stub on a real channel."""
-
-    stack: Stack
-    stub: golden_pb2_grpc.GoldenPressStub
-    channel: grpc.aio.Channel
-    address: str
-
-    @property
-    def auth(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {TOKEN}")]
-
-    async def issue(
-        self, user: str, request_id: str | None = None
-    ) -> golden_pb2.IssueTicketResponse:
-        return await self.stub.IssueTicket(
-            golden_pb2.IssueTicketRequest(user_id=user, request_id=request_id or ""),
-            metadata=self.auth,
-        )
-
-    async def bundle(self, ticket_id: str) -> str:
-        resp = await self.stub.GetInclusionProof(
-            golden_pb2.GetInclusionProofRequest(ticket_id=ticket_id), metadata=self.auth
-        )
-        return str(resp.bundle_json)
-
-
-@asynccontextmanager
-async def served_api(stack: Stack) -> AsyncIterator[ApiHandle]:
-    """The API served in-process on a free port, sharing the stack's pool and client."""
-    settings = stack.settings
-    settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.api_tokens_file.write_text(f"# test tokens\n{TOKEN}\n")
-    os.chmod(settings.api_tokens_file, 0o600)
-    server = await serve(settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0")
-    address = f"127.0.0.1:{bound_port(server)}"
-    channel = grpc.aio.insecure_channel(address)
-    try:
-        yield ApiHandle(stack, golden_pb2_grpc.GoldenPressStub(channel), channel, address)
-    finally:
-        await channel.close()
-        await shutdown(server, grace=None)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -86,15 +40,6 @@ async def api(stack: Stack) -> AsyncIterator[ApiHandle]:
     """The API over this test's own stack."""
     async with served_api(stack) as handle:
         yield handle
-
-
-async def expect(call: object, code: grpc.StatusCode, reason: Reason | str) -> grpc.aio.AioRpcError:
-    """Await a call that must fail with this status code and ErrorInfo reason."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    err = info.value
-    assert (err.code(), error_reason(err)) == (code, str(reason)), err.details()
-    return err
 
 
 def uid(prefix: str = "u") -> str:
