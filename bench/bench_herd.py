@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_herd [--requests 10000] [--users 2000] [--concurrency 200]
         [--api-processes N] [--channels C] [--variants stock,untuned] [--skip-baseline]
+        [--tracing off,on,sampled]
 
 Starts a private Temporal dev server, then, each on a fresh database:
 - idle: 20 sequential IssueTicket through the API with nothing else running (idle saga p50);
@@ -17,12 +18,17 @@ bench, rate, floor_rate, rate_vs_floor, reject_p99_ms, floor_p99_ms, winner_p99_
 idle_saga_p50_ms, vs_seed, tickets. Targets: rate_vs_floor >= 0.6, reject p99 <= 2x the floor's,
 winners' p99 <= 4x the idle saga p50, >= 2x the seed. GOLDEN_BENCH_PROFILE=FILE records the API
 with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times.
+`--tracing off,on,sampled` runs golden-press once per mode (off: no OTEL_* variables; on: every
+call traced and exported over OTLP/gRPC to bench/otlp_sink.py; sampled: the same with
+`parentbased_traceidratio` 0.1); the JSON line then gains `tracing_api_cpu_ratio`, API CPU
+seconds per call of each mode over off's (the overhead ratio).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -30,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +81,13 @@ class Run:
     rss_mib: float = float("nan")
     rejection: bytes = b""
     tickets: int = 0
+    tracing: str = "off"
+    spans: list[str] = field(default_factory=list)
+
+    @property
+    def api_cpu_per_call(self) -> float:
+        """API CPU seconds per call (the tracing overhead's measure: rates swing under load)."""
+        return self.cpu.get("api", float("nan")) / max(1, len(self.load.samples))
 
 
 def workload(requests: int, users: int, seed: int) -> list[tuple[str, str]]:
@@ -159,15 +173,19 @@ async def run_golden(
     attempts: list[tuple[str, str]],
     temporal_address: str,
     variant: str,
+    tracing: str = "off",
 ) -> Run:
     """golden-press: worker and API processes on a fresh database."""
-    async with golden_processes(
-        temporal_address,
-        workers=args.workers,
-        variant=variant,
-        api_processes=args.api_processes,
-        api_nice=args.api_nice,
-    ) as stack:
+    async with (
+        traced(tracing) as sink_log,
+        golden_processes(
+            temporal_address,
+            workers=args.workers,
+            variant=variant,
+            api_processes=args.api_processes,
+            api_nice=args.api_nice,
+        ) as stack,
+    ):
         before = os.times()
         cpu0 = {c.name: tree_cpu_seconds(c.proc.pid) for c in stack.children}
         result = await herd(stack.address, attempts, args.concurrency, args.channels)
@@ -194,7 +212,56 @@ async def run_golden(
     assert states.get("issued", 0) == 5 and wins == 5, f"golden: {states}, {wins} wins (want 5)"
     assert set(states) <= {"issued", "voided"}, states
     name = "golden-press" if variant == "stock" else f"golden-press ({variant})"
-    return Run(name, result, cpu, handler, rss, rejection, states.get("issued", 0))
+    if tracing != "off":
+        name += f" [tracing {tracing}]"
+    run = Run(name, result, cpu, handler, rss, rejection, states.get("issued", 0))
+    run.tracing = tracing
+    run.spans = sink_log
+    return run
+
+
+#: OTEL_* variables of each --tracing mode (the processes read them at start).
+TRACING_MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "on": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    "sampled": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+}
+
+
+@contextlib.asynccontextmanager
+async def traced(mode: str) -> AsyncIterator[list[str]]:
+    """The OTEL_* environment of a mode for the processes started inside, with an OTLP sink.
+
+    Yields a list that receives the sink's span count line once it stopped.
+    """
+    spans: list[str] = []
+    if mode == "off":
+        yield spans
+        return
+    with tempfile.TemporaryDirectory(prefix="golden-bench-otlp-") as tmp:
+        port = free_port()
+        variables = {
+            **TRACING_MODES[mode],
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+        argv = [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), str(port)]
+        sink = Child.spawn("otlp-sink", argv, dict(os.environ), Path(tmp))
+        saved = {k: os.environ.get(k) for k in variables}
+        os.environ.update(variables)
+        try:
+            yield spans
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            sink.stop()
+            spans.extend(sink.log_path.read_text(errors="replace").strip().splitlines()[-1:])
 
 
 async def print_timelines(stack, temporal_address: str) -> None:  # type: ignore[no-untyped-def]
@@ -325,8 +392,9 @@ async def main_async(args: argparse.Namespace) -> int:
         idle, rejection = await idle_saga_ms(address, args.idle_runs)
         floors.append(await run_floor(args, attempts, rejection))
         for variant in args.variants.split(","):
-            attempts = workload(args.requests, args.users, args.seed)
-            runs.append(await run_golden(args, attempts, address, variant))
+            for mode in args.tracing.split(","):
+                attempts = workload(args.requests, args.users, args.seed)
+                runs.append(await run_golden(args, attempts, address, variant, mode))
         floors.append(await run_floor(args, attempts, rejection))
     floor = merged(floors)
     for r in runs:  # the floor returns exactly what golden-press returned when sold out
@@ -379,6 +447,19 @@ async def main_async(args: argparse.Namespace) -> int:
         "targets: rate_vs_floor >= 0.6, reject p99 <= 2x floor p99, winner p99 <= 4x idle saga"
         " p50, exactly 5 tickets, >= 2x the seed"
     )
+    off = next((r for r in runs if r.tracing == "off"), None)
+    if len(args.tracing.split(",")) > 1 and off is not None:
+        figures["tracing_api_cpu_ratio"] = {
+            r.tracing: round(r.api_cpu_per_call / off.api_cpu_per_call, 2)
+            for r in runs
+            if r.tracing != "off"
+        }
+        for r in runs:
+            print(
+                f"tracing {r.tracing}: API CPU {r.cpu.get('api', 0):.2f} s for "
+                f"{len(r.load.samples)} calls ({r.api_cpu_per_call * 1e3:.3f} ms/call); "
+                + (r.spans[0] if r.spans else "no sink")
+            )
     print(json.dumps(figures))
     return 0
 
@@ -413,7 +494,14 @@ def main() -> None:
         default="stock",
         help=f"comma-separated API variants to run, of {', '.join(API_VARIANTS)}",
     )
+    parser.add_argument(
+        "--tracing",
+        default="off",
+        help=f"comma-separated tracing modes to run, of {', '.join(TRACING_MODES)}",
+    )
     args = parser.parse_args()
+    if not set(args.tracing.split(",")) <= set(TRACING_MODES):
+        parser.error(f"--tracing: modes are {', '.join(TRACING_MODES)}")
     args.channels = args.channels or args.api_processes
     finish(asyncio.run(main_async(args)))
 
