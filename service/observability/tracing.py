@@ -58,10 +58,11 @@ class Tracing:
         return [TracingInterceptor(self.tracer())]
 
     def grpc_server_interceptors(self) -> list[Any]:
-        """The server span of each RPC, continuing a caller's traceparent metadata."""
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        """The server span of each RPC, continuing a caller's traceparent metadata (rejections
+        end their span with their status, not with a recorded traceback: grpc_spans)."""
+        from service.observability.grpc_spans import server_interceptor
 
-        return [aio_server_interceptor(tracer_provider=self.provider)]
+        return [server_interceptor(self.provider)]
 
 
 _active: Tracing | None = None
