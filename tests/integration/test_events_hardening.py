@@ -23,6 +23,7 @@ from temporalio.client import Client
 from golden_press.models import Outcome
 from service.devstack.servers import NatsServer
 from service.store.db import PUBLISH_KEY
+from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, audit, golden_stack
 from tests.helpers.waiting import wait_until
@@ -36,25 +37,7 @@ async def test_a_poison_event_is_parked_and_later_events_flow(stack: Stack) -> N
     first = await stack.issue("holder")
     assert first.ticket_id is not None
     bundle = await stack.bundle_for(first.ticket_id)
-    # Simulate an event written before bundles were bounded: a valid protobuf (an unknown
-    # length-delimited field 1000 carries the padding) bigger than NATS accepts, ever.
-    size = stack.nc.max_payload + 1024
-    varint = bytearray()
-    rest = size
-    while rest >= 0x80:
-        varint.append(rest & 0x7F | 0x80)
-        rest >>= 7
-    varint.append(rest)
-    padding = bytes([0xC2, 0x3E]) + bytes(varint) + b"\x00" * size
-    await stack.pool.execute("CREATE TABLE poison_padding (b bytea)")
-    await stack.pool.execute("INSERT INTO poison_padding VALUES ($1)", padding)
-    await stack.pool.execute(
-        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        " NEW.payload := NEW.payload || (SELECT b FROM poison_padding); RETURN NEW;"
-        " END $$;"
-        " CREATE TRIGGER poison BEFORE INSERT ON event_outbox FOR EACH ROW"
-        " WHEN (NEW.kind = 'redeemed') EXECUTE FUNCTION poison()"
-    )
+    await poison_events(stack, "redeemed")
     redeemed = await asyncio.wait_for(stack.redeem(first.ticket_id, "holder", bundle), 60)
     assert redeemed.outcome == Outcome.REDEEMED
     later = await asyncio.wait_for(stack.issue("later"), 60)

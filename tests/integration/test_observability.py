@@ -14,10 +14,15 @@ from temporalio.client import Client
 from golden_press.models import Outcome
 from service.devstack.servers import free_port
 from service.ops.metrics import GAUGES, PROCESS_SAMPLES
+from service.store.cosignatures import latest_cosigned_size
 from service.store.gauges import read_gauges
+from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack
+from tests.helpers.waiting import wait_until
+from tests.helpers.witness import WITNESS_NAME, stack_with_witness
 from tests.helpers.worker import WorkerProcess
+from tests.integration.test_api import served_api
 
 
 def scrape(port: int) -> str:
@@ -95,3 +100,41 @@ async def test_worker_metrics_and_logs(servers: Servers, session_dir: Path, clie
         assert line["step"] == "append_issued_to_ledger"
         for key_file in (stack.settings.signing_key_file, stack.settings.ledger_key_file):
             assert key_file.read_text().strip() not in log_text
+
+
+async def test_scrape_shows_parked_events_and_the_witness_cosignature_age(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """The two gauges a calm deployment leaves at nothing, with real data: an event NATS refuses
+    for good is parked by the publish step (golden_outbox_parked 1, the backlog stays 0), and a
+    real witness cosigns the checkpoint (golden_witness_cosignature_age_seconds, a few seconds)."""
+    port = free_port()
+    async with stack_with_witness(
+        servers, session_dir, client, "1", run_worker=False, metrics_port=port
+    ) as (stack, witness):
+        witness.start()
+        worker = WorkerProcess(stack.settings, session_dir / "logs", GOLDEN_GAUGES_INTERVAL_S="0.2")
+        await worker.start()
+        try:
+            await poison_events(stack, "issued")
+            async with served_api(stack) as api:  # its witness submitter collects cosignatures
+                ticket = (await api.issue("parked-holder")).ticket
+
+                async def cosigned() -> bool:
+                    size = await latest_cosigned_size(stack.pool, WITNESS_NAME)
+                    return size is not None and size > ticket.leaf_index
+
+                await wait_until(cosigned)
+            reading = await read_gauges(stack.pool)
+            text = await scrape_until(port, "golden_outbox_parked", 1.0)
+            if sample(text, "golden_witness_cosignature_age_seconds") is None:
+                await asyncio.sleep(0.5)  # one more gauge interval: read after the cosignature
+                text = await asyncio.to_thread(scrape, port)
+        finally:
+            worker.stop()
+    assert reading.parked_events == 1 and reading.outbox_backlog == 0
+    assert sample(text, "golden_outbox_parked") == 1
+    assert sample(text, "golden_outbox_backlog") == 0  # parked events are not a backlog
+    assert reading.witness_cosignature_age_seconds is not None
+    age = sample(text, "golden_witness_cosignature_age_seconds")
+    assert age is not None and 0 <= age < 60
