@@ -8,6 +8,8 @@ validate -> request_id lookup -> deny-list and rate limit -> sold-out flag -> in
 start `IssueTicketWorkflow` (id `issue-<request_id>`) and wait for its result. A rejection prints
 `error: <Reason>: <message>` and exits 1. Connection settings come from the environment
 (GOLDEN_PG_DSN, TEMPORAL_ADDRESS, GOLDEN_TASK_QUEUE, ...; `golden-press dev up` prints them).
+TLS: Temporal through the SDK's TEMPORAL_TLS_* / TEMPORAL_API_KEY variables, PostgreSQL through
+the DSN's sslmode; through the gRPC API instead (TLS flags, bearer token): starter/issue_via_api.py.
 """
 
 from __future__ import annotations

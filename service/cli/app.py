@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
+from service.api.channel import add_tls_arguments
 from service.cli.admin import cmd_admin, cmd_audit
 from service.cli.client import (
     EXIT_USAGE,
@@ -120,13 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         help="bearer token for issue and redeem (default: GOLDEN_API_TOKENS_FILE's first line)",
     )
-    network.add_argument(
-        "--ca-file", help="dial TLS trusting this CA (default: GOLDEN_TLS_CA_FILE; none: plaintext)"
-    )
-    network.add_argument(
-        "--cert-file", help="client certificate for mutual TLS (GOLDEN_TLS_CLIENT_CERT_FILE)"
-    )
-    network.add_argument("--key-file", help="its private key (GOLDEN_TLS_CLIENT_KEY_FILE)")
+    add_tls_arguments(network)
     local = [output]
     remote = [output, network]
 

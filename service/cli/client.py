@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golden_press.settings import Settings
+from service.api.channel import ClientTls, bearer, client_tls, first_token, open_channel
 
 if TYPE_CHECKING:
     from service.devstack.stack import StackInfo
@@ -75,16 +76,6 @@ class Endpoint:
     key_file: Path | None = None
 
 
-def _first_token(path: Path) -> str:
-    try:
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.strip().startswith("#"):
-                return line.strip()
-    except OSError:
-        pass
-    return ""
-
-
 def one_error(exc: BaseException) -> str:
     """An exception as one short line (no traceback, no pages of caller input)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -121,7 +112,7 @@ def resolve_endpoint(args: argparse.Namespace, *, needs_dsn: bool = False) -> En
     address only) the defaults. The database is never a default: see require_dsn."""
     s = settings()
     address = getattr(args, "addr", None) or os.environ.get("GOLDEN_GRPC_ADDR", "")
-    token = _first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
+    token = first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
     dsn = os.environ.get("GOLDEN_PG_DSN", "")
     temporal = task_queue = ""
     stack_env: dict[str, str] = {}
@@ -134,55 +125,42 @@ def resolve_endpoint(args: argparse.Namespace, *, needs_dsn: bool = False) -> En
             stack_env = info.env
             if not os.environ.get("TEMPORAL_ADDRESS"):
                 temporal, task_queue = info.temporal, info.task_queue
+    # --ca-file/--cert-file/--key-file, else GOLDEN_TLS_*, else what the dev stack was given.
+    tls = client_tls(args, stack_env)
     return Endpoint(
         address=address or s.grpc_addr,
-        token=getattr(args, "token", None) or token or _first_token(s.api_tokens_file),
+        token=getattr(args, "token", None) or token or first_token(s.api_tokens_file),
         dsn=dsn,
         temporal=temporal,
         task_queue=task_queue,
-        ca_file=_tls_file(args, "ca_file", "GOLDEN_TLS_CA_FILE", stack_env),
-        cert_file=_tls_file(args, "cert_file", "GOLDEN_TLS_CLIENT_CERT_FILE", stack_env),
-        key_file=_tls_file(args, "key_file", "GOLDEN_TLS_CLIENT_KEY_FILE", stack_env),
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
     )
-
-
-def _tls_file(
-    args: argparse.Namespace, flag: str, variable: str, stack_env: dict[str, str]
-) -> Path | None:
-    """--ca-file/--cert-file/--key-file, else GOLDEN_TLS_*, else what the dev stack was given."""
-    value = getattr(args, flag, None) or os.environ.get(variable) or stack_env.get(variable)
-    return Path(value) if value else None
 
 
 class Api:
     """A gRPC channel and stub plus bearer metadata for writes."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        import grpc
 
         from service.api.pb import golden_pb2, golden_pb2_grpc
 
         self.endpoint = endpoint
         self.pb = golden_pb2
-        from service.api.tls import TlsConfigError, channel_credentials
+        from service.api.tls import TlsConfigError
 
+        tls = ClientTls(endpoint.ca_file, endpoint.cert_file, endpoint.key_file)
         try:
-            credentials = channel_credentials(
-                endpoint.ca_file, endpoint.cert_file, endpoint.key_file
-            )
+            self.channel = open_channel(endpoint.address, tls)
         except TlsConfigError as exc:
             raise CliError("InvalidRequest", str(exc), EXIT_USAGE) from exc
-        self.channel = (
-            grpc.aio.secure_channel(endpoint.address, credentials)
-            if credentials is not None
-            else grpc.aio.insecure_channel(endpoint.address)
-        )
         self.stub = golden_pb2_grpc.GoldenPressStub(self.channel)
 
     @property
     def auth(self) -> list[tuple[str, str]]:
         """Bearer metadata: writes need it, and reads show holders only with it."""
-        return [("authorization", f"Bearer {self.endpoint.token}")] if self.endpoint.token else []
+        return bearer(self.endpoint.token)
 
     async def call(
         self,

@@ -22,6 +22,7 @@ from service.api.server import bound_port, serve, shutdown
 from service.api.tls import channel_credentials
 from service.cli import app as cli
 from service.cli.client import EXIT_UNAVAILABLE
+from starter import issue_via_api
 from tests.helpers.stack import Stack
 from tests.helpers.tls import Leaf, TestCA, served_certificate_serial
 
@@ -159,6 +160,61 @@ async def test_cli_over_mtls(
     code, out, err = await run_cli(capsys, "get", ticket_id, *flags)
     assert code == EXIT_UNAVAILABLE, (out, err)
     assert err.startswith("error: Unavailable:")
+
+
+async def run_starter(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await issue_via_api.run(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_starter_over_tls_with_flags(
+    tls_api: tuple[str, Leaf], ca: TestCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The API client starter dials TLS with --ca-file; an untrusting client cannot connect."""
+    address, _ = tls_api
+    flags = ["--addr", address, "--token", TOKEN]
+    code, out, err = await run_starter(
+        capsys, "--user", "starter-tls", *flags, "--ca-file", str(ca.cert_file)
+    )
+    assert code == 0, err
+    assert "for starter-tls" in out
+    code, out, err = await run_starter(capsys, "--user", "starter-plain", *flags)  # plaintext
+    assert code == EXIT_UNAVAILABLE and err.startswith("error: UNAVAILABLE"), (out, err)
+    other = TestCA(ca.directory / "other")
+    code, _, err = await run_starter(
+        capsys, "--user", "starter-other", *flags, "--ca-file", str(other.cert_file)
+    )
+    assert code == EXIT_UNAVAILABLE, err
+
+
+async def test_starter_over_mtls_with_the_environment(
+    mtls_api: str,
+    ca: TestCA,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GOLDEN_TLS_CA_FILE / _CLIENT_CERT_FILE / _CLIENT_KEY_FILE, as for the CLI; without a
+    client certificate the mTLS API refuses the starter; half a certificate is a usage error."""
+    client = ca.client()
+    monkeypatch.setenv("GOLDEN_GRPC_ADDR", mtls_api)
+    monkeypatch.setenv("GOLDEN_TLS_CA_FILE", str(ca.cert_file))
+    monkeypatch.setenv("GOLDEN_TLS_CLIENT_CERT_FILE", str(client.cert_file))
+    monkeypatch.setenv("GOLDEN_TLS_CLIENT_KEY_FILE", str(client.key_file))
+    code, out, err = await run_starter(capsys, "--user", "starter-mtls", "--token", TOKEN)
+    assert code == 0, err
+    assert "for starter-mtls" in out
+    # The same user again: a business rejection, exit 1 with its ErrorInfo reason.
+    code, _, err = await run_starter(capsys, "--user", "starter-mtls", "--token", TOKEN)
+    assert (code, err.split(":")[0:2]) == (1, ["error", " OnePerUser"]), err
+
+    monkeypatch.delenv("GOLDEN_TLS_CLIENT_KEY_FILE")
+    code, _, err = await run_starter(capsys, "--user", "starter-half", "--token", TOKEN)
+    assert code == 2 and "both --cert-file and --key-file" in err, err
+    monkeypatch.delenv("GOLDEN_TLS_CLIENT_CERT_FILE")
+    code, _, err = await run_starter(capsys, "--user", "starter-anon", "--token", TOKEN)
+    assert code == EXIT_UNAVAILABLE, err
 
 
 async def test_certificate_rotation_without_restart(tls_api: tuple[str, Leaf], ca: TestCA) -> None:
