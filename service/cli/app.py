@@ -25,6 +25,8 @@ from service.cli.client import (
     report,
     resolve_endpoint,
 )
+from service.cli.dev import cmd_dev
+from service.cli.dev import demo as cmd_demo
 from service.cli.keys import cmd_keys_export, cmd_keys_generate, cmd_ledger_verify
 from service.cli.monitor import add_monitor_arguments, cmd_monitor
 from service.cli.output import (
@@ -468,20 +470,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         os._exit(int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE)
     try:
         if args.verb == "dev":
-            from service.devstack import stack as devstack
-
-            if args.dev_verb == "up":
-                code = devstack.dev_up(args.detach)
-            elif args.dev_verb == "status":
-                code = devstack.dev_status(json_output=args.json)
-            else:
-                code = devstack.dev_down()
+            code = cmd_dev(args)
         elif args.verb == "witness":
             code = serve_witness(args)
         elif args.verb == "demo":
-            from service.cli.demo import run_demo
-
-            code = run_demo()
+            code = cmd_demo(args.json)
         else:
             code = asyncio.run(run_async(args))
     except CliError as err:

@@ -54,6 +54,8 @@ class DemoRun:
     endpoint: Endpoint
     state_dir: Path
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    #: What each step did, as data: the `demo` noun of `golden-press demo --json`.
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 async def issue_until_cap(demo: DemoRun) -> list[dict[str, Any]]:
@@ -73,6 +75,8 @@ async def issue_until_cap(demo: DemoRun) -> list[dict[str, Any]]:
             )
         )
     issued: list[dict[str, Any]] = []
+    demo.summary["cap"] = {"cap": status.cap, "scope": status.scope, "used_before": status.used}
+    demo.summary["issued"] = issued
     for n in range(1, free + 1):
         user = f"demo-{run}-{n}"
         began = time.perf_counter()
@@ -96,6 +100,7 @@ async def show_refusal(demo: DemoRun) -> None:
     api = demo.api
     step(2, "One more request is refused: the cap holds")
     late = f"demo-{demo.run}-late"
+    demo.summary["refused"] = None
     try:
         await api.call(
             "IssueTicket", api.pb.IssueTicketRequest(user_id=late, request_id=late), write=True
@@ -103,6 +108,7 @@ async def show_refusal(demo: DemoRun) -> None:
         print(colour("  unexpected: a slot was free (another client freed one meanwhile)", "error"))
     except CliError as err:
         print(f"  {colour('refused', 'error')} {late}: {err.reason}: {err.message}")
+        demo.summary["refused"] = {"user_id": late, "reason": err.reason}
 
 
 async def pick_ticket(demo: DemoRun, issued: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -128,6 +134,12 @@ async def verify_ticket(demo: DemoRun, ticket: dict[str, Any]) -> None:
     step(3, f"Verify ticket #{ticket['serial']} (Ed25519 signature + stored state)")
     v = await api.call("VerifyTicket", api.pb.VerifyTicketRequest(ticket_id=ticket["ticket_id"]))
     state = ticket_dict(v.ticket)["state"]
+    demo.summary["verified"] = {
+        "ticket_id": ticket["ticket_id"],
+        "signature_valid": v.signature_valid,
+        "state": state,
+        "valid": v.valid,
+    }
     print(f"  signature {'ok' if v.signature_valid else 'BAD'}, state {state}, valid {v.valid}")
 
 
@@ -147,6 +159,14 @@ async def prove_offline(demo: DemoRun, ticket: dict[str, Any]) -> str:
         doc["checkpoint"], roots.ledger_verifiers(), roots.ledger_origin
     )
     witnesses = ", ".join(sorted(cosigners.cosigned_by))
+    demo.summary["proof"] = {
+        "bundle_path": str(bundle_path),
+        "keys_path": str(keys_path),
+        "leaf_index": doc["leaf_index"],
+        "tree_size": checkpoint.size,
+        "origin": checkpoint.origin,
+        "cosigned_by": sorted(cosigners.cosigned_by),
+    }
     print(f"  bundle   {bundle_path}")
     print(f"  keys     {keys_path}")
     print(
@@ -165,27 +185,43 @@ async def redeem_twice(demo: DemoRun, ticket: dict[str, Any], bundle_json: str) 
     step(5, f"Redeem it as {holder} (non-transferable: only the issuee can)")
     request = api.pb.RedeemTicketRequest(ticket_id=tid, user_id=holder, bundle_json=bundle_json)
     r = await api.call("RedeemTicket", request, write=True)
+    demo.summary["redeemed"] = {
+        "ticket_id": tid,
+        "user_id": holder,
+        "leaf_index": r.leaf_index,
+        "workflow_id": r.workflow_id,
+    }
+    demo.summary["second_redemption"] = None
     print(f"  {colour('redeemed', 'ok')} {tid} (ledger leaf {r.leaf_index}, {r.workflow_id})")
     try:
         await api.call("RedeemTicket", request, write=True)
     except CliError as err:
         print(f"  {colour('refused', 'error')} a second redemption: {err.reason}")
+        demo.summary["second_redemption"] = {"reason": err.reason}
 
 
 async def list_tickets(demo: DemoRun) -> None:
     """Step 6: every ticket on the stack."""
     step(6, "All tickets")
-    rows = [
-        (t["serial"], t["state"], t["user_id"], t["ticket_id"]) for t in await list_all(demo.api)
-    ]
+    tickets = await list_all(demo.api)
+    demo.summary["tickets"] = tickets
+    rows = [(t["serial"], t["state"], t["user_id"], t["ticket_id"]) for t in tickets]
     print(table(rows, ("serial", "state", "user", "ticket")))
 
 
 async def demo(
-    endpoint: Endpoint, state_dir: Path, ui: str | None, namespace: str = "default"
+    endpoint: Endpoint,
+    state_dir: Path,
+    ui: str | None,
+    namespace: str = "default",
+    summary: dict[str, Any] | None = None,
 ) -> int:
-    """The demo proper, against a running API: the steps above, in order."""
+    """The demo proper, against a running API: the steps above, in order (what they did goes
+    into `summary`)."""
     run = DemoRun(api=Api(endpoint), endpoint=endpoint, state_dir=state_dir)
+    if summary is not None:
+        run.summary = summary
+    run.summary.update(ui=ui, sagas_view=sagas_view_url(ui, namespace) if ui else None)
     try:
         issued = await issue_until_cap(run)
         await show_refusal(run)
@@ -207,8 +243,9 @@ async def demo(
     return 0
 
 
-def run_demo() -> int:
-    """Start (or reuse) the dev stack, then run the demo through its gRPC API."""
+def run_demo(summary: dict[str, Any] | None = None) -> int:
+    """Start (or reuse) the dev stack, then run the demo through its gRPC API; a failure is a
+    CliError (reported by the CLI, as JSON with --json). `summary` receives what it did."""
     from service.devstack.stack import ensure_stack
 
     info = ensure_stack()
@@ -216,10 +253,6 @@ def run_demo() -> int:
     endpoint = Endpoint(address=info.grpc, token=info.token, dsn=info.postgres)
     print(f"golden-press demo on the dev stack (gRPC {info.grpc}, Temporal {info.temporal})")
     try:
-        return asyncio.run(demo(endpoint, state_dir, info.ui, info.namespace))
-    except CliError as err:
-        print(f"error: {err.reason}: {err.message}")
-        return err.code
+        return asyncio.run(demo(endpoint, state_dir, info.ui, info.namespace, summary))
     except GoldenError as err:
-        print(f"error: {err.reason.value}: {err.message}")
-        return 1
+        raise CliError(err.reason.value, err.message) from err

@@ -340,41 +340,31 @@ def _restart_missing(state_dir: Path, recorded: _Recorded) -> list[str]:
     return restarted
 
 
-def dev_status(json_output: bool = False) -> int:
-    """`golden-press dev status`: each recorded part, alive or not; exit 0 only when all run."""
+@dataclass(frozen=True)
+class StackStatus:
+    """`dev status`: each recorded part, alive or not (no parts: no stack is recorded)."""
+
+    state_dir: Path
+    parts: list[dict[str, Any]]
+    info: StackInfo | None
+
+    @property
+    def all_running(self) -> bool:
+        """A stack is recorded and every part of it runs."""
+        return bool(self.parts) and all(p["alive"] for p in self.parts)
+
+
+def stack_status() -> StackStatus:
+    """Each recorded part of the dev stack of this state dir, alive or not (touches nothing)."""
     state_dir = _settings().state_dir.resolve()
     recorded = _read_state(state_dir)
     if recorded is None:
-        if json_output:
-            print(json.dumps({"state_dir": str(state_dir), "parts": []}))
-        else:
-            print(f"no dev stack is recorded in {state_dir}")
-        return 3
+        return StackStatus(state_dir, [], None)
     parts = [{"name": p.name, "pid": p.pid, "alive": p.alive()} for p in recorded.procs]
     if recorded.supervisor is not None:
         sup = recorded.supervisor
         parts.append({"name": "supervisor", "pid": sup.pid, "alive": sup.alive()})
-    if json_output:
-        print(
-            json.dumps(
-                {
-                    "state_dir": str(state_dir),
-                    "parts": parts,
-                    **recorded.info.model_dump(exclude={"token"}),
-                }
-            )
-        )
-    else:
-        print(f"dev stack in {state_dir}")
-        for p in parts:
-            state = colourless_state(bool(p["alive"]))
-            print(f"  {p['name']:<10} pid {p['pid']:<8} {state}")
-    return 0 if all(p["alive"] for p in parts) else 3
-
-
-def colourless_state(alive: bool) -> str:
-    """How dev status words a part."""
-    return "running" if alive else "NOT RUNNING"
+    return StackStatus(state_dir, parts, recorded.info)
 
 
 # --------------------------------------------------------------------------- bring-up
@@ -786,65 +776,112 @@ def _supervise(stack: _Stack) -> int:
 # --------------------------------------------------------------------------- entry points
 
 
-def dev_up(detach: bool) -> int:
-    """`golden-press dev up [--detach]`: start the stack; detached, print one JSON line, return."""
+#: What `up` calls once the stack serves, before a foreground stack is supervised: its addresses
+#: and, when it found the stack partly down, the parts it restarted (else None).
+Announce = Callable[[StackInfo, list[str] | None], None]
+
+
+def _announce_plainly(detach: bool, state_dir: Path) -> Announce:
+    """`dev up` without --json: detached, the one JSON line of the interface sheet (scripts read
+    it); in the foreground, the addresses and exports for people."""
+
+    def announce(info: StackInfo, restarted: list[str] | None) -> None:
+        if detach or restarted is not None:
+            print(info.json_line(), flush=True)
+        else:
+            _print_human(info, state_dir)
+
+    return announce
+
+
+def up(detach: bool, announce: Announce | None = None) -> int:
+    """Start the stack (or find it running, or restart only its missing parts) and announce it;
+    detached, return 0; in the foreground, supervise it until it stops (its exit code).
+
+    Raises ServerError when it cannot start (everything started is stopped again).
+    """
     settings = _settings()
     state_dir = settings.state_dir.resolve()
-    try:
-        with _locked(state_dir):
-            partial = _read_state(state_dir)
-            if partial is not None and _dead(partial):
-                restarted = _restart_missing(state_dir, partial)
-                what = ", ".join(restarted) or "nothing (only the supervisor had gone)"
-                print(f"restarted {what}", file=sys.stderr, flush=True)
-                if not detach:
-                    print(
-                        "the stack runs detached: `golden-press dev down` stops it", file=sys.stderr
-                    )
-                print(partial.info.json_line(), flush=True)
-                return 0
-            recorded = _running(state_dir)
-            if recorded is not None:
-                if detach:
-                    print(recorded.info.json_line(), flush=True)
-                    return 0
-                raise ServerError(
-                    "dev stack",
-                    f"already running from {state_dir}; stop it with `golden-press dev down`",
-                )
+    announce = announce or _announce_plainly(detach, state_dir)
+    with _locked(state_dir):
+        partial = _read_state(state_dir)
+        if partial is not None and _dead(partial):
+            restarted = _restart_missing(state_dir, partial)
+            what = ", ".join(restarted) or "nothing (only the supervisor had gone)"
+            print(f"restarted {what}", file=sys.stderr, flush=True)
             if not detach:
-                print(f"starting the dev stack in {state_dir} ...", file=sys.stderr, flush=True)
-            stack = _bring_up(settings, state_dir, progress=not detach)
-            assert stack.info is not None
+                print("the stack runs detached: `golden-press dev down` stops it", file=sys.stderr)
+            announce(partial.info, restarted)
+            return 0
+        recorded = _running(state_dir)
+        if recorded is not None:
             if detach:
-                stack.save(supervisor=None)
-                stack.detach()
-                print(stack.info.json_line(), flush=True)
+                announce(recorded.info, None)
                 return 0
-            stack.save(supervisor=os.getpid())
+            raise ServerError(
+                "dev stack",
+                f"already running from {state_dir}; stop it with `golden-press dev down`",
+            )
+        if not detach:
+            print(f"starting the dev stack in {state_dir} ...", file=sys.stderr, flush=True)
+        stack = _bring_up(settings, state_dir, progress=not detach)
+        assert stack.info is not None
+        if detach:
+            stack.save(supervisor=None)
+            stack.detach()
+            announce(stack.info, None)
+            return 0
+        stack.save(supervisor=os.getpid())
+    announce(stack.info, None)
+    return _supervise(stack)
+
+
+def dev_up(detach: bool) -> int:
+    """`golden-press dev up [--detach]` without --json (and `python -m service.devstack.stack`)."""
+    try:
+        return up(detach)
     except ServerError as exc:
         print(f"golden-press dev up: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("golden-press dev up: interrupted; everything started was stopped", file=sys.stderr)
+        print(f"golden-press dev up: {INTERRUPTED}", file=sys.stderr)
         return 130
-    _print_human(stack.info, state_dir)
-    return _supervise(stack)
 
 
-def dev_down() -> int:
-    """`golden-press dev down`: stop what `dev up` started from this state dir; leave nothing."""
+#: What an interrupted bring-up left: nothing (every part started was stopped again).
+INTERRUPTED = "interrupted; everything started was stopped"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What `dev down` did: whether a stack was recorded, and the parts it could not stop."""
+
+    state_dir: Path
+    was_running: bool
+    failed: list[str]
+
+
+def down() -> Stopped:
+    """Stop what `dev up` started from this state dir; leave nothing."""
     state_dir = _settings().state_dir.resolve()
     with _locked(state_dir):
         recorded = _read_state(state_dir)
         if recorded is None:
-            print(f"no dev stack is running from {state_dir}")
-            return 0
+            return Stopped(state_dir, False, [])
         failed = _stop_recorded(state_dir, recorded)
-    if failed:
-        print(f"golden-press dev down: could not stop {', '.join(failed)}", file=sys.stderr)
+    return Stopped(state_dir, True, failed)
+
+
+def dev_down() -> int:
+    """`golden-press dev down` without --json (and `python -m service.devstack.stack down`)."""
+    stopped = down()
+    if stopped.failed:
+        print(f"golden-press dev down: could not stop {', '.join(stopped.failed)}", file=sys.stderr)
         return 1
-    print(f"dev stack in {state_dir} stopped")
+    if not stopped.was_running:
+        print(f"no dev stack is running from {stopped.state_dir}")
+    else:
+        print(f"dev stack in {stopped.state_dir} stopped")
     return 0
 
 

@@ -18,6 +18,7 @@ import pytest_asyncio
 from service.api.server import bound_port, serve, shutdown
 from service.cli import app as cli
 from service.cli.client import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.helpers.envelope import envelope
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -142,16 +143,7 @@ async def run_doc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     """Run with --json: the exit code and the ONE JSON document stdout holds (nothing else)."""
     capsys.readouterr()
     code = await cli.run([*argv, "--json"])
-    out = capsys.readouterr().out
-    doc = json.loads(out)  # fails on a second document or any stray line
-    assert isinstance(doc, dict) and next(iter(doc)) == "ok", out
-    if doc["ok"]:
-        assert code == 0 and "error" not in doc, doc
-    else:
-        error = doc["error"]
-        assert set(error) == {"reason", "message", "exit_code"}, doc
-        assert error["exit_code"] == code != 0 and error["reason"] and error["message"], doc
-    return code, doc
+    return code, envelope(capsys.readouterr().out, code)
 
 
 def leaf_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -172,9 +164,9 @@ ENVELOPE_TESTED = {
     "keys generate", "keys export",
     "monitor",  # success and violation envelopes: tests/integration/test_public_ledger.py
 }  # fmt: skip
-#: Verbs that run or stop a whole stack (tests/system/test_devstack.py runs them), and the
-#: witness server, which prints its one JSON line when it listens
-#: (tests/system/test_witness_process.py).
+#: Verbs that run or stop a whole stack: their envelopes are checked where they run
+#: (tests/system/test_devstack.py, test_cli_stack_safety.py); and the witness server, which
+#: prints its one JSON line when it listens (tests/system/test_witness_process.py).
 STACK_VERBS = {"dev up", "dev down", "dev status", "demo", "witness serve"}
 
 

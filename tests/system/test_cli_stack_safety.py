@@ -23,6 +23,7 @@ import pytest
 
 from service.devstack.servers import find_postgres_bin_dir, pid_alive, process_start_time
 from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER
+from tests.helpers.envelope import envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "golden-press")
@@ -118,8 +119,10 @@ def test_dev_status_names_each_part(
 ) -> None:
     done = cli(bare_env, "dev", "status", "--json")
     assert "Traceback" not in done.stderr
-    assert done.returncode != 0  # not all of it runs
-    parts = {p["name"]: p["alive"] for p in json.loads(done.stdout)["parts"]}
+    assert done.returncode == 3  # not all of it runs
+    doc = envelope(done.stdout, done.returncode)  # the envelope of every verb
+    assert doc["error"]["reason"] == "Unavailable" and "api" in doc["error"]["message"]
+    parts = {p["name"]: p["alive"] for p in doc["parts"]}
     assert parts == {"postgres": True, "worker": True, "api": False}
     human = cli(bare_env, "dev", "status")
     assert "api" in human.stdout and "worker" in human.stdout
@@ -132,6 +135,16 @@ def test_dev_status_without_a_stack(bare_env: dict[str, str]) -> None:
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "no dev stack" in (done.stdout + done.stderr)
+    done = cli(bare_env, "dev", "status", "--json")
+    doc = envelope(done.stdout, done.returncode)
+    assert (doc["error"]["reason"], doc["parts"]) == ("Unavailable", [])
+    assert "no dev stack" in doc["error"]["message"]
+
+
+def test_dev_down_without_a_stack(bare_env: dict[str, str], state_dir: Path) -> None:
+    done = cli(bare_env, "dev", "down", "--json")
+    doc = envelope(done.stdout, done.returncode)
+    assert doc == {"ok": True, "stopped": False, "state_dir": str(state_dir.resolve())}
 
 
 @pytest.mark.parametrize(

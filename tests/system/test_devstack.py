@@ -25,6 +25,7 @@ from service.devstack import servers
 from service.devstack import stack as devstack
 from service.devstack.servers import pid_alive, port_in_use
 from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER, needs_postgres
+from tests.helpers.envelope import envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = (
@@ -266,9 +267,21 @@ def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Pa
             except urllib.error.HTTPError:
                 time.sleep(0.1)
         assert note.split("\n")[1] == "0" and "\n\n\u2014 " in note, note
+        # --json: one document in the envelope of every verb, the line's keys as its `stack`.
+        again = run("up", "--detach", "--json")
+        doc = envelope(again.stdout, again.returncode)
+        assert doc["stack"] == info and doc["restarted"] is None
+        status = run("status", "--json")
+        doc = envelope(status.stdout, status.returncode)
+        assert {p["name"] for p in doc["parts"]} >= {"postgres", "nats", "temporal", "api"}
+        assert doc["stack"]["grpc"] == info["grpc"] and "token" not in doc["stack"]
     finally:
-        down = run("down")
-    assert down.returncode == 0, down.stderr
+        down = run("down", "--json")
+    assert envelope(down.stdout, down.returncode) == {
+        "ok": True,
+        "stopped": True,
+        "state_dir": str(state_dir.resolve()),
+    }, down.stderr
     assert_all_gone(state_dir, recorded)
     print(f"dev up --detach (real worker/api): {startup:.1f} s")
 
@@ -287,6 +300,14 @@ def test_demo_from_nothing_then_down(stack_env: dict[str, str], state_dir: Path)
         assert re.search(r"redeemed [0-9a-f-]{36}", out), out
         assert "AlreadyRedeemed" in out
         assert re.search(r"Temporal Web UI: http://127\.0\.0\.1:\d+", out), out
+        # Again with --json (the walk-through on stderr): one document, what each step did.
+        again = run_cli(stack_env, "demo", "--json")
+        doc = envelope(again.stdout, again.returncode)["demo"]
+        assert doc["redeemed"]["ticket_id"] == doc["verified"]["ticket_id"]
+        assert doc["second_redemption"] == {"reason": "AlreadyRedeemed"}
+        assert doc["proof"]["leaf_index"] < doc["proof"]["tree_size"]
+        assert doc["sagas_view"].startswith(doc["ui"]) and doc["tickets"]
+        assert "Verify ticket" in again.stderr
     finally:
         down = run_cli(stack_env, "dev", "down")
     assert down.returncode == 0, down.stderr
