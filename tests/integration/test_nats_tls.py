@@ -1,14 +1,17 @@
-"""NATS over TLS with a client certificate, through the one connect function (settings only)."""
+"""NATS over TLS with a client certificate, and over TLS with nkey authentication, through the one
+connect function (settings only), against real nats-servers."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 
 from golden_press.settings import Settings
@@ -79,3 +82,77 @@ async def test_nats_mutual_tls_from_settings(tls_nats: str, ca: TestCA) -> None:
             bare, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
         )
         await nc.close()
+
+
+def nkey_seed_file(path: Path) -> str:
+    """A fresh user nkey: its seed written to `path` (mode 0600); returns the public key."""
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    path.write_bytes(seed + b"\n")
+    os.chmod(path, 0o600)
+    return str(nkeys.from_seed(seed).public_key.decode())
+
+
+@pytest.fixture
+def nkey_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
+    """A private nats-server: TLS (server certificate only) and one user who signs with an nkey."""
+    binary = find_binary("nats-server")
+    if binary is None:
+        pytest.skip("no nats-server binary")
+    leaf = ca.server("nats-nkey")
+    seed = tmp_path / "user.nk"
+    public = nkey_seed_file(seed)
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n'
+        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
+    )
+    proc = subprocess.Popen(
+        [str(binary), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "nats-nkey.log").open("wb"),
+    )
+    try:
+        for _ in range(200):
+            if port_in_use("127.0.0.1", port):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "nats-nkey.log").read_text())
+            time.sleep(0.02)
+        yield f"tls://127.0.0.1:{port}", seed
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_nats_nkey_over_tls_from_settings(
+    nkey_nats: tuple[str, Path], ca: TestCA, tmp_path: Path
+) -> None:
+    """GOLDEN_NATS_NKEY_SEED_FILE signs the server's nonce (needs nats-py's nkeys extra); no
+    seed, or another user's seed, is refused."""
+    url, seed = nkey_nats
+    settings = Settings(  # type: ignore[call-arg]
+        nats_url=url, nats_tls_ca_file=ca.cert_file, nats_nkey_seed_file=seed
+    )
+    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        sub = await nc.subscribe("golden.nkey.check")
+        await nc.publish("golden.nkey.check", b"signed in")
+        assert (await sub.next_msg(timeout=5)).data == b"signed in"
+    finally:
+        await nc.close()
+
+    stranger = tmp_path / "stranger.nk"
+    nkey_seed_file(stranger)
+    for refused in (
+        settings.model_copy(update={"nats_nkey_seed_file": None}),
+        settings.model_copy(update={"nats_nkey_seed_file": stranger}),
+    ):
+        with pytest.raises((NatsError, NoServersError, OSError, asyncio.TimeoutError)):
+            nc = await connect_nats(
+                refused, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
+            )
+            await nc.close()
