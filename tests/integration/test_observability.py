@@ -16,13 +16,13 @@ from service.devstack.servers import free_port
 from service.ops.metrics import GAUGES, PROCESS_SAMPLES
 from service.store.cosignatures import latest_cosigned_size
 from service.store.gauges import read_gauges
+from tests.helpers.api import served_api
 from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack
 from tests.helpers.waiting import wait_until
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
 from tests.helpers.worker import WorkerProcess
-from tests.integration.test_api import served_api
 
 
 def scrape(port: int) -> str:
