@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,6 @@ def emit_to(stream: Any, document: dict[str, Any]) -> None:
 
 def stack_document(info: StackInfo) -> dict[str, Any]:
     """The stack's addresses: the keys of the `dev up --detach` line (DSN password redacted)."""
-    import json
-
     return dict(json.loads(info.json_line()))
 
 

@@ -207,9 +207,13 @@ def test_grpc_port_in_use_is_one_line_and_starts_nothing(
         port = busy.getsockname()[1]
         env = {**stack_env, "GOLDEN_GRPC_ADDR": f"127.0.0.1:{port}"}
         up = run_stub(stubs, env, "up", "--detach")
+        as_json = run_cli(env, "dev", "up", "--detach", "--json")
     assert up.returncode == 1
     line = one_line_error(up.stderr)
     assert "api" in line and "in use" in line and str(port) in line
+    error = envelope(as_json.stdout, as_json.returncode)["error"]  # the same, as JSON
+    assert error["reason"] == "DevStackFailed" and error["exit_code"] == 1
+    assert "in use" in error["message"] and str(port) in error["message"]
     assert not (state_dir / "stack.json").exists()
     assert processes_mentioning(str(state_dir)) == []
 
