@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from functools import partial
 from uuid import UUID
 
 import asyncpg
@@ -130,30 +131,34 @@ class IssuanceActivities:
         """Store the signature and move `reserved` -> `issued` (a no-op when already done)."""
         await self._faults.before("finalise")
         async with self._pool.acquire() as conn, read_committed(conn):
-            row = await tickets.lock_ticket(conn, req.ticket_id)
+            row = await tickets.finalise(conn, req.ticket_id, req.signature, req.key_id)
             if row is None:
                 raise ApplicationError(
                     f"ticket {req.ticket_id} not found",
                     type=Reason.TICKET_NOT_FOUND,
                     non_retryable=True,
                 )
-            if row["state"] == TicketState.RESERVED:
-                row = await tickets.mark_issued(conn, req.ticket_id, req.signature, req.key_id)
-            elif row["state"] == TicketState.VOIDED:
+            if row["state"] == TicketState.VOIDED:
                 raise ApplicationError(
                     f"ticket {req.ticket_id} was voided", type="TicketVoided", non_retryable=True
                 )
         self._faults.after_commit("finalise")
-        assert row is not None
         return tickets.row_to_ticket(row)
 
     @activity.defn(name="append_issued_to_ledger")
     async def append_issued_to_ledger(self, ref: TicketRef) -> LedgerAppendResult:
-        """The point of no return: the `issued` entry and its event, in one transaction."""
+        """The point of no return: the `issued` entry and its event, in one transaction.
+
+        Four round trips, since a herd's winners queue for the cap's lock: BEGIN, the locks
+        with the ticket row and the ledger's head (one call), one statement of writes, COMMIT.
+        """
         await self._faults.before("ledger_append")
-        # The cap lock orders this against a concurrent void of the same ticket.
-        async with cap_transaction(self._pool) as conn:
-            row = await tickets.lock_ticket(conn, ref.ticket_id)
+        # The cap lock (taken first by lock_ticket_for_ledger) orders this against a concurrent
+        # void of the same ticket.
+        async with self._pool.acquire() as conn, read_committed(conn):
+            row, head = await self._ledger.lock_ticket_for_ledger(
+                conn, ref.ticket_id, EntryKind.ISSUED
+            )
             if row is None or row["state"] == TicketState.VOIDED:
                 raise ApplicationError(
                     f"ticket {ref.ticket_id} is not issuable",
@@ -162,6 +167,7 @@ class IssuanceActivities:
                 )
             if row["state"] == TicketState.RESERVED:
                 raise ApplicationError(f"ticket {ref.ticket_id} is not finalised yet")
+            first = row["issued_leaf"] is None
             appended = await record_entry(
                 conn,
                 self._ledger,
@@ -174,9 +180,10 @@ class IssuanceActivities:
                     signature=row["signature"],
                 ),
                 at=row["issued_at"],
+                head=head,
+                leaf_write=partial(tickets.issued_leaf, ref.ticket_id) if first else None,
+                notify=tickets.slots_notice("issued") if first else None,
             )
-            if row["issued_leaf"] is None:
-                await tickets.set_issued_leaf(conn, ref.ticket_id, appended.leaf_index)  # NOTIFYs
         if appended.created:
             count("tickets_issued_total")
             activity.logger.info("ticket %s issued at leaf %s", ref.ticket_id, appended.leaf_index)
@@ -227,6 +234,6 @@ async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -
             ),
             at=voided["voided_at"],
             reason=req.reason,
+            notify=tickets.slots_notice("voided"),
         )
-        await tickets.notify_slots(conn, "voided")
     return VoidResult(voided=True, state=TicketState.VOIDED, leaf_index=appended.leaf_index)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import asyncpg
 from temporalio import activity
 
@@ -159,9 +161,9 @@ class RedemptionActivities:
                     ).model_dump_json(),
                 ),
                 at=redeemed["redeemed_at"],
+                leaf_write=partial(tickets.redeemed_leaf, req.ticket_id),
+                notify=tickets.slots_notice("redeemed"),
             )
-            await tickets.set_redeemed_leaf(conn, req.ticket_id, appended.leaf_index)
-            await tickets.notify_slots(conn, "redeemed")
         count("tickets_redeemed_total")
         activity.logger.info("ticket %s redeemed at leaf %s", req.ticket_id, appended.leaf_index)
         self._faults.after_commit("redeem")

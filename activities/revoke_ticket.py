@@ -57,8 +57,8 @@ class RevocationActivities:
                 ),
                 at=revoked["revoked_at"],
                 reason=req.reason,
+                notify=tickets.slots_notice("revoked"),
             )
-            await tickets.notify_slots(conn, "revoked")
         return RevokeTicketResult(
             outcome="revoked", ticket_id=req.ticket_id, leaf_index=appended.leaf_index
         )

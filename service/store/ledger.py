@@ -13,7 +13,8 @@ back together, and leaf indices stay dense (0..n-1) across processes.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 from uuid import UUID, uuid4
@@ -47,8 +48,9 @@ from golden_press.merkle import (
 )
 from golden_press.models import ProofBundle, Ticket
 from service.store.cosignatures import with_lines
-from service.store.db import LEDGER_KEY
-from service.store.outbox import write_outbox
+from service.store.db import GOLDEN_KEY, LEDGER_KEY
+from service.store.outbox import outbox_write
+from service.store.statements import Write, one_statement
 from service.store.tickets import row_to_ticket
 
 _FETCH_NODES = (
@@ -65,6 +67,44 @@ class AppendResult(BaseModel):
     leaf_index: int
     tree_size: int
     created: bool
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """The tree as read under the ledger lock: its size, the leaf of each asked-for key (None
+    when new, in the order asked) and its right edge (level -> hash of a complete subtree)."""
+
+    size: int
+    known: list[int | None]
+    frontier: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    """Where entries go and the writes that put them there (for the caller's one statement)."""
+
+    results: list[AppendResult]
+    writes: list[Write]
+
+
+#: The columns of ledger_head() and lock_ticket_for_ledger() that head_from_row() reads.
+HEAD_COLUMNS = "head_size, known_leaves, frontier_levels, frontier_hashes"
+
+
+def head_from_row(row: asyncpg.Record) -> LedgerHead:
+    """A LedgerHead from migrations/042's columns; a missing subtree is refused."""
+    size: int = row["head_size"]
+    levels = list(row["frontier_levels"] or [])
+    hashes = [bytes(h) for h in row["frontier_hashes"] or []]
+    wanted = frontier_nodes(size)
+    if levels != [level for level, _ in wanted]:
+        missing = next(node for node in wanted if node[0] not in levels)
+        raise InvalidRequest(
+            f"ledger has no subtree {missing}: the requested tree size is beyond the log"
+        )
+    return LedgerHead(
+        size=size, known=list(row["known_leaves"]), frontier=dict(zip(levels, hashes, strict=True))
+    )
 
 
 class StoredCheckpoint(BaseModel):
@@ -166,27 +206,60 @@ class LedgerStore:
     async def _append(
         self, conn: asyncpg.Connection, entries: Sequence[tuple[UUID, str, bytes]], sign: bool
     ) -> list[AppendResult]:
-        """Append (key, kind, bytes) rows under the ledger lock; idempotent per (key, kind)."""
-        if not conn.is_in_transaction():
-            raise RuntimeError("LedgerStore.append must run inside the caller's transaction")
+        """Append (key, kind, bytes) rows under the ledger lock; idempotent per (key, kind).
+
+        Two round trips: the head (lock and reads) and one statement writing everything.
+        """
         if not entries:
             return []
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_KEY)
-        size: int = await conn.fetchval(
-            "SELECT coalesce(max(leaf_index) + 1, 0) FROM ledger_entries"
-        )
-        rows = await conn.fetch(
-            "SELECT e.leaf_index, e.ticket_id, e.kind FROM unnest($1::uuid[], $2::text[])"
-            " AS k(ticket_id, kind) JOIN ledger_entries e"
-            " ON e.ticket_id = k.ticket_id AND e.kind = k.kind",
-            [tid for tid, _, _ in entries],
-            [kind for _, kind, _ in entries],
-        )
-        known: dict[tuple[UUID, str], int] = {
-            (r["ticket_id"], r["kind"]): r["leaf_index"] for r in rows
-        }
-        frontier = await self._frontier(conn, size)
+        head = await self.head(conn, [(tid, kind) for tid, kind, _ in entries])
+        plan = self.plan(head, entries, sign=sign)
+        await conn.execute(*one_statement(plan.writes))
+        return plan.results
 
+    async def head(self, conn: asyncpg.Connection, keys: Sequence[tuple[UUID, str]]) -> LedgerHead:
+        """Take the ledger lock and read the tree's head and which keys have a leaf (one call;
+        migrations/042); must run in a transaction."""
+        if not conn.is_in_transaction():
+            raise RuntimeError("LedgerStore.append must run inside the caller's transaction")
+        row = await conn.fetchrow(
+            f"SELECT {HEAD_COLUMNS} FROM ledger_head($1, $2::uuid[], $3::text[])",
+            LEDGER_KEY,
+            [tid for tid, _ in keys],
+            [kind for _, kind in keys],
+        )
+        assert row is not None
+        return head_from_row(row)
+
+    async def lock_ticket_for_ledger(
+        self, conn: asyncpg.Connection, ticket_id: UUID, kind: EntryKind
+    ) -> tuple[asyncpg.Record | None, LedgerHead]:
+        """A ticket's ledger step in one call, in the lock order (migrations/042): the cap's
+        lock, the ticket row locked FOR UPDATE (None when there is none), the ledger lock and
+        the head for its `kind` entry. Must run in a READ COMMITTED transaction."""
+        if not conn.is_in_transaction():
+            raise RuntimeError("LedgerStore.append must run inside the caller's transaction")
+        row = await conn.fetchrow(
+            f"SELECT (l.ticket).*, {HEAD_COLUMNS} FROM lock_ticket_for_ledger($1, $2, $3, $4) AS l",
+            GOLDEN_KEY,
+            ticket_id,
+            LEDGER_KEY,
+            kind.value,
+        )
+        assert row is not None
+        return (row if row["ticket_id"] is not None else None), head_from_row(row)
+
+    def plan(
+        self, head: LedgerHead, entries: Sequence[tuple[UUID, str, bytes]], *, sign: bool
+    ) -> AppendPlan:
+        """Place (key, kind, bytes) rows on the tree `head` names: leaves, the subtrees they
+        complete, the signed checkpoint; the writes are left to the caller's statement."""
+        known = {
+            (tid, kind): leaf
+            for (tid, kind, _), leaf in zip(entries, head.known, strict=True)
+            if leaf is not None
+        }
+        frontier = dict(head.frontier)
         placed: list[tuple[int, bool]] = []
         new_idx: list[int] = []
         new_tid: list[UUID] = []
@@ -196,7 +269,7 @@ class LedgerStore:
         node_level: list[int] = []
         node_idx: list[int] = []
         node_val: list[bytes] = []
-        n = size
+        n = head.size
         for tid, kind, data in entries:
             key = (tid, kind)
             if key in known:
@@ -224,33 +297,36 @@ class LedgerStore:
             frontier[level] = h
             n += 1
 
+        writes: list[Write] = []
         if new_idx:
-            await conn.execute(
-                "INSERT INTO ledger_entries (leaf_index, ticket_id, kind, entry, leaf_hash)"
-                " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bytea[],"
-                " $5::bytea[])",
-                new_idx,
-                new_tid,
-                new_kind,
-                new_data,
-                new_hash,
+            writes.append(
+                Write(
+                    "INSERT INTO ledger_entries (leaf_index, ticket_id, kind, entry, leaf_hash)"
+                    " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bytea[],"
+                    " $5::bytea[])",
+                    (new_idx, new_tid, new_kind, new_data, new_hash),
+                )
             )
-            await conn.execute(
-                "INSERT INTO ledger_nodes (level, idx, hash)"
-                " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                node_level,
-                node_idx,
-                node_val,
+            writes.append(
+                Write(
+                    "INSERT INTO ledger_nodes (level, idx, hash)"
+                    " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                    (node_level, node_idx, node_val),
+                )
             )
             if sign:
                 root = fold_nodes([frontier[lv] for lv in sorted(frontier, reverse=True)])
-                await conn.execute(
-                    "INSERT INTO ledger_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)",
-                    n,
-                    root,
-                    self.sign(n, root),
+                writes.append(
+                    Write(
+                        "INSERT INTO ledger_checkpoints (tree_size, root, note)"
+                        " VALUES ($1::bigint, $2::bytea, $3::text)",
+                        (n, root, self.sign(n, root)),
+                    )
                 )
-        return [AppendResult(leaf_index=i, tree_size=n, created=c) for i, c in placed]
+        return AppendPlan(
+            results=[AppendResult(leaf_index=i, tree_size=n, created=c) for i, c in placed],
+            writes=writes,
+        )
 
     async def checkpoint_tail(self, conn: asyncpg.Connection) -> int | None:
         """Sign a checkpoint for entries appended without one (a `cap` entry); its size or None.
@@ -276,12 +352,6 @@ class LedgerStore:
             self.sign(size, root),
         )
         return size
-
-    async def _frontier(self, conn: asyncpg.Connection, size: int) -> dict[int, bytes]:
-        """level -> hash of the complete subtrees of the current tree (its right edge)."""
-        nodes = frontier_nodes(size)
-        found = await self._nodes(conn, nodes)
-        return {level: found[(level, idx)] for level, idx in nodes}
 
     async def _nodes(self, conn: asyncpg.Connection, nodes: Sequence[Node]) -> dict[Node, bytes]:
         """Fetch stored subtree hashes in one query; a missing one means the tree is smaller."""
@@ -466,24 +536,36 @@ async def record_entry(
     *,
     at: datetime,
     reason: str = "",
+    head: LedgerHead | None = None,
+    leaf_write: Callable[[int], Write] | None = None,
+    notify: Write | None = None,
 ) -> AppendResult:
     """Append a ticket's ledger entry and its outbox event in the caller's transaction.
 
-    Fills the fields every event shares (ticket id, serial, leaf index; write_outbox adds the
-    event id); the caller sets only what is particular to its event.
+    Fills the fields every event shares (ticket id, serial, leaf index; outbox_write adds the
+    event id); the caller sets only what is particular to its event. Two round trips under the
+    ledger lock, one when the caller read `head` itself (lock_ticket_for_ledger): the head, then
+    ONE statement writing the entry, its subtrees, the signed checkpoint, the outbox row and
+    the caller's own follow-ups: `leaf_write(leaf_index)` (the ticket's leaf column) and
+    `notify` (run last: a NOTIFY for the API processes' snapshots).
     """
     entry = entry_for_ticket(kind, row_to_ticket(row), bytes(row["user_salt"]), at, reason)
-    appended = await ledger.append(conn, entry)
+    if head is None:
+        head = await ledger.head(conn, [(entry.ticket_id, kind.value)])
+    plan = ledger.plan(head, [(entry.ticket_id, kind.value, encode_entry(entry))], sign=True)
+    appended = plan.results[0]
     event.ticket_id = str(row["ticket_id"])  # type: ignore[attr-defined]
     event.serial = row["serial"]  # type: ignore[attr-defined]
     event.leaf_index = appended.leaf_index  # type: ignore[attr-defined]
-    await write_outbox(
-        conn,
-        leaf_index=appended.leaf_index,
-        ticket_id=row["ticket_id"],
-        kind=kind.value,
-        event=event,
-    )
+    writes = [
+        *plan.writes,
+        outbox_write(
+            leaf_index=appended.leaf_index, ticket_id=row["ticket_id"], kind=kind.value, event=event
+        ),
+    ]
+    if leaf_write is not None:
+        writes.append(leaf_write(appended.leaf_index))
+    await conn.execute(*one_statement(writes, notify))
     return appended
 
 
@@ -505,4 +587,12 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-__all__ = ["AppendResult", "LedgerStore", "StoredCheckpoint", "StoredEntry"]
+__all__ = [
+    "AppendPlan",
+    "AppendResult",
+    "LedgerHead",
+    "LedgerStore",
+    "StoredCheckpoint",
+    "StoredEntry",
+    "record_entry",
+]

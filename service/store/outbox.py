@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from golden_press.cloudevents import MESSAGE_FOR_KIND, event_headers
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
+from service.store.statements import Write
 
 log = logging.getLogger("golden_press.outbox")
 
@@ -179,23 +180,18 @@ async def _refuse_foreign_messages(js: JetStreamContext, settings: Settings) -> 
         )
 
 
-async def write_outbox(
-    conn: asyncpg.Connection, *, leaf_index: int, ticket_id: UUID, kind: str, event: Message
-) -> None:
-    """Record an event in the caller's transaction (the one that appended its ledger entry)."""
+def outbox_write(*, leaf_index: int, ticket_id: UUID, kind: str, event: Message) -> Write:
+    """The outbox row of an event, to be written in the transaction of its ledger entry; sets
+    the event's id."""
     event_id = event_id_for(ticket_id, kind)
     event.event_id = str(event_id)  # type: ignore[attr-defined]
     # The saga's trace context travels with the event: whoever publishes it later (this saga's
     # publish step or the reconciler's drain) continues the saga's trace.
-    await conn.execute(
+    return Write(
         "INSERT INTO event_outbox (leaf_index, event_id, kind, ticket_id, payload, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (leaf_index) DO NOTHING",
-        leaf_index,
-        event_id,
-        kind,
-        ticket_id,
-        event.SerializeToString(),
-        current_traceparent(),
+        " VALUES ($1::bigint, $2::uuid, $3::text, $4::uuid, $5::bytea, $6::text)"
+        " ON CONFLICT (leaf_index) DO NOTHING",
+        (leaf_index, event_id, kind, ticket_id, event.SerializeToString(), current_traceparent()),
     )
 
 

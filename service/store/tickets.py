@@ -11,6 +11,7 @@ import asyncpg
 from golden_press.errors import Reason
 from golden_press.models import COUNTED_STATES, CapScope, Ticket, TicketState
 from service.store.db import SLOTS_CHANNEL
+from service.store.statements import Write
 
 #: Both a pool and a connection answer fetch/fetchrow; reads need no transaction.
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -86,20 +87,21 @@ __all__ = [
     "Executor",
     "count_counted",
     "expired_reservations",
+    "finalise",
     "find_request",
     "get_ticket",
     "insert_reservation",
+    "issued_leaf",
     "list_tickets",
     "lock_ticket",
-    "mark_issued",
     "mark_redeemed",
     "mark_revoked",
     "mark_voided",
     "notify_slots",
+    "redeemed_leaf",
     "reserve_refusal",
     "row_to_ticket",
-    "set_issued_leaf",
-    "set_redeemed_leaf",
+    "slots_notice",
     "ticket_row",
     "ticket_with_salt",
 ]
@@ -112,7 +114,8 @@ async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Reco
 
 async def notify_slots(conn: asyncpg.Connection, why: str) -> None:
     """Tell API processes their snapshot changed (delivered at commit; see SLOTS_CHANNEL)."""
-    await conn.execute("SELECT pg_notify($1, $2)", SLOTS_CHANNEL, why)
+    notice = slots_notice(why)
+    await conn.execute(notice.sql, *notice.args)
 
 
 async def count_counted(db: Executor, scope: CapScope) -> int:
@@ -224,35 +227,31 @@ async def ticket_row(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Recor
     return await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1", ticket_id)
 
 
-async def mark_issued(
+async def finalise(
     conn: asyncpg.Connection, ticket_id: UUID, signature: str, key_id: str
-) -> asyncpg.Record:
-    """`reserved` -> `issued` with its signature (the caller holds the row lock)."""
-    row = await conn.fetchrow(
-        "UPDATE tickets SET state = 'issued', signature = $2, key_id = $3,"
-        " updated_at = now() WHERE ticket_id = $1 RETURNING *",
-        ticket_id,
-        signature,
-        key_id,
+) -> asyncpg.Record | None:
+    """Lock the row and move `reserved` -> `issued` with its signature, in one call
+    (migrations/042); the row as it now is (any other state unchanged), None if there is none."""
+    return await conn.fetchrow(
+        "SELECT * FROM finalise_ticket($1, $2, $3)", ticket_id, signature, key_id
     )
-    assert row is not None
-    return row
 
 
-async def set_issued_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index: int) -> None:
-    """Record the `issued` entry's leaf: from here on the ticket is past the point of no return.
-
-    The same statement NOTIFYs SLOTS_CHANNEL: from now on API processes replay the ticket to its
-    request id and VerifyTicket calls it valid (one round trip, inside the cap's lock).
-    """
-    await conn.execute(
-        "WITH u AS (UPDATE tickets SET issued_leaf = $2, reserved_until = NULL,"
-        " updated_at = now() WHERE ticket_id = $1 RETURNING 1)"
-        " SELECT pg_notify($3, 'issued') FROM u",
-        ticket_id,
-        leaf_index,
-        SLOTS_CHANNEL,
+def issued_leaf(ticket_id: UUID, leaf_index: int) -> Write:
+    """Record the `issued` entry's leaf: from here on the ticket is past the point of no return
+    (a write for the ledger append's one statement, service.store.ledger.record_entry)."""
+    return Write(
+        "UPDATE tickets SET issued_leaf = $2::bigint, reserved_until = NULL, updated_at = now()"
+        " WHERE ticket_id = $1::uuid",
+        (ticket_id, leaf_index),
     )
+
+
+def slots_notice(why: str) -> Write:
+    """NOTIFY SLOTS_CHANNEL as the last part of a step's statement (delivered at commit): from
+    then on API processes replay an issued ticket to its request id, VerifyTicket calls it
+    valid, a freed slot is admitted again."""
+    return Write("SELECT pg_notify($1::text, $2::text)", (SLOTS_CHANNEL, why))
 
 
 async def mark_voided(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:
@@ -281,10 +280,11 @@ async def mark_redeemed(
     return row
 
 
-async def set_redeemed_leaf(conn: asyncpg.Connection, ticket_id: UUID, leaf_index: int) -> None:
-    """Record the `redeemed` entry's leaf."""
-    await conn.execute(
-        "UPDATE tickets SET redeemed_leaf = $2 WHERE ticket_id = $1", ticket_id, leaf_index
+def redeemed_leaf(ticket_id: UUID, leaf_index: int) -> Write:
+    """Record the `redeemed` entry's leaf (a write for the ledger append's one statement)."""
+    return Write(
+        "UPDATE tickets SET redeemed_leaf = $2::bigint WHERE ticket_id = $1::uuid",
+        (ticket_id, leaf_index),
     )
 
 
