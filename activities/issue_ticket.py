@@ -66,10 +66,21 @@ class IssuanceActivities:
 
     @activity.defn(name="reserve_slot")
     async def reserve_slot(self, req: ReserveInput) -> ReserveResult:
-        """ONE transaction under the advisory lock: lock -> rules -> count -> insert `reserved`."""
+        """ONE transaction under the advisory lock: lock -> rules -> count -> insert `reserved`.
+
+        Four round trips: BEGIN with the lock, the request's row with the rules and the count,
+        the insert, COMMIT.
+        """
         await self._faults.before("reserve")
         async with cap_transaction(self._pool) as conn:
-            existing = await tickets.find_request(conn, req.request_id, req.ticket_id)
+            existing, refusal = await tickets.reserve_state(
+                conn,
+                request_id=req.request_id,
+                ticket_id=req.ticket_id,
+                user_id=req.user_id,
+                rate_window=timedelta(seconds=self._settings.rate_limit_window_s),
+                rate_attempts=self._settings.rate_limit_attempts,
+            )
             if existing is not None:
                 # A retried or duplicated reserve returns its own row and never counts itself.
                 if existing["request_hash"] != req.request_hash:
@@ -78,12 +89,6 @@ class IssuanceActivities:
                         f"request_id {req.request_id} was used for another request",
                     )
                 return ReserveResult(ticket=tickets.row_to_ticket(existing))
-            refusal = await tickets.reserve_refusal(
-                conn,
-                req.user_id,
-                rate_window=timedelta(seconds=self._settings.rate_limit_window_s),
-                rate_attempts=self._settings.rate_limit_attempts,
-            )
             if refusal is not None:
                 return _reject(*refusal)
             row = await tickets.insert_reservation(  # NOTIFYs the API processes' snapshots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,18 +37,32 @@ def read_committed(conn: asyncpg.Connection) -> Transaction:
     return conn.transaction(isolation="read_committed")
 
 
+#: BEGIN, with the isolation stated, and the cap's lock: one round trip (two statements in one
+#: simple query), since a herd's winners queue for the lock and wait out each other's trips.
+_BEGIN_CAP = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({GOLDEN_KEY})"
+
+
 @asynccontextmanager
 async def cap_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction holding the cap's advisory lock: the only place the cap is decided.
+    """A READ COMMITTED transaction holding the cap's advisory lock: the only place the cap is
+    decided.
 
     Everything that decides or changes what counts against the cap (reserve, finalise's ledger
-    append, void, redeem, revoke, set-cap) runs in here, so lock -> count -> write is serial.
-    Timestamps written in here use clock_timestamp() (after the lock), not now() (the start of
-    the transaction, before the lock wait), so their order is the lock order.
+    append, void, redeem, revoke, set-cap) runs under this lock, so lock -> count -> write is
+    serial. Timestamps written in here use clock_timestamp() (after the lock), not now() (the
+    start of the transaction, before the lock wait), so their order is the lock order. Commits
+    on leaving, rolls back on any exception (as asyncpg's own transaction block; the pool rolls
+    back whatever a failed ROLLBACK leaves).
     """
-    async with pool.acquire() as conn, read_committed(conn):
-        await lock_cap(conn)
-        yield conn
+    async with pool.acquire() as conn:
+        await conn.execute(_BEGIN_CAP)
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 async def lock_cap(conn: asyncpg.Connection) -> None:

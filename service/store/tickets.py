@@ -88,7 +88,6 @@ __all__ = [
     "count_counted",
     "expired_reservations",
     "finalise",
-    "find_request",
     "get_ticket",
     "insert_reservation",
     "issued_leaf",
@@ -99,7 +98,7 @@ __all__ = [
     "mark_voided",
     "notify_slots",
     "redeemed_leaf",
-    "reserve_refusal",
+    "reserve_state",
     "row_to_ticket",
     "slots_notice",
     "ticket_row",
@@ -133,29 +132,25 @@ async def count_counted(db: Executor, scope: CapScope) -> int:
 # ---- the reserve rules (inside cap_transaction: these decide) --------------------------------
 
 
-async def find_request(
-    conn: asyncpg.Connection, request_id: str, ticket_id: UUID
-) -> asyncpg.Record | None:
-    """The row a request (or its deterministic ticket id) already wrote, if any."""
-    return await conn.fetchrow(
-        "SELECT * FROM tickets WHERE request_id = $1 OR ticket_id = $2", request_id, ticket_id
-    )
-
-
-async def reserve_refusal(
+async def reserve_state(
     conn: asyncpg.Connection,
-    user_id: str,
     *,
+    request_id: str,
+    ticket_id: UUID,
+    user_id: str,
     rate_window: timedelta,
     rate_attempts: int,
-) -> tuple[Reason, str] | None:
-    """Anti-gaming rules and the cap, read under the cap lock; None means a slot is free.
-
-    ONE statement (one round trip while the cap's lock is held, which every winner of a herd
-    waits for in turn); it runs after the lock was taken, so it sees every committed reserve.
+) -> tuple[asyncpg.Record | None, tuple[Reason, str] | None]:
+    """What reserve decides on, read under the cap lock in ONE statement (one round trip while
+    the cap's lock is held, which every winner of a herd waits for in turn): the row this
+    request (or its deterministic ticket id) already wrote, if any, and the anti-gaming rules
+    and the cap (None: a slot is free). It runs after the lock was taken, so it sees every
+    committed reserve.
     """
     row = await conn.fetchrow(
-        "SELECT EXISTS (SELECT 1 FROM deny_list WHERE user_id = $1) AS denied,"
+        "SELECT (SELECT t FROM tickets AS t WHERE t.request_id = $5 OR t.ticket_id = $6"
+        "   LIMIT 1) AS existing,"
+        " EXISTS (SELECT 1 FROM deny_list WHERE user_id = $1) AS denied,"
         " (SELECT attempts FROM rate_limit WHERE user_id = $1"
         "   AND window_start > now() - $2::interval) AS attempts,"
         " EXISTS (SELECT 1 FROM tickets WHERE user_id = $1 AND state <> 'voided') AS holds,"
@@ -167,8 +162,15 @@ async def reserve_refusal(
         rate_window,
         [st.value for st in COUNTED_STATES[CapScope.LIVE]],
         [st.value for st in COUNTED_STATES[CapScope.LIFETIME]],
+        request_id,
+        ticket_id,
     )
     assert row is not None
+    return row["existing"], _refusal(row, user_id, rate_attempts)
+
+
+def _refusal(row: asyncpg.Record, user_id: str, rate_attempts: int) -> tuple[Reason, str] | None:
+    """The first rule a reserve breaks, in the order the rules apply; None: a slot is free."""
     if row["denied"]:
         return Reason.USER_DENIED, f"user {user_id} is on the deny-list"
     if row["attempts"] is not None and row["attempts"] > rate_attempts:
