@@ -223,10 +223,23 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+def set_priority(nice: int) -> None:
+    """GOLDEN_WORKER_NICE, before any thread starts (Linux sets it per thread; new threads
+    inherit it). Without the privilege a negative value needs, the worker runs unchanged."""
+    if not nice:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning("GOLDEN_WORKER_NICE=%s not applied: no permission to raise the priority", nice)
+
+
 def main() -> None:
     """Entry point; os._exit avoids the SDK's exit-time crash hiding our exit code."""
     configure_logging()
-    code = asyncio.run(run(Settings()))
+    settings = Settings()
+    set_priority(settings.worker_nice)
+    code = asyncio.run(run(settings))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -50,6 +50,7 @@ from bench.common import (
     LoadResult,
     auth_metadata,
     cpu_seconds,
+    cpu_wait_seconds,
     finish,
     fresh_database,
     golden_processes,
@@ -57,6 +58,8 @@ from bench.common import (
     ms,
     pct,
     print_table,
+    process_tree,
+    renice,
     rss_mib,
     run_load,
     server_latencies,
@@ -184,11 +187,15 @@ async def run_golden(
             variant=variant,
             api_processes=args.api_processes,
             api_nice=args.api_nice,
+            worker_nice=args.worker_nice,
         ) as stack,
     ):
         before = os.times()
         cpu0 = {c.name: tree_cpu_seconds(c.proc.pid) for c in stack.children}
+        waiting = await waiting_parts(stack)
+        wait0 = {name: cpu_wait_seconds(pids) for name, pids in waiting.items()}
         result = await herd(stack.address, attempts, args.concurrency, args.channels)
+        wait = {name: cpu_wait_seconds(pids) - wait0[name] for name, pids in waiting.items()}
         cpu = {"client": _self_cpu(before)}
         for c in stack.children:
             cpu[c.name] = tree_cpu_seconds(c.proc.pid) - cpu0[c.name]
@@ -214,6 +221,10 @@ async def run_golden(
     name = "golden-press" if variant == "stock" else f"golden-press ({variant})"
     if tracing != "off":
         name += f" [tracing {tracing}]"
+    print(
+        "waited for a CPU during the herd (runnable, not running; s; postgres: this database's"
+        " sessions, worker's and API's): " + ", ".join(f"{k} {v:.2f}" for k, v in wait.items())
+    )
     run = Run(name, result, cpu, handler, rss, rejection, states.get("issued", 0))
     run.tracing = tracing
     run.spans = sink_log
@@ -262,6 +273,33 @@ async def traced(mode: str) -> AsyncIterator[list[str]]:
                     os.environ[k] = v
             sink.stop()
             spans.extend(sink.log_path.read_text(errors="replace").strip().splitlines()[-1:])
+
+
+def _named(pid: int, name: str) -> bool:
+    try:
+        return name in Path(f"/proc/{pid}/comm").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+async def waiting_parts(stack) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+    """The processes a winner's saga runs through: the worker(s), the Temporal server, this
+    database's PostgreSQL backends (the API and client too, for comparison)."""
+    parts = {c.name: process_tree(c.proc.pid) for c in stack.children}
+    parts["client"] = [os.getpid()]
+    parts["temporal"] = [pid for pid in process_tree(os.getpid()) if _named(pid, "temporal")]
+    conn = await asyncpg.connect(stack.settings.pg_dsn)
+    try:
+        parts["postgres"] = [
+            r["pid"]
+            for r in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ]
+    finally:
+        await conn.close()
+    return parts
 
 
 async def print_timelines(stack, temporal_address: str) -> None:  # type: ignore[no-untyped-def]
@@ -389,6 +427,10 @@ async def main_async(args: argparse.Namespace) -> int:
     floors: list[Run] = []
     async with temporal_dev() as env:
         address = env.client.service_client.config.target_host  # type: ignore[attr-defined]
+        if args.temporal_nice:
+            renice(
+                [p for p in process_tree(os.getpid()) if _named(p, "temporal")], args.temporal_nice
+            )
         idle, rejection = await idle_saga_ms(address, args.idle_runs)
         floors.append(await run_floor(args, attempts, rejection))
         for variant in args.variants.split(","):
@@ -440,7 +482,8 @@ async def main_async(args: argparse.Namespace) -> int:
         "tickets": golden.tickets,
     }
     print(
-        f"\nAPI processes: {args.api_processes}, nice {args.api_nice}; API RSS after the herd: "
+        f"\nAPI processes: {args.api_processes}, nice {args.api_nice}; worker nice"
+        f" {args.worker_nice}, Temporal nice {args.temporal_nice}; API RSS after the herd: "
         + ", ".join(f"{r.name} {r.rss_mib:.0f} MiB" for r in runs)
     )
     print(
@@ -487,6 +530,18 @@ def main() -> None:
         type=int,
         default=int(os.environ.get("GOLDEN_API_NICE", "0")),
         help="GOLDEN_API_NICE of the API (CPU priority below worker, Temporal, PostgreSQL)",
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=int(os.environ.get("GOLDEN_WORKER_NICE", "0")),
+        help="GOLDEN_WORKER_NICE of the worker (negative: the winners' steps before the herd)",
+    )
+    parser.add_argument(
+        "--temporal-nice",
+        type=int,
+        default=0,
+        help="niceness of the bench's Temporal dev server (with --worker-nice: sagas first)",
     )
     parser.add_argument("--idle-runs", type=int, default=20, help="idle sagas for the p50")
     parser.add_argument(

@@ -198,11 +198,13 @@ async def wait_grpc_healthy(address: str, child: Child | None = None, timeout: f
             await asyncio.sleep(0.1)
 
 
-async def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Child:
+async def start_worker(
+    settings: Settings, log_dir: Path, name: str = "worker", nice: int = 0
+) -> Child:
     """`python worker.py` for this stack, once it polls its task queue."""
     ready = log_dir / f"{name}.ready"
     ready.unlink(missing_ok=True)
-    env = settings_env(settings, GOLDEN_WORKER_READY_FILE=str(ready))
+    env = settings_env(settings, GOLDEN_WORKER_READY_FILE=str(ready), GOLDEN_WORKER_NICE=str(nice))
     child = Child.spawn(name, [sys.executable, str(REPO / "worker.py")], env, log_dir)
     deadline = time.monotonic() + 60
     while not ready.exists():
@@ -279,6 +281,26 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def renice(pids: list[int], nice: int) -> None:
+    """Set the niceness of every thread of these processes (Linux keeps it per thread; threads
+    started later inherit it from the thread that starts them)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+
+
+def cpu_wait_seconds(pids: list[int]) -> float:
+    """Seconds the threads of these processes spent runnable but waiting for a CPU so far
+    (/proc/<pid>/task/<tid>/schedstat, second field): where a starved process's latency goes."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its descendants so far."""
     return sum(cpu_seconds(p) for p in process_tree(pid))
@@ -318,6 +340,7 @@ async def golden_processes(
     variant: str = "stock",
     api_processes: int = 1,
     api_nice: int = 0,
+    worker_nice: int = 0,
 ) -> AsyncIterator[GoldenStack]:
     """Fresh database, worker process(es) and (optionally) an API process, like production."""
     with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
@@ -327,7 +350,9 @@ async def golden_processes(
             stack = GoldenStack(settings)
             try:
                 for i in range(workers):
-                    stack.children.append(await start_worker(settings, state, f"worker{i}"))
+                    stack.children.append(
+                        await start_worker(settings, state, f"worker{i}", nice=worker_nice)
+                    )
                 if api:
                     stack.children.append(
                         await start_api(

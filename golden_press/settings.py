@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     #: PostgreSQL share cores, a positive value lets the winners' sagas run before a herd's
     #: refusals (docs/operations.md); 0 by default, as a nice API starts slowly on a busy box.
     api_nice: int = Field(0, ge=0, le=19, alias="GOLDEN_API_NICE")
+    #: Scheduling niceness of the worker (0: unchanged). Negative runs the sagas' steps before
+    #: anything else on shared cores (a herd's refusals, the client): the winners first. The
+    #: worker needs little CPU, so what it takes first costs the API little. Below 0 needs
+    #: CAP_SYS_NICE; without it the worker logs a warning and runs unchanged.
+    worker_nice: int = Field(0, ge=-20, le=19, alias="GOLDEN_WORKER_NICE")
     #: Where the worker publishes the ledger as C2SP tlog-tiles files (unset: not published).
     tiles_dir: Path | None = Field(None, alias="GOLDEN_TILES_DIR")
     #: host:port where the API serves tiles_dir over HTTP (unset: not served).
