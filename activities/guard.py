@@ -29,8 +29,10 @@ from temporalio.worker import (
 
 from golden_press.errors import Reason
 
-#: Beat this many times per heartbeat timeout (the SDK throttles what reaches the server).
-BEATS_PER_TIMEOUT = 4
+#: Beat this many times per heartbeat timeout (the SDK throttles what reaches the server): a
+#: live step is timed out only if its event loop stalls for a whole timeout minus one beat, so
+#: frequent beats keep that margin near the timeout itself. A beat is a queue put in the SDK.
+BEATS_PER_TIMEOUT = 10
 #: Quote at most this much of an error about bad input.
 MAX_MESSAGE_CHARS = 200
 

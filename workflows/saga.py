@@ -66,8 +66,11 @@ FORWARD_PATCH = "forward-steps-report-their-errors"
 DB_TIMEOUT = timedelta(seconds=10)
 #: Every step heartbeats (activities.guard): a step whose worker was SIGKILLed is retried on
 #: another worker this long after its last beat, and a cancellation reaches a waiting step.
-#: 1 s timed live steps out on a loaded 2-core box (a starved event loop misses beats), so 3 s.
-HEARTBEAT = timedelta(seconds=3)
+#: A step resumes ~0.3-0.9 s after its heartbeat timeout (the first retry's 200 ms, Temporal's
+#: timer and dispatch), so 2 s keeps the resume under 3 s (issue 13: 9). What a live step must
+#: never do is go this long without a beat: the guard beats every HEARTBEAT / 10, so its event
+#: loop may stall 1.8 s (1 s with a beat every 0.25 s timed live steps out in the R1 herd).
+HEARTBEAT = timedelta(seconds=2)
 #: How long a dead worker's sticky queue may hold its sagas' next workflow task (worker.py).
 STICKY_TIMEOUT = timedelta(seconds=2)
 

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from nacl.signing import SigningKey
 from pydantic import ValidationError
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 
 from activities.faults import Faults
@@ -102,6 +103,32 @@ async def start_redeem(
 # ---- R1: the herd across three worker processes ------------------------------------------------
 
 
+HEARTBEAT_TIMEOUT = TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+
+
+async def heartbeat_timeouts(handles: list[WorkflowHandle[Any, Any]]) -> list[str]:
+    """`workflow id: step` of every step retried because its heartbeats stopped."""
+    gate = asyncio.Semaphore(20)
+
+    async def timed_out(handle: WorkflowHandle[Any, Any]) -> list[str]:
+        async with gate:
+            history = await handle.fetch_history()
+        started = [
+            e.activity_task_started_event_attributes
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        ]
+        return [
+            f"{handle.id}: attempt {a.attempt}"
+            for a in started
+            if a.last_failure.timeout_failure_info.timeout_type
+            == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+        ]
+
+    found = await asyncio.gather(*(timed_out(h) for h in handles))
+    return [line for lines in found for line in lines]
+
+
 async def race_round(
     servers: Servers,
     session_dir: Path,
@@ -126,12 +153,17 @@ async def race_round(
         workers = [WorkerProcess(stack.settings, session_dir / "logs", **e) for e in extra]
         await asyncio.gather(*(w.start() for w in workers))
         run = uuid.uuid4().hex[:6]
+        handles: dict[str, WorkflowHandle[Any, Any]] = {}
+
+        async def issue(user_id: str, request_id: str | None = None) -> Any:
+            handle = await stack.start_issue(user_id, request_id)
+            handles[handle.id] = handle
+            return await handle.result()
+
         if mixed:
-            calls = [
-                stack.issue(f"herd-{i % 120}", f"herd-{run}-{i % 160}") for i in range(requests)
-            ]
+            calls = [issue(f"herd-{i % 120}", f"herd-{run}-{i % 160}") for i in range(requests)]
         else:
-            calls = [stack.issue(f"herd-{i}") for i in range(requests)]
+            calls = [issue(f"herd-{i}") for i in range(requests)]
         try:
             results = await asyncio.wait_for(asyncio.gather(*calls), 180)
         finally:
@@ -139,6 +171,10 @@ async def race_round(
                 w.stop()
         if kill_one_at:
             assert workers[0].proc is not None and workers[0].proc.returncode == -9
+        else:
+            # No live step missed its heartbeats under the herd (the heartbeat timeout is short
+            # so that a dead worker's step resumes soon: issue 13, 9).
+            assert await heartbeat_timeouts(list(handles.values())) == []
         issued_ids = {r.ticket_id for r in results if r.outcome == Outcome.ISSUED}
         assert len(issued_ids) == 5
         reasons = {r.reason for r in results if r.outcome != Outcome.ISSUED}
