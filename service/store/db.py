@@ -55,12 +55,13 @@ async def cap_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connectio
     back whatever a failed ROLLBACK leaves).
     """
     async with pool.acquire() as conn:
-        await conn.execute(_BEGIN_CAP)
         try:
+            await conn.execute(_BEGIN_CAP)  # a lock timeout here leaves a failed transaction
             yield conn
         except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
+            if conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
 

@@ -11,6 +11,7 @@ too: the same rows as a step of many statements wrote.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -31,7 +32,7 @@ from golden_press.models import (
     request_hash,
 )
 from golden_press.sagas import issue_workflow_id, ticket_id_for
-from service.store.db import skip_pool_reset
+from service.store.db import GOLDEN_KEY, cap_transaction, skip_pool_reset
 from service.store.ledger import LedgerStore
 from tests.helpers.stack import Stack
 
@@ -146,3 +147,37 @@ async def test_reserve_and_ledger_append_are_four_round_trips(
     assert (again.leaf_index, again.tree_size) == (appended.leaf_index, appended.tree_size)
     assert len(statements.sent) <= 4, "\n---\n".join(statements.sent)
     assert await stack.pool.fetchval("SELECT count(*) FROM ledger_entries") == len(hashes)
+
+
+async def test_a_cap_lock_timeout_leaves_no_transaction_behind(stack: Stack) -> None:
+    """The cap lock is taken in BEGIN's own round trip: when its wait times out, the failed
+    transaction is rolled back there, not left for the pool to find (asyncpg reports that as an
+    error) or for the next user of the connection."""
+    pool = await asyncpg.create_pool(
+        stack.settings.pg_dsn,
+        min_size=1,
+        max_size=1,
+        reset=skip_pool_reset,
+        server_settings={"lock_timeout": "200ms"},
+    )
+    assert pool is not None
+    reported: list[str] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+    holder = await asyncpg.connect(stack.settings.pg_dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", GOLDEN_KEY)
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                async with cap_transaction(pool):
+                    pass
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+        async with cap_transaction(pool) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        loop.set_exception_handler(previous)
+        await holder.close()
+        await pool.close()
+    assert reported == []
