@@ -4,8 +4,10 @@ A monitor reads a log through a `LogSource` (tiles over HTTP, a tiles directory,
 API: the I/O lives in service/ops/monitor_sources.py) and checks, in this order, stopping at
 the first violation it finds:
 
-1. the checkpoint note carries a valid signature by the log's key (unknown signature lines, such
-   as witness cosignatures, are ignored: c2sp.org/signed-note);
+1. the checkpoint note carries a valid signature by the log's key and, when the monitor is given
+   a `WitnessPolicy`, a valid `cosignature/v1` line (c2sp.org/tlog-cosignature) from at least
+   its quorum of known witnesses; a known witness's line that does not verify is a violation,
+   while unknown signature lines are ignored (c2sp.org/signed-note);
 2. it does not roll back or fork the last checkpoint this monitor saw (`MonitorState`, kept in
    the state file): the tree rebuilt from the log has the remembered root at the remembered size;
 3. every entry bundle decodes and every entry hashes (RFC 6962 leaf hash) to the level-0 tile,
@@ -32,9 +34,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from golden_press.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from golden_press.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
+from golden_press.cosignature import WitnessPolicy, verify_cosignatures
 from golden_press.errors import GoldenError
 from golden_press.ledger_entry import CapEntry, scan_entry
 from golden_press.merkle import leaf_hash
@@ -60,6 +63,8 @@ class ViolationKind(StrEnum):
     """What kind of rule the log broke (stable strings for --json output)."""
 
     BAD_CHECKPOINT = "bad-checkpoint"
+    BAD_COSIGNATURE = "bad-cosignature"
+    NO_QUORUM = "witness-quorum"
     ROLLBACK = "rollback"
     FORK = "fork"
     TAMPERED_TILE = "tampered-tile"
@@ -106,6 +111,8 @@ class MonitorState(BaseModel):
     size: int
     root_b64: str
     note: str
+    #: Known witnesses whose cosignature on `note` verified (name -> its timestamp).
+    cosigned_by: dict[str, int] = Field(default_factory=dict)
 
     @property
     def root(self) -> bytes:
@@ -113,13 +120,16 @@ class MonitorState(BaseModel):
         return base64.b64decode(self.root_b64)
 
     @classmethod
-    def of(cls, cp: Checkpoint, note: str) -> MonitorState:
+    def of(
+        cls, cp: Checkpoint, note: str, cosigned_by: dict[str, int] | None = None
+    ) -> MonitorState:
         """The state after verifying checkpoint `cp` (its signed note kept for evidence)."""
         return cls(
             origin=cp.origin,
             size=cp.size,
             root_b64=base64.b64encode(cp.root).decode("ascii"),
             note=note,
+            cosigned_by=cosigned_by or {},
         )
 
 
@@ -271,9 +281,11 @@ class Monitor:
         state: MonitorState | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         progress_every: int = 65536,
+        witnesses: WitnessPolicy | None = None,
     ) -> None:
         self.source = source
         self.verifiers = list(verifiers)
+        self.witnesses = witnesses or WitnessPolicy()
         self.origin = origin
         self.state = state
         self.progress = Progress()
@@ -311,6 +323,7 @@ class Monitor:
             cp = open_checkpoint(note, self.verifiers, origin=self.origin)
         except GoldenError as exc:
             raise Violation(ViolationKind.BAD_CHECKPOINT, exc.message) from exc
+        cosigned_by = self._check_witnesses(note, cp)
         old = self.state
         if old is not None and old.origin != cp.origin:
             raise Violation(
@@ -342,8 +355,34 @@ class Monitor:
                 f"the tiles of size {cp.size} hash to {root.hex()}, "
                 f"the checkpoint says {cp.root.hex()}",
             )
-        self.state = MonitorState.of(cp, note)
+        self.state = MonitorState.of(cp, note, cosigned_by)
         return self.state
+
+    def _check_witnesses(self, note: str, cp: Checkpoint) -> dict[str, int]:
+        """Known witnesses' cosignatures all verify and reach the quorum (before any tile read).
+
+        Checked before the tree, so a checkpoint still short of its quorum (the log publishes
+        it before the witnesses answer) leaves this monitor's state untouched: a follower can
+        simply look again.
+        """
+        policy = self.witnesses
+        if not policy.witnesses:
+            return {}
+        try:
+            cosigned = verify_cosignatures(note, policy.witnesses)
+        except CheckpointError as exc:
+            raise Violation(
+                ViolationKind.BAD_COSIGNATURE, f"checkpoint of size {cp.size}: {exc.message}"
+            ) from exc
+        if len(cosigned) < policy.quorum:
+            missing = [w.name for w in policy.witnesses if w.name not in cosigned]
+            raise Violation(
+                ViolationKind.NO_QUORUM,
+                f"checkpoint of size {cp.size} is cosigned by {len(cosigned)} known witness(es)"
+                f" ({', '.join(sorted(cosigned)) or 'none'}), the quorum is {policy.quorum};"
+                f" no cosignature from {', '.join(missing)}",
+            )
+        return cosigned
 
     def _extend(self, cp: Checkpoint, old: MonitorState | None) -> None:
         """Read entries [tree.size, size) tile by tile, verifying tiles, entries and supply."""

@@ -4,7 +4,9 @@ SOURCE is a tiles base URL (`http(s)://...`), a tiles directory, or a gRPC addre
 (`grpc://host:port`, or a bare `host:port` that is not a directory). The monitor reads only
 public data: no database, no token, no private key. The log's key comes from `--vkey` (a C2SP
 verifier key `name+id+base64`) or the trust roots file (`--keys`, default
-STATE_DIR/public-keys.json, as written by `keys export`). The checks are golden_press.monitor's.
+STATE_DIR/public-keys.json, as written by `keys export`). Witness keys and the quorum of
+cosignatures each checkpoint needs come from `--witness`/`--quorum`, else GOLDEN_WITNESSES and
+GOLDEN_WITNESS_QUORUM, else the trust roots file. The checks are golden_press.monitor's.
 
 Exit 0 when everything holds, 1 naming the first violation, 2 on a usage error. The state file
 (`--state`) remembers the last verified checkpoint so the next run detects a rollback or a
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import urllib.error
@@ -25,8 +28,9 @@ from typing import Any
 
 import grpc
 
-from golden_press.bundle import load_trust_roots
+from golden_press.bundle import TrustRoots, load_trust_roots
 from golden_press.checkpoint import NoteVerifier
+from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, parse_quorum
 from golden_press.errors import GoldenError
 from golden_press.monitor import (
     LogSource,
@@ -37,11 +41,13 @@ from golden_press.monitor import (
     ViolationKind,
 )
 from golden_press.tiles import Tile, encode_bundle
-from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError
+from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError, settings
 from service.cli.keys import default_keys_file
 from service.cli.output import emit_json
 
 EXIT_VIOLATION = EXIT_REJECTED  # 1: the log breaks a rule
+#: What --follow looks at again rather than exits on: an outage, cosignatures not there yet.
+_RETRIED = frozenset({ViolationKind.UNREADABLE, ViolationKind.NO_QUORUM})
 GRPC_PAGE = 256  # one entry bundle's worth per GetEntries call
 
 
@@ -137,7 +143,22 @@ def open_source(spec: str) -> LogSource:
     raise CliError("InvalidRequest", f"monitor source {spec!r}: not a URL, directory or address")
 
 
-def load_verifiers(args: argparse.Namespace) -> tuple[list[NoteVerifier], str]:
+def _trust_roots(args: argparse.Namespace) -> TrustRoots | None:
+    """The trust roots file (--keys, default public-keys.json) unless --vkey names the key."""
+    if args.vkey:
+        return None
+    keys_file = Path(args.keys) if args.keys else default_keys_file()
+    try:
+        return load_trust_roots(keys_file.read_text("utf-8"))
+    except (OSError, ValueError, GoldenError) as exc:
+        raise CliError(
+            "InvalidRequest", f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0]
+        ) from exc
+
+
+def load_verifiers(
+    args: argparse.Namespace, roots: TrustRoots | None = None
+) -> tuple[list[NoteVerifier], str]:
     """The log's key(s) and origin: --vkey, else the trust roots file."""
     try:
         if args.vkey:
@@ -147,13 +168,46 @@ def load_verifiers(args: argparse.Namespace) -> tuple[list[NoteVerifier], str]:
                 text = candidate.read_text("utf-8").strip()
             verifier = NoteVerifier.from_vkey(text)
             return [verifier], verifier.name
-        keys_file = Path(args.keys) if args.keys else default_keys_file()
-        roots = load_trust_roots(keys_file.read_text("utf-8"))
+        roots = roots or _trust_roots(args)
+        assert roots is not None
         return roots.ledger_verifiers(), roots.ledger_origin
     except (OSError, ValueError, GoldenError) as exc:
         raise CliError(
             "InvalidRequest", f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0]
         ) from exc
+
+
+def load_witness_policy(args: argparse.Namespace, roots: TrustRoots | None) -> WitnessPolicy:
+    """Which witnesses must cosign, first found: --witness, GOLDEN_WITNESSES, the trust roots.
+
+    The quorum is --quorum, else the one configured with those witnesses
+    (GOLDEN_WITNESS_QUORUM, or the trust roots' `witness_quorum`), else all of them. No
+    witnesses anywhere: the ledger's signature alone, as before witnesses existed.
+    """
+    try:
+        quorum: str | int | None
+        if args.witness:
+            verifiers = tuple(CosignatureVerifier.from_vkey(_vkey_text(v)) for v in args.witness)
+            quorum = os.environ.get("GOLDEN_WITNESS_QUORUM")
+        elif os.environ.get("GOLDEN_WITNESSES", "").strip():
+            configured = settings()
+            verifiers, quorum = configured.witness_policy().witnesses, configured.witness_quorum
+        elif roots is not None:
+            policy = roots.witness_policy()
+            verifiers, quorum = policy.witnesses, policy.quorum
+        else:
+            verifiers, quorum = (), None
+        if args.quorum is not None:
+            quorum = args.quorum
+        return WitnessPolicy(verifiers, parse_quorum(quorum, len(verifiers)))
+    except (OSError, ValueError, GoldenError) as exc:
+        raise CliError("InvalidRequest", f"witnesses: {exc}".splitlines()[0]) from exc
+
+
+def _vkey_text(value: str) -> str:
+    """A vkey given inline or as a file holding it."""
+    candidate = Path(value)
+    return candidate.read_text("utf-8").strip() if candidate.is_file() else value
 
 
 def _load_state(path: Path | None) -> MonitorState | None:
@@ -191,21 +245,33 @@ def _progress_printer() -> Callable[[Progress], None]:
 
 def run_monitor(args: argparse.Namespace) -> int:
     """The verb's body (synchronous: it runs on a thread of its own)."""
-    verifiers, origin = load_verifiers(args)
+    roots = _trust_roots(args)
+    verifiers, origin = load_verifiers(args, roots)
+    witnesses = load_witness_policy(args, roots)
     source = open_source(args.source)
     state_path = Path(args.state) if args.state else None
     state = _load_state(state_path)
-    monitor = Monitor(source, verifiers, origin, state, on_progress=_progress_printer())
+    monitor = Monitor(
+        source, verifiers, origin, state, on_progress=_progress_printer(), witnesses=witnesses
+    )
     started = time.monotonic()
+    short_since: float | None = None  # when the newest checkpoint first lacked its quorum
     while True:
         try:
             state = monitor.check()
         except Violation as found:
-            if not (args.follow and found.kind is ViolationKind.UNREADABLE):
+            if not args.follow or found.kind not in _RETRIED:
                 return _report(args, monitor, found, started)
+            if found.kind is ViolationKind.NO_QUORUM:
+                # The log publishes a checkpoint before its witnesses answer: wait for them,
+                # up to --quorum-wait, before calling the missing cosignatures a violation.
+                short_since = short_since or time.monotonic()
+                if time.monotonic() - short_since > args.quorum_wait:
+                    return _report(args, monitor, found, started)
             print(f"monitor: {found}; retrying", file=sys.stderr, flush=True)
             time.sleep(args.interval)
             continue
+        short_since = None
         _save_state(state_path, state)
         _report(args, monitor, None, started)
         if not args.follow:
@@ -224,6 +290,7 @@ def _report(
         "root_hash": state.root_b64 if state and found is None else None,
         "entries_verified": monitor.progress.entries,
         "fetches": monitor.progress.fetches,
+        "cosigned_by": sorted(state.cosigned_by) if state and found is None else [],
         "seconds": round(time.monotonic() - started, 3),
         "violation": None,
     }
@@ -256,6 +323,26 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
     mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
     mon.add_argument("--keys", metavar="FILE", help="trust roots (default: public-keys.json)")
+    mon.add_argument(
+        "--witness",
+        action="append",
+        metavar="VKEY",
+        help="a witness's C2SP vkey (name+id+key, or a file); repeatable. Default: "
+        "GOLDEN_WITNESSES, else the trust roots' witnesses",
+    )
+    mon.add_argument(
+        "--quorum",
+        metavar="N",
+        help="cosignatures needed from distinct known witnesses (default: "
+        "GOLDEN_WITNESS_QUORUM or the trust roots' quorum, else all)",
+    )
+    mon.add_argument(
+        "--quorum-wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --follow: how long a new checkpoint may lack its quorum before exit 1",
+    )
 
 
 __all__ = [
@@ -265,6 +352,7 @@ __all__ = [
     "HttpSource",
     "add_monitor_arguments",
     "cmd_monitor",
+    "load_witness_policy",
     "open_source",
     "run_monitor",
 ]

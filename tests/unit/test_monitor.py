@@ -2,84 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from nacl.signing import SigningKey
 
-from golden_press.checkpoint import Checkpoint, NoteVerifier, sign_checkpoint, sign_note
-from golden_press.ledger_entry import (
-    CapEntry,
-    EntryKind,
-    LedgerEntry,
-    encode_cap_entry,
-    encode_entry,
+from golden_press.checkpoint import sign_note
+from golden_press.cosignature import (
+    CosignatureVerifier,
+    WitnessPolicy,
+    add_signature_lines,
+    cosign,
 )
+from golden_press.ledger_entry import EntryKind
 from golden_press.models import CapScope
 from golden_press.monitor import Monitor, MonitorState, SupplyState, Violation, ViolationKind
-from golden_press.tiles import Tile, TreeBuilder, encode_bundle, encode_tile
-
-ORIGIN = "test.example/ledger"
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-KEY = SigningKey(b"\x07" * 32)
-VERIFIER = NoteVerifier(ORIGIN, bytes(KEY.verify_key))
-
-
-def ticket_entry(kind: EntryKind, tid: uuid.UUID, serial: int) -> bytes:
-    """The v1 bytes of a ticket event."""
-    return encode_entry(
-        LedgerEntry(
-            kind=kind,
-            ticket_id=tid,
-            serial=serial,
-            key_id="ab" if kind is EntryKind.ISSUED else "",
-            signature_digest="0" * 64 if kind is EntryKind.ISSUED else "",
-            user_commitment="1" * 64,
-            at=AT,
-            reason="" if kind is EntryKind.ISSUED else "why",
-        )
-    )
-
-
-def cap_entry(cap: int, scope: CapScope, serial: int) -> bytes:
-    """The v2 bytes of a cap change."""
-    return encode_cap_entry(CapEntry(cap=cap, scope=scope, serial=serial, at=AT))
-
-
-class MemLog:
-    """A log in memory, published the tlog-tiles way (paths -> bytes) with a signed checkpoint."""
-
-    def __init__(self, entries: list[bytes], key: SigningKey = KEY) -> None:
-        self.entries = entries
-        self.files: dict[str, bytes] = {}
-        builder = TreeBuilder()
-        for e in entries:
-            for tile, hashes in builder.add_entry(e):
-                self._put(tile, hashes)
-        for tile, hashes in builder.partial_tiles():
-            self._put(tile, hashes)
-        self.root = builder.root()
-        self.note = sign_checkpoint(
-            Checkpoint(origin=ORIGIN, size=len(entries), root=self.root), key, ORIGIN
-        )
-
-    def _put(self, tile: Tile, hashes: list[bytes]) -> None:
-        self.files[tile.path] = encode_tile(hashes)
-        if tile.level == 0:
-            start = tile.index << 8
-            self.files[tile.bundle().path] = encode_bundle(self.entries[start : start + tile.width])
-
-    def checkpoint(self) -> str:
-        return self.note
-
-    def read(self, tile: Tile) -> bytes | None:
-        return self.files.get(tile.path)
-
-    def flip(self, path: str, offset: int = 40) -> None:
-        data = bytearray(self.files[path])
-        data[offset] ^= 0x01
-        self.files[path] = bytes(data)
+from tests.helpers.memlog import ORIGIN, VERIFIER, MemLog, cap_entry, ticket_entry
 
 
 def issued(n: int) -> list[tuple[uuid.UUID, bytes]]:
@@ -356,3 +295,82 @@ def test_cap_watermark_below_an_issued_serial() -> None:
 def test_cap_watermark_going_backwards() -> None:
     entries = [cap_entry(5, CapScope.LIVE, 4), cap_entry(5, CapScope.LIVE, 3)]
     assert "below the previous one" in _illegal(entries).message
+
+
+# ---- witness cosignatures (c2sp.org/tlog-cosignature) ----------------------------------------
+
+W1 = SigningKey(b"\x0a" * 32)
+W2 = SigningKey(b"\x0b" * 32)
+W1_V = CosignatureVerifier("w1.example/witness", bytes(W1.verify_key))
+W2_V = CosignatureVerifier("w2.example/witness", bytes(W2.verify_key))
+
+
+def cosigned(log: MemLog, *witnesses: tuple[SigningKey, str], at: int = 1_700_000_000) -> str:
+    """The log's note with a cosignature/v1 line from each (key, name)."""
+    body = log.note[: log.note.index("\n\n") + 1]
+    lines = [cosign(body, key, name, at) for key, name in witnesses]
+    return add_signature_lines(log.note, lines)
+
+
+def watched(log: MemLog, quorum: int, *known: CosignatureVerifier) -> Monitor:
+    return Monitor(log, [VERIFIER], ORIGIN, witnesses=WitnessPolicy(tuple(known), quorum))
+
+
+def test_quorum_of_known_cosignatures_passes_and_is_remembered() -> None:
+    log = MemLog(full_lifecycle())
+    log.note = cosigned(log, (W1, W1_V.name), (W2, W2_V.name))
+    state = watched(log, 2, W1_V, W2_V).check()
+    assert state.size == len(log.entries)
+    assert state.cosigned_by == {W1_V.name: 1_700_000_000, W2_V.name: 1_700_000_000}
+
+
+def test_checkpoint_short_of_the_quorum_is_a_violation_naming_the_missing_witness() -> None:
+    log = MemLog(full_lifecycle())
+    log.note = cosigned(log, (W1, W1_V.name))
+    monitor = watched(log, 2, W1_V, W2_V)
+    with pytest.raises(Violation) as info:
+        monitor.check()
+    assert info.value.kind is ViolationKind.NO_QUORUM
+    assert W2_V.name in info.value.message and "quorum is 2" in info.value.message
+    assert monitor.state is None and monitor.size == 0  # nothing read: a follower looks again
+    assert watched(log, 1, W1_V, W2_V).check().cosigned_by == {W1_V.name: 1_700_000_000}
+
+
+def test_uncosigned_checkpoint_fails_a_quorum_of_one() -> None:
+    log = MemLog(full_lifecycle())
+    with pytest.raises(Violation) as info:
+        watched(log, 1, W1_V).check()
+    assert info.value.kind is ViolationKind.NO_QUORUM and "none" in info.value.message
+
+
+def test_bad_cosignature_by_a_known_witness_is_a_violation() -> None:
+    log = MemLog(full_lifecycle())
+    good = cosigned(log, (W1, W1_V.name))
+    # The last byte of W1's line flipped: same name and key id, signature no longer verifies.
+    line = good.splitlines()[-1]
+    blob = bytearray(base64.b64decode(line.split()[-1]))
+    blob[-1] ^= 0x01
+    log.note = good.replace(line.split()[-1], base64.b64encode(bytes(blob)).decode())
+    with pytest.raises(Violation) as info:
+        watched(log, 1, W1_V).check()
+    assert info.value.kind is ViolationKind.BAD_COSIGNATURE
+    assert W1_V.name in info.value.message
+
+
+def test_cosignature_of_another_checkpoint_is_bad() -> None:
+    older = MemLog(full_lifecycle()[:5])
+    log = MemLog(full_lifecycle())
+    stolen = cosigned(older, (W1, W1_V.name)).splitlines()[-1] + "\n"
+    log.note = log.note + stolen
+    with pytest.raises(Violation) as info:
+        watched(log, 1, W1_V).check()
+    assert info.value.kind is ViolationKind.BAD_COSIGNATURE
+
+
+def test_unknown_signature_lines_are_ignored_under_a_witness_policy() -> None:
+    log = MemLog(full_lifecycle())
+    stranger = SigningKey(b"\x0c" * 32)
+    log.note = cosigned(log, (stranger, "stranger.example/witness"), (W1, W1_V.name))
+    # An unknown line with garbage bytes too (signed-note: lines from unknown keys are skipped).
+    log.note += "\u2014 junk.example/w " + base64.b64encode(b"\x00" * 20).decode() + "\n"
+    assert watched(log, 1, W1_V, W2_V).check().cosigned_by == {W1_V.name: 1_700_000_000}

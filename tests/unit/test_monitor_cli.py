@@ -1,0 +1,175 @@
+"""`golden-press monitor` on a tiles directory: which witnesses it requires, and --follow.
+
+Witness keys come from --witness/--quorum, else GOLDEN_WITNESSES/GOLDEN_WITNESS_QUORUM, else
+the trust roots file; a checkpoint short of the quorum or with a bad cosignature exits 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from golden_press.cosignature import CosignatureVerifier, add_signature_lines, cosign
+from golden_press.ledger_entry import EntryKind
+from golden_press.models import CapScope
+from service.cli import app as cli
+from tests.helpers.memlog import KEY, VERIFIER, MemLog, cap_entry, ticket_entry
+
+W1 = SigningKey(b"\x0a" * 32)
+W2 = SigningKey(b"\x0b" * 32)
+KEY_PUB = bytes(KEY.verify_key)
+W1_V = CosignatureVerifier("w1.example/witness", bytes(W1.verify_key))
+W2_V = CosignatureVerifier("w2.example/witness", bytes(W2.verify_key))
+
+
+def entries(n: int) -> list[bytes]:
+    out = [cap_entry(5, CapScope.LIVE, 0)]
+    out += [ticket_entry(EntryKind.VOIDED, uuid.uuid4(), s) for s in range(1, n)]
+    return out
+
+
+def cosigned(note: str, *keys: tuple[SigningKey, CosignatureVerifier]) -> str:
+    body = note[: note.index("\n\n") + 1]
+    return add_signature_lines(note, [cosign(body, k, v.name, 1_700_000_000) for k, v in keys])
+
+
+def publish(directory: Path, log: MemLog, *keys: tuple[SigningKey, CosignatureVerifier]) -> Path:
+    log.note = cosigned(log.note, *keys)
+    return log.write_to(directory)
+
+
+def json_documents(text: str) -> list[dict[str, Any]]:
+    """The documents --follow --json printed, one per checkpoint (then the error envelope)."""
+    decoder, docs, pos = json.JSONDecoder(), list[dict[str, Any]](), 0
+    text = text.strip()
+    while pos < len(text):
+        doc, end = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return docs
+
+
+async def monitor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()
+    code = await cli.run(["monitor", *argv, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is (code == 0), doc
+    return code, doc["monitor"]
+
+
+async def test_witness_flags_require_their_quorum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = publish(tmp_path, MemLog(entries(300)), (W1, W1_V))
+    base = [str(directory), "--vkey", VERIFIER.vkey]
+    code, doc = await monitor(capsys, *base, "--witness", W1_V.vkey)
+    assert (code, doc["cosigned_by"], doc["tree_size"]) == (0, [W1_V.name], 300), doc
+    code, doc = await monitor(capsys, *base, "--witness", W1_V.vkey, "--witness", W2_V.vkey)
+    assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
+    assert W2_V.name in str(doc["violation"])
+    code, doc = await monitor(
+        capsys, *base, "--witness", W1_V.vkey, "--witness", W2_V.vkey, "--quorum", "1"
+    )
+    assert code == 0, doc
+
+
+async def test_bad_cosignature_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = MemLog(entries(10))
+    other = W2  # W1's name and key id, but signed with another key: it does not verify
+    body = log.note[: log.note.index("\n\n") + 1]
+    line = cosign(body, other, W1_V.name, 1_700_000_000)
+    forged = type(line)(line.name, W1_V.key_id, line.signature)
+    log.note = add_signature_lines(log.note, [forged])
+    directory = log.write_to(tmp_path)
+    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey, "--quorum", "0")
+    assert code == 0, doc  # no witnesses configured: the line is someone else's, ignored
+    code, doc = await monitor(
+        capsys, str(directory), "--vkey", VERIFIER.vkey, "--witness", W1_V.vkey, "--quorum", "0"
+    )
+    assert code == 1 and doc["violation"]["kind"] == "bad-cosignature", doc  # type: ignore[index]
+
+
+async def test_witnesses_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = publish(tmp_path, MemLog(entries(20)), (W1, W1_V))
+    monkeypatch.setenv(
+        "GOLDEN_WITNESSES", f"{W1_V.vkey} http://127.0.0.1:1,{W2_V.vkey} http://127.0.0.1:2"
+    )
+    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
+    monkeypatch.setenv("GOLDEN_WITNESS_QUORUM", "1")
+    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    assert (code, doc["cosigned_by"]) == (0, [W1_V.name]), doc
+
+
+async def test_witnesses_from_the_trust_roots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = publish(tmp_path / "tiles", MemLog(entries(20)))
+    roots = {
+        "origin": VERIFIER.name,
+        "ledger": [{"name": VERIFIER.name, "public_key": base64.b64encode(KEY_PUB).decode()}],
+        "witnesses": [W1_V.vkey],
+        "witness_quorum": 1,
+    }
+    keys = tmp_path / "public-keys.json"
+    keys.write_text(json.dumps(roots))
+    code, doc = await monitor(capsys, str(directory), "--keys", str(keys))
+    assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
+    publish(directory, MemLog(entries(20)), (W1, W1_V))
+    assert (await monitor(capsys, str(directory), "--keys", str(keys)))[0] == 0
+
+
+async def test_follow_waits_for_cosignatures_then_catches_a_rollback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint published before its witness answered is looked at again, not failed."""
+    all_entries = entries(300)
+    directory = publish(tmp_path, MemLog(all_entries[:280]), (W1, W1_V))
+    grown = MemLog(all_entries)
+
+    def log_moves() -> None:
+        time.sleep(0.4)
+        (directory / "checkpoint").write_text(grown.note)  # not cosigned yet
+        for path, data in grown.files.items():
+            (directory / path).parent.mkdir(parents=True, exist_ok=True)
+            (directory / path).write_bytes(data)
+        time.sleep(0.4)
+        publish(directory, grown, (W1, W1_V))  # the witness answered: same body, cosigned
+        time.sleep(0.4)
+        publish(directory, MemLog(all_entries[:290]), (W1, W1_V))  # a rollback, cosigned
+
+    mover = threading.Thread(target=log_moves)
+    mover.start()
+    args = [str(directory), "--vkey", VERIFIER.vkey, "--witness", W1_V.vkey, "--follow"]
+    capsys.readouterr()
+    code = await cli.run(["monitor", *args, "--interval", "0.05", "--json"])
+    mover.join()
+    out = capsys.readouterr()
+    docs = json_documents(out.out)
+    assert code == 1, out
+    sizes = [d["monitor"]["tree_size"] for d in docs if d["ok"]]
+    assert sizes[0] == 280 and sizes[-1] == 300, sizes
+    assert docs[-1]["monitor"]["violation"]["kind"] == "rollback"
+    assert "witness-quorum" in out.err  # the wait was said, not failed
+
+
+async def test_follow_gives_up_on_a_quorum_that_never_comes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = publish(tmp_path, MemLog(entries(20)))
+    args = [str(directory), "--vkey", VERIFIER.vkey, "--witness", W1_V.vkey, "--follow"]
+    code = await cli.run([*["monitor", *args], "--interval", "0.05", "--quorum-wait", "0.2"])
+    assert code == 1
+    assert "witness-quorum" in capsys.readouterr().err
