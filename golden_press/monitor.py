@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import bisect
-import heapq
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -42,6 +42,15 @@ from golden_press.errors import GoldenError
 from golden_press.ledger_entry import CapEntry, scan_entry
 from golden_press.merkle import leaf_hash
 from golden_press.models import CapScope
+from golden_press.ticket_table import (
+    ISSUED,
+    REDEEMED,
+    REVOKED,
+    STATE_NAME,
+    VOIDED,
+    TicketTable,
+    ticket_key,
+)
 from golden_press.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -135,9 +144,6 @@ class MonitorState(BaseModel):
 
 # ---- entries: lifecycle and supply ---------------------------------------------------------
 
-_ISSUED, _REDEEMED, _REVOKED, _VOIDED = 1, 2, 3, 4
-_STATE_NAME = {_ISSUED: "issued", _REDEEMED: "redeemed", _REVOKED: "revoked", _VOIDED: "voided"}
-
 
 @dataclass
 class SupplyState:
@@ -153,19 +159,20 @@ class SupplyState:
     reserved the count was below the cap in force for t, hence |C| <= cap. A cap lowered below
     the current count is therefore not a violation (nothing is voided: issuance waits), while
     an issuance above the cap is, whatever order the issued entries reached the log in.
+
+    Memory: the tickets live in a `TicketTable` (about 17 bytes a serial plus a hash a ticket);
+    nothing else grows with the log but the list of cap entries.
     """
 
     default_cap: int = DEFAULT_CAP
     default_scope: CapScope = DEFAULT_SCOPE
     entries: int = 0
-    tickets: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (state, serial)
-    serials: dict[int, str] = field(default_factory=dict)
+    tickets: TicketTable = field(default_factory=TicketTable)
     cap_marks: list[int] = field(default_factory=list)  # cap entries' serial watermarks
     caps: list[tuple[int, CapScope]] = field(default_factory=list)
     live: int = 0
     lifetime: int = 0
     max_issued_serial: int = 0
-    _live_heap: list[int] = field(default_factory=list)  # -serial of live tickets (lazy)
 
     def cap_for(self, serial: int) -> tuple[int, CapScope]:
         """The cap and scope in force when the ticket with `serial` was reserved."""
@@ -183,32 +190,45 @@ class SupplyState:
             self._cap(leaf, scanned)
             return
         kind, tid, serial = scanned
-        state, known_serial = self.tickets.get(tid, (0, serial))
-        if known_serial != serial:
-            raise self._illegal(leaf, tid, f"{kind} with serial {serial}, issued as {known_serial}")
+        key = ticket_key(tid)
+        state = self._state_of(leaf, kind, tid, key, serial)
+        table = self.tickets
         if kind == "issued":
             if state:
-                raise self._illegal(leaf, tid, f"issued after {_STATE_NAME[state]}")
-            owner = self.serials.get(serial)
-            if owner is not None and owner != tid:
-                raise self._illegal(leaf, tid, f"serial {serial} already issued to ticket {owner}")
-            self.serials[serial] = tid
-            self.tickets[tid] = (_ISSUED, serial)
+                raise self._illegal(leaf, tid, f"issued after {STATE_NAME[state]}")
+            table.claim(serial, key, ISSUED)
             self.live += 1
             self.lifetime += 1
             self.max_issued_serial = max(self.max_issued_serial, serial)
-            heapq.heappush(self._live_heap, -serial)
         elif kind in ("redeemed", "revoked"):
-            if state != _ISSUED:
-                when = f"after {_STATE_NAME[state]}" if state else "before its issue"
+            if state != ISSUED:
+                when = f"after {STATE_NAME[state]}" if state else "before its issue"
                 raise self._illegal(leaf, tid, f"{kind} {when}")
-            self.tickets[tid] = (_REDEEMED if kind == "redeemed" else _REVOKED, serial)
+            table.set_state(serial, REDEEMED if kind == "redeemed" else REVOKED)
             self.live -= 1
         else:  # voided
             if state:
-                raise self._illegal(leaf, tid, f"voided after {_STATE_NAME[state]}")
-            self.tickets[tid] = (_VOIDED, serial)
+                raise self._illegal(leaf, tid, f"voided after {STATE_NAME[state]}")
+            table.claim(serial, key, VOIDED)
         self._check_supply(leaf)
+
+    def _state_of(self, leaf: int, kind: str, tid: str, key: bytes, serial: int) -> int:
+        """The ticket's state so far (0: new), once its serial is known to be its own.
+
+        A serial is one ticket's for ever (issuance ordinals are never reused, a void's
+        included), and a ticket keeps the serial it was first seen with.
+        """
+        holder, state = self.tickets.at(serial)
+        if state and holder == key:
+            return state
+        known = self.tickets.serial_of(key)
+        if known is not None:
+            raise self._illegal(leaf, tid, f"{kind} with serial {serial}, issued as {known}")
+        if state and kind in ("issued", "voided"):
+            owner = uuid.UUID(bytes=holder)
+            held = "issued to" if state == ISSUED else f"used by {STATE_NAME[state]}"
+            raise self._illegal(leaf, tid, f"serial {serial} already {held} ticket {owner}")
+        return 0
 
     def _cap(self, leaf: int, entry: CapEntry) -> None:
         if self.cap_marks and entry.serial < self.cap_marks[-1]:
@@ -228,18 +248,9 @@ class SupplyState:
         self.cap_marks.append(entry.serial)
         self.caps.append((entry.cap, entry.scope))
 
-    def _max_live_serial(self) -> int:
-        heap = self._live_heap
-        while heap:
-            tid = self.serials[-heap[0]]
-            if self.tickets[tid][0] == _ISSUED:
-                return -heap[0]
-            heapq.heappop(heap)
-        return 0
-
     def _check_supply(self, leaf: int) -> None:
         for scope, count, top in (
-            (CapScope.LIVE, self.live, self._max_live_serial()),
+            (CapScope.LIVE, self.live, self.tickets.top_issued()),
             (CapScope.LIFETIME, self.lifetime, self.max_issued_serial),
         ):
             if not count:
