@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -107,24 +106,27 @@ def write_log(directory: Path, data: list[bytes], key: SigningKey) -> bytes:
     return root
 
 
-def run_monitor(source: str, vkey: str, env: dict[str, str]) -> dict[str, object]:
-    """`golden-press monitor SOURCE --json` in a child; its JSON plus its peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_monitor(source: str, vkey: str, env: dict[str, str], *extra: str) -> dict[str, object]:
+    """`golden-press monitor SOURCE --json` in a child; its JSON plus its own peak RSS.
+
+    The peak is the child's own (os.wait4), not RUSAGE_CHILDREN's maximum over every child
+    so far, which made a second run report the first one's peak.
+    """
+    argv = [sys.executable, "-m", "service.cli.app", "monitor", source, "--vkey", vkey, "--json"]
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli.app", "monitor", source, "--vkey", vkey, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([*argv, *extra], stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise SystemExit(f"monitor failed ({proc.returncode}): {proc.stdout} {proc.stderr[-2000:]}")
-    doc: dict[str, object] = json.loads(proc.stdout)["monitor"]
+        raise SystemExit(f"monitor failed ({proc.returncode}): {stdout} {stderr[-2000:]}")
+    doc: dict[str, object] = json.loads(stdout)["monitor"]
     doc["wall_s"] = round(wall, 2)
-    doc["peak_rss_mb"] = round(max(peak_kb, before) / 1024, 1)
+    doc["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     return doc
 
 
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--http", action="store_true", help="also verify through HTTP")
     parser.add_argument("--keep", metavar="DIR", help="write the log here and keep it")
+    parser.add_argument("--parallel", type=int, default=4, help="HTTP fetches in flight")
     args = parser.parse_args()
 
     key = SigningKey.generate()
@@ -155,7 +158,7 @@ def main() -> None:
             server = start_tiles_server(directory, "127.0.0.1:0")
             try:
                 url = f"http://127.0.0.1:{server.port}/"
-                results["http"] = run_monitor(url, vkey, env)
+                results["http"] = run_monitor(url, vkey, env, "--parallel", str(args.parallel))
             finally:
                 server.stop()
         for name, doc in results.items():
@@ -180,6 +183,8 @@ def main() -> None:
             "fetches_per_1k_entries": main_doc["fetches_per_1k_entries"],
             "peak_rss_mb": main_doc["peak_rss_mb"],
             "http_rate": results["http"]["rate"] if "http" in results else None,
+            "http_peak_rss_mb": results["http"]["peak_rss_mb"] if "http" in results else None,
+            "http_parallel": args.parallel if "http" in results else None,
             "build_s": round(build_s, 1),
         }
         print(json.dumps(line))

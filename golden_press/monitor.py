@@ -29,7 +29,8 @@ from __future__ import annotations
 import base64
 import bisect
 import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -100,7 +101,12 @@ class Violation(Exception):
 
 
 class LogSource(Protocol):
-    """Where a monitor reads a log; tiles are optional (the gRPC API serves entries only)."""
+    """Where a monitor reads a log; tiles are optional (the gRPC API serves entries only).
+
+    A source may also offer `read_many(tiles: Iterator[Tile]) -> Iterator[bytes | None]`, the
+    same reads in the same order, fetched ahead (the monitor then overlaps network latency
+    with its own hashing); it must stop fetching when the iterator it returns is closed.
+    """
 
     def checkpoint(self) -> str:
         """The log's current signed checkpoint note."""
@@ -401,66 +407,125 @@ class Monitor:
         tree, start = self._tree, self._tree.size
         self.progress.target = size
         fork_at = old.size if old is not None and start < old.size <= size else None
-        for n in range(start >> TILE_HEIGHT, (size + 255) >> TILE_HEIGHT):
-            width = tile_width_at(0, n, size)
-            level0 = Tile(0, n, width)
-            bundle_data = self._read(level0.bundle())
-            assert bundle_data is not None
-            try:
-                entries = decode_bundle(bundle_data, width)
-            except TileError as exc:
-                raise Violation(
-                    ViolationKind.TAMPERED_BUNDLE, f"{level0.bundle().path}: {exc.message}", n << 8
-                ) from exc
-            tile_data = self._read(level0, required=False)
-            hashes: list[bytes] | None = None
-            if tile_data is not None:
-                try:
-                    hashes = decode_tile(tile_data, width)
-                except TileError as exc:
-                    raise Violation(
-                        ViolationKind.TAMPERED_TILE, f"{level0.path}: {exc.message}", n << 8
-                    ) from exc
-            seen = tree.tail(0)
-            for j, entry in enumerate(entries):
-                leaf = (n << TILE_HEIGHT) + j
-                h = leaf_hash(entry)
-                if hashes is not None and hashes[j] != h:
-                    raise Violation(
-                        self._blame(level0, hashes, cp),
-                        f"{level0.path} hash {j} is {hashes[j].hex()}, but entry {leaf} in "
-                        f"{level0.bundle().path} hashes to {h.hex()}",
-                        leaf,
-                    )
-                if leaf < start:
-                    if seen[j] != h:
-                        raise Violation(
-                            ViolationKind.FORK,
-                            f"entry {leaf} changed since it was verified at size {start}",
-                            leaf,
-                        )
-                    continue
-                self._supply.apply(leaf, entry)
-                for full, full_hashes in tree.add(h):
-                    if full.level:
-                        self._compare(full, full_hashes)
-                if fork_at is not None and tree.size == fork_at and old is not None:
-                    root = tree.root()
-                    if root != old.root:
-                        raise Violation(
-                            ViolationKind.FORK,
-                            f"the log's tree of size {fork_at} has root {root.hex()}, but the "
-                            f"checkpoint seen before says {old.root.hex()}",
-                            leaf,
-                        )
-                self.progress.entries += 1
-                if self._on_progress and self.progress.entries % self._every == 0:
-                    self._on_progress(self.progress)
+        first, end = start >> TILE_HEIGHT, (size + 255) >> TILE_HEIGHT
+        reads = self._read_ahead(
+            t
+            for n in range(first, end)
+            for level0 in (Tile(0, n, tile_width_at(0, n, size)),)
+            for t in (level0.bundle(), level0)
+        )
+        try:
+            for n in range(first, end):
+                self._verify_tile(n, size, next(reads), next(reads), cp, start, fork_at, old)
+        finally:
+            reads.close()  # a violation stops the prefetch too
         for partial, partial_hashes in tree.partial_tiles():
             if partial.level:
                 self._compare(partial, partial_hashes)
         if self._on_progress:
             self._on_progress(self.progress)
+
+    def _read_ahead(self, tiles: Iterator[Tile]) -> Generator[bytes | None, None, None]:
+        """The tiles' contents in order; a source with `read_many` fetches ahead in parallel.
+
+        A bundle is required, a hash tile may be None (a source without tiles); any read
+        error or missing bundle is an UNREADABLE violation at the tile it concerns.
+        """
+        order: deque[Tile] = deque()
+
+        def remembered() -> Iterator[Tile]:
+            for tile in tiles:
+                order.append(tile)
+                yield tile
+
+        read_many = getattr(self.source, "read_many", None)
+        if read_many is not None:
+            results: Iterator[bytes | None] = read_many(remembered())
+        else:
+            results = (self.source.read(t) for t in remembered())
+        try:
+            while True:
+                try:
+                    data = next(results)
+                except StopIteration:
+                    return
+                except OSError as exc:
+                    raise Violation(ViolationKind.UNREADABLE, f"{order[0].path}: {exc}") from exc
+                tile = order.popleft()
+                self.progress.fetches += 1
+                if data is None and tile.is_bundle:
+                    raise Violation(ViolationKind.UNREADABLE, f"{tile.path} is missing")
+                yield data
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+
+    def _verify_tile(
+        self,
+        n: int,
+        size: int,
+        bundle_data: bytes | None,
+        tile_data: bytes | None,
+        cp: Checkpoint,
+        start: int,
+        fork_at: int | None,
+        old: MonitorState | None,
+    ) -> None:
+        """One level-0 tile and its entry bundle: entries, hashes, lifecycle and supply."""
+        tree = self._tree
+        width = tile_width_at(0, n, size)
+        level0 = Tile(0, n, width)
+        assert bundle_data is not None
+        try:
+            entries = decode_bundle(bundle_data, width)
+        except TileError as exc:
+            raise Violation(
+                ViolationKind.TAMPERED_BUNDLE, f"{level0.bundle().path}: {exc.message}", n << 8
+            ) from exc
+        hashes: list[bytes] | None = None
+        if tile_data is not None:
+            try:
+                hashes = decode_tile(tile_data, width)
+            except TileError as exc:
+                raise Violation(
+                    ViolationKind.TAMPERED_TILE, f"{level0.path}: {exc.message}", n << 8
+                ) from exc
+        seen = tree.tail(0)
+        for j, entry in enumerate(entries):
+            leaf = (n << TILE_HEIGHT) + j
+            h = leaf_hash(entry)
+            if hashes is not None and hashes[j] != h:
+                raise Violation(
+                    self._blame(level0, hashes, cp),
+                    f"{level0.path} hash {j} is {hashes[j].hex()}, but entry {leaf} in "
+                    f"{level0.bundle().path} hashes to {h.hex()}",
+                    leaf,
+                )
+            if leaf < start:
+                if seen[j] != h:
+                    raise Violation(
+                        ViolationKind.FORK,
+                        f"entry {leaf} changed since it was verified at size {start}",
+                        leaf,
+                    )
+                continue
+            self._supply.apply(leaf, entry)
+            for full, full_hashes in tree.add(h):
+                if full.level:
+                    self._compare(full, full_hashes)
+            if fork_at is not None and tree.size == fork_at and old is not None:
+                root = tree.root()
+                if root != old.root:
+                    raise Violation(
+                        ViolationKind.FORK,
+                        f"the log's tree of size {fork_at} has root {root.hex()}, but the "
+                        f"checkpoint seen before says {old.root.hex()}",
+                        leaf,
+                    )
+            self.progress.entries += 1
+            if self._on_progress and self.progress.entries % self._every == 0:
+                self._on_progress(self.progress)
 
     def _blame(self, level0: Tile, hashes: list[bytes], cp: Checkpoint) -> ViolationKind:
         """Which of a disagreeing level-0 tile and entry bundle was altered.

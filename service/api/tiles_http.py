@@ -5,7 +5,8 @@ and canonical tile paths `/tile/<L>/<N>[.p/<W>]`, `/tile/entries/<N>[.p/<W>]`
 (application/octet-stream, immutable: a year's `max-age` and `immutable`). A path is parsed by
 golden_press.tiles.parse_tile_path before the filesystem is touched, so `..`, doubled slashes,
 symlink tricks through odd names, query strings pointing elsewhere and leading zeros are all
-404s. GET and HEAD only. In production a CDN or object store serves the same directory instead.
+404s. GET and HEAD only, HTTP/1.1 with keep-alive. In production a CDN or object store serves the
+same directory instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ class _Handler(BaseHTTPRequestHandler):
     directory: Path
     server_version = "golden-press-tiles"
     sys_version = ""
+    # Keep-alive: a monitor or mirror makes thousands of GETs; every response carries its
+    # Content-Length. An idle connection is dropped after `timeout` seconds. Headers and body
+    # are two writes: without TCP_NODELAY the body would wait for the client's delayed ACK
+    # (40 ms a response) on a kept-alive connection.
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._serve(body=True)

@@ -20,8 +20,6 @@ import asyncio
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from golden_press.tiles import Tile, encode_bundle
 from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError, settings
 from service.cli.keys import default_keys_file
 from service.cli.output import emit_json
+from service.cli.tiles_client import HttpSource
 
 EXIT_VIOLATION = EXIT_REJECTED  # 1: the log breaks a rule
 #: What --follow looks at again rather than exits on: an outage, cosignatures not there yet.
@@ -64,34 +63,6 @@ class DirectorySource:
     def read(self, tile: Tile) -> bytes | None:
         """A tile file; a missing file raises (the log must serve it)."""
         return (self.directory / tile.path).read_bytes()
-
-
-class HttpSource:
-    """Tiles over HTTP(S) under a base URL (a CDN, an object store, or the API's server)."""
-
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self.base = base_url.rstrip("/") + "/"
-        self.timeout = timeout
-
-    def _get(self, path: str) -> bytes:
-        req = urllib.request.Request(
-            self.base + path, headers={"Accept-Encoding": "identity", "User-Agent": "golden-press"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return bytes(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
-        except urllib.error.URLError as exc:
-            raise OSError(f"{self.base + path}: {exc.reason}") from exc
-
-    def checkpoint(self) -> str:
-        """GET <base>/checkpoint."""
-        return self._get("checkpoint").decode("utf-8")
-
-    def read(self, tile: Tile) -> bytes | None:
-        """GET <base>/tile/..."""
-        return self._get(tile.path)
 
 
 class GrpcSource:
@@ -129,10 +100,10 @@ class GrpcSource:
         self._channel.close()
 
 
-def open_source(spec: str) -> LogSource:
+def open_source(spec: str, parallel: int = 4) -> LogSource:
     """The source a SOURCE argument names."""
     if spec.startswith(("http://", "https://")):
-        return HttpSource(spec)
+        return HttpSource(spec, parallel=parallel)
     if spec.startswith("grpc://"):
         return GrpcSource(spec.removeprefix("grpc://"))
     path = Path(spec)
@@ -248,7 +219,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     roots = _trust_roots(args)
     verifiers, origin = load_verifiers(args, roots)
     witnesses = load_witness_policy(args, roots)
-    source = open_source(args.source)
+    source = open_source(args.source, args.parallel)
     state_path = Path(args.state) if args.state else None
     state = _load_state(state_path)
     monitor = Monitor(
@@ -320,6 +291,13 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     )
     mon.add_argument("--follow", action="store_true", help="keep polling for new checkpoints")
     mon.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    mon.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        metavar="N",
+        help="tile fetches in flight over HTTP (default 4; 1: one at a time)",
+    )
     mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
     mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
     mon.add_argument("--keys", metavar="FILE", help="trust roots (default: public-keys.json)")

@@ -76,11 +76,14 @@ class MemLog:
         return self.files.get(tile.path)
 
     def write_to(self, directory: Path) -> Path:
-        """Publish into a tiles directory (what the log's tile publisher writes)."""
-        for path, data in self.files.items():
-            (directory / path).parent.mkdir(parents=True, exist_ok=True)
-            (directory / path).write_bytes(data)
-        (directory / "checkpoint").write_text(self.note, "utf-8")
+        """Publish into a tiles directory as the tile publisher does: tiles, then checkpoint,
+        each file replaced atomically (a monitor reading meanwhile sees old or new, never half)."""
+        for path, data in [*self.files.items(), ("checkpoint", self.note.encode())]:
+            target = directory / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
         return directory
 
     def flip(self, path: str, offset: int = 40) -> None:

@@ -20,7 +20,11 @@ from nacl.signing import SigningKey
 from golden_press.cosignature import CosignatureVerifier, add_signature_lines, cosign
 from golden_press.ledger_entry import EntryKind
 from golden_press.models import CapScope
+from golden_press.monitor import Monitor, Violation, ViolationKind
+from golden_press.tiles import Tile
+from service.api.tiles_http import start_tiles_server
 from service.cli import app as cli
+from service.cli.monitor import HttpSource
 from tests.helpers.memlog import KEY, VERIFIER, MemLog, cap_entry, ticket_entry
 
 W1 = SigningKey(b"\x0a" * 32)
@@ -141,10 +145,7 @@ async def test_follow_waits_for_cosignatures_then_catches_a_rollback(
 
     def log_moves() -> None:
         time.sleep(0.4)
-        (directory / "checkpoint").write_text(grown.note)  # not cosigned yet
-        for path, data in grown.files.items():
-            (directory / path).parent.mkdir(parents=True, exist_ok=True)
-            (directory / path).write_bytes(data)
+        grown.write_to(directory)  # the witness has not answered yet
         time.sleep(0.4)
         publish(directory, grown, (W1, W1_V))  # the witness answered: same body, cosigned
         time.sleep(0.4)
@@ -173,3 +174,77 @@ async def test_follow_gives_up_on_a_quorum_that_never_comes(
     code = await cli.run([*["monitor", *args], "--interval", "0.05", "--quorum-wait", "0.2"])
     assert code == 1
     assert "witness-quorum" in capsys.readouterr().err
+
+
+class SlowHttp(HttpSource):
+    """HttpSource whose GETs read a MemLog after a short sleep, counting what is in flight."""
+
+    def __init__(self, log: MemLog, parallel: int, missing: str = "") -> None:
+        super().__init__("http://tiles.invalid/", parallel=parallel)
+        self.log, self.missing = log, missing
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = self.gets = 0
+
+    def _get(self, path: str) -> bytes:
+        with self.lock:
+            self.gets += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.002)
+            if path == "checkpoint":
+                return self.log.note.encode()
+            data = self.log.files.get(path)
+            if data is None or path == self.missing:
+                raise OSError(f"HTTP 404 for {self.base + path}")
+            return data
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_parallel_prefetch_is_ordered_bounded_and_verifies_the_same() -> None:
+    log = MemLog(entries(256 * 9 + 17))
+    sequential = Monitor(SlowHttp(log, parallel=1), [VERIFIER], VERIFIER.name)
+    parallel_source = SlowHttp(log, parallel=4)
+    parallel = Monitor(parallel_source, [VERIFIER], VERIFIER.name)
+    assert parallel.check() == sequential.check()
+    assert parallel.progress.fetches == sequential.progress.fetches == 2 * 10 + 1
+    assert 1 < parallel_source.most_in_flight <= 4
+
+
+def test_a_missing_tile_during_prefetch_names_that_tile_and_stops_fetching() -> None:
+    log = MemLog(entries(256 * 40))
+    missing = Tile(0, 3).path
+    source = SlowHttp(log, parallel=4, missing=missing)
+    with pytest.raises(Violation) as info:
+        Monitor(source, [VERIFIER], VERIFIER.name).check()
+    assert info.value.kind is ViolationKind.UNREADABLE and missing in info.value.message
+    time.sleep(0.05)
+    assert source.gets <= 1 + 2 * 4 + 2 * 4  # checkpoint, tiles 0..3, then at most a window
+
+
+def test_over_the_tiles_server_connections_are_kept_alive(tmp_path: Path) -> None:
+    """The API's tiles server speaks HTTP/1.1: a monitor reuses one connection per fetcher."""
+    log = MemLog(entries(256 * 12 + 5))
+    server = start_tiles_server(log.write_to(tmp_path), "127.0.0.1:0")
+    connections = 0
+    accept = server._server.process_request
+
+    def counted(request: object, address: object) -> None:
+        nonlocal connections
+        connections += 1
+        accept(request, address)  # type: ignore[arg-type]
+
+    server._server.process_request = counted  # type: ignore[method-assign,assignment]
+    try:
+        source = HttpSource(f"http://127.0.0.1:{server.port}/", parallel=3)
+        monitor = Monitor(source, [VERIFIER], VERIFIER.name)
+        assert monitor.check().size == 256 * 12 + 5
+        assert monitor.progress.fetches == 2 * 13 + 1
+        assert connections <= 4  # the main thread's and at most three fetchers'
+        with pytest.raises(OSError, match="HTTP 404"):
+            source.read(Tile(0, 99))
+        assert source.checkpoint() == log.note  # the connection survives a 404
+    finally:
+        server.stop()
