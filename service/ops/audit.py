@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -28,14 +27,15 @@ from golden_press.checkpoint import open_checkpoint
 from golden_press.errors import GoldenError, Reason
 from golden_press.ledger_entry import (
     EntryKind,
-    decode_cap_entry,
     decode_entry,
     signature_digest,
     user_commitment,
 )
-from golden_press.merkle import EMPTY_ROOT, leaf_hash, root_hash, verify_consistency
+from golden_press.merkle import leaf_hash, verify_consistency
 from golden_press.models import CapScope, TicketState
+from golden_press.monitor import SupplyState, Violation
 from golden_press.settings import Settings
+from golden_press.tiles import TreeBuilder
 from service.store.db import create_pool
 from service.store.key_files import load_key_file
 from service.store.keys import trust_roots
@@ -50,22 +50,6 @@ EXPECTED_KINDS: dict[TicketState, frozenset[EntryKind]] = {
     TicketState.REDEEMED: frozenset({EntryKind.ISSUED, EntryKind.REDEEMED}),
     TicketState.VOIDED: frozenset({EntryKind.VOIDED}),
     TicketState.REVOKED: frozenset({EntryKind.ISSUED, EntryKind.REVOKED}),
-}
-#: How each entry kind moves the number of slots in use, per cap scope (reserved rows are not
-#: in the ledger, so the replay counts tickets from their `issued` entry on).
-CAP_DELTA: dict[CapScope, dict[EntryKind, int]] = {
-    CapScope.LIVE: {
-        EntryKind.ISSUED: 1,
-        EntryKind.REDEEMED: -1,
-        EntryKind.REVOKED: -1,
-        EntryKind.VOIDED: 0,
-    },
-    CapScope.LIFETIME: {
-        EntryKind.ISSUED: 1,
-        EntryKind.REDEEMED: 0,
-        EntryKind.REVOKED: 0,
-        EntryKind.VOIDED: 0,
-    },
 }
 STATE_FILE_NAME = "audit-state.json"
 _PAGE = 1000
@@ -249,31 +233,51 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _check_ledger_rules(report: AuditReport, rules: SupplyState, leaf: int, data: bytes) -> bool:
+    """The monitor's own checks on one entry (golden_press.monitor: entries decode, lifecycles
+    are legal, the supply invariant holds at this prefix); False once one fails.
+
+    One implementation for both: the audit judges the database's ledger exactly as a monitor
+    judges the published one, and names a failure by the monitor's violation kind. Like the
+    monitor, the replay stops at the first violation (what follows it has no defined state).
+    """
+    try:
+        rules.apply(leaf, data)
+    except Violation as found:
+        report.add(found.kind.value, str(found))
+        return False
+    return True
+
+
 def _check_cap_history(
     report: AuditReport,
-    kinds_in_order: Iterable[tuple[int, UUID, EntryKind]],
-    issued_at: dict[UUID, datetime],
+    tickets: list[asyncpg.Record],
+    issued: set[UUID],
+    rules: SupplyState,
     history: list[tuple[datetime, int, CapScope]],
 ) -> None:
-    """Replay the ledger: no issuance took a slot beyond the cap in force when it reserved.
+    """The cap each issuance was decided under (cap_history at its reserve, under the lock)
+    is the one the ledger's `cap` entries put in force for its serial.
 
-    Each `issued` entry is judged by the cap and scope of `cap_history` at its ticket's
-    `issued_at` (the reserve, under the lock), so a later `set-cap` never rewrites history.
+    The supply invariant itself is judged on the ledger (`_check_ledger_rules`); this check
+    reconciles the private record with the public one, so an operator's direct SQL change, or
+    a cap entry that lost its place in lock order, shows up.
     """
-    in_use = {scope: 0 for scope in CapScope}
-    for leaf, ticket_id, kind in kinds_in_order:
-        for scope in CapScope:
-            in_use[scope] += CAP_DELTA[scope][kind]
-        if kind is not EntryKind.ISSUED or not history:
+    if not history:
+        return
+    for t in tickets:
+        if t["ticket_id"] not in issued or t["issued_at"] is None:
             continue
-        when = issued_at.get(ticket_id)
-        in_force = [h for h in history if when is None or h[0] <= when] or history[:1]
+        when = _aware(t["issued_at"])
+        in_force = [h for h in history if h[0] <= when] or history[:1]
         _, cap, scope = in_force[-1]
-        if in_use[scope] > cap:
+        public = rules.cap_for(t["serial"])
+        if (cap, scope) != public:
             report.add(
                 "cap_history",
-                f"after leaf {leaf} (issued) {in_use[scope]} tickets counted against the "
-                f"{scope.value} cap of {cap} in force then",
+                f"ticket {t['ticket_id']} (serial {t['serial']}) was reserved under cap {cap} "
+                f"{scope.value} (cap_history), the ledger's cap entries say {public[0]} "
+                f"{public[1].value}",
             )
 
 
@@ -351,7 +355,7 @@ async def _check_checkpoint(
     ledger: LedgerStore,
     settings: Settings,
     size: int,
-    leaf_hashes: list[bytes],
+    computed: bytes,
     state_file: Path | None,
 ) -> None:
     """Head = recomputed root, signed by a known ledger key, consistent with the last one seen."""
@@ -360,7 +364,6 @@ async def _check_checkpoint(
     if head.size != size:
         report.add("checkpoint", f"latest checkpoint covers {head.size} leaves, ledger has {size}")
         return
-    computed = root_hash(leaf_hashes) if leaf_hashes else EMPTY_ROOT
     if computed != head.root:
         report.add(
             "checkpoint",
@@ -412,14 +415,6 @@ async def _check_checkpoint(
     )
 
 
-def _check_cap_entry(report: AuditReport, leaf: int, data: bytes) -> None:
-    """A `cap` entry must decode (encoding v2); the monitor judges what it says."""
-    try:
-        decode_cap_entry(data)
-    except GoldenError as exc:
-        report.add("ledger_entry", f"leaf {leaf}: {exc.message}")
-
-
 async def run_audit(
     pool: asyncpg.Pool,
     js: JetStreamContext,
@@ -434,27 +429,25 @@ async def run_audit(
         tickets = await conn.fetch("SELECT * FROM tickets ORDER BY serial")
         report.tickets = len(tickets)
         entries: list[tuple[int, UUID, EntryKind]] = []
-        leaf_hashes: list[bytes] = []
+        tree = TreeBuilder()
+        rules: SupplyState | None = SupplyState()
         by_ticket: dict[UUID, dict[EntryKind, int]] = defaultdict(dict)
         by_id = {t["ticket_id"]: t for t in tickets}
         start = 0
         while True:
             page = await ledger_store.entries(conn, start, start + _PAGE)
             for e in page:
-                if e.leaf_index != len(leaf_hashes):
-                    report.add(
-                        "ledger_gap", f"expected leaf {len(leaf_hashes)}, found {e.leaf_index}"
-                    )
+                if e.leaf_index != tree.size:
+                    report.add("ledger_gap", f"expected leaf {tree.size}, found {e.leaf_index}")
                 if leaf_hash(e.entry) != e.leaf_hash:
                     report.add("ledger_entry", f"leaf {e.leaf_index} stored hash is wrong")
-                leaf_hashes.append(leaf_hash(e.entry))
+                tree.add(leaf_hash(e.entry))
+                if rules is not None and not _check_ledger_rules(
+                    report, rules, e.leaf_index, e.entry
+                ):
+                    rules = None
                 if not isinstance(e.kind, EntryKind):  # a `cap` entry names no ticket
-                    _check_cap_entry(report, e.leaf_index, e.entry)
                     continue
-                if e.kind in by_ticket[e.ticket_id]:
-                    report.add(
-                        "ledger_entry", f"ticket {e.ticket_id} has two {e.kind.value} entries"
-                    )
                 by_ticket[e.ticket_id][e.kind] = e.leaf_index
                 _check_entry_content(report, e.leaf_index, e.kind, e.entry, by_id.get(e.ticket_id))
                 entries.append((e.leaf_index, e.ticket_id, e.kind))
@@ -462,7 +455,7 @@ async def run_audit(
                 break
             start += _PAGE
         by_ticket = {k: v for k, v in by_ticket.items() if v}
-        report.ledger_size = len(leaf_hashes)
+        report.ledger_size = tree.size
         _check_rows_vs_ledger(report, tickets, by_ticket)
         history = [
             # asyncpg gives '-infinity' as a naive datetime.min
@@ -471,9 +464,9 @@ async def run_audit(
                 "SELECT changed_at, cap, scope FROM cap_history ORDER BY changed_at, id"
             )
         ]
-        _check_cap_history(
-            report, entries, {t["ticket_id"]: t["issued_at"] for t in tickets}, history
-        )
+        if rules is not None:  # a stopped replay knows only part of the cap entries
+            issued = {tid for tid, kinds in by_ticket.items() if EntryKind.ISSUED in kinds}
+            _check_cap_history(report, tickets, issued, rules, history)
         stale = await conn.fetch(
             "SELECT ticket_id, serial, state, reserved_until FROM tickets"
             " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
@@ -506,7 +499,7 @@ async def run_audit(
                 report.add("outbox", f"leaf {leaf} ({kind.value} {tid}) has no outbox event")
         published = {r["leaf_index"] for r in outbox if r["published_at"] is not None}
         await _check_checkpoint(
-            report, conn, ledger_store, settings, len(leaf_hashes), leaf_hashes, state_file
+            report, conn, ledger_store, settings, tree.size, tree.root(), state_file
         )
     _check_stream(report, await read_stream(js, settings), entries, published, settings)
     return report

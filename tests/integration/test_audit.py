@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 from activities.faults import Faults
+from golden_press.ledger_entry import EntryKind, LedgerEntry
 from golden_press.models import Outcome, RevokeTicketInput
 from service.ops.audit import SeenCheckpoint, audit_main, load_seen, save_seen
+from service.store.config import set_cap
 from service.store.outbox import stream_config
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, assert_audit_clean, audit, golden_stack
@@ -118,14 +121,60 @@ async def test_forked_ledger_is_inconsistent_with_the_last_audit(stack: Stack) -
     assert "checkpoint_consistency" in checks(await audit(stack, state))
 
 
-async def test_cap_exceeded_in_history_is_found(stack: Stack) -> None:
-    await populated(stack)  # ann redeemed: peak live count was 3 (ann, ben, cyd issued)
-    # Forge the history: had the cap been 2 all along, the third issuance overshot it.
+async def test_cap_history_disagreeing_with_the_ledger_is_found(stack: Stack) -> None:
+    await populated(stack)  # no cap entry: the ledger says 5 live for every serial
+    # Forge the private history: it now claims the issuances were decided under a cap of 2.
     await stack.pool.execute("UPDATE cap_history SET cap = 2")
     report = await audit(stack)
     assert checks(report) == {"cap_history"}
-    await stack.pool.execute("UPDATE cap_history SET cap = 3")
+    assert "cap 2 live (cap_history), the ledger's cap entries say 5 live" in (
+        report.findings[0].detail
+    )
+    await stack.pool.execute("UPDATE cap_history SET cap = 5")
     assert (await audit(stack)).ok
+
+
+def forged_issue(serial: int) -> LedgerEntry:
+    """An `issued` entry for a ticket the database never had (as a tampered ledger would hold)."""
+    return LedgerEntry(
+        kind=EntryKind.ISSUED,
+        ticket_id=uuid.uuid4(),
+        serial=serial,
+        key_id="ab12",
+        signature_digest="d1" * 32,
+        user_commitment="c0" * 32,
+        at=datetime.now(UTC),
+    )
+
+
+async def test_the_monitors_supply_check_runs_on_the_database_ledger(stack: Stack) -> None:
+    """A sixth live ticket in the ledger is `over-cap`, named as the monitor names it."""
+    await populated(stack)  # ann redeemed: ben and cyd live
+    async with stack.pool.acquire() as conn, conn.transaction():
+        await stack.ledger.append_many(conn, [forged_issue(s) for s in range(100, 104)])
+    report = await audit(stack)
+    assert "over-cap" in checks(report), report.findings
+    over = next(f.detail for f in report.findings if f.check == "over-cap")
+    assert "6 tickets count under scope live" in over and "leaf 7" in over, over
+
+
+async def test_the_monitors_lifecycle_check_runs_on_the_database_ledger(stack: Stack) -> None:
+    ids = await populated(stack)
+    row = await stack.pool.fetchrow("SELECT serial FROM tickets WHERE ticket_id = $1", ids[0])
+    assert row is not None
+    again = LedgerEntry(  # ann's ticket was redeemed: a revoke after it is illegal
+        kind=EntryKind.REVOKED,
+        ticket_id=ids[0],
+        serial=row["serial"],
+        user_commitment="c0" * 32,
+        at=datetime.now(UTC),
+        reason="fraud",
+    )
+    async with stack.pool.acquire() as conn, conn.transaction():
+        await stack.ledger.append_many(conn, [again])
+    report = await audit(stack)
+    assert "illegal-lifecycle" in checks(report), report.findings
+    assert any("revoked after redeemed" in f.detail for f in report.findings)
 
 
 async def test_lowering_the_cap_later_does_not_rewrite_history(stack: Stack) -> None:
@@ -157,10 +206,11 @@ async def test_revocation_is_clean_and_lifetime_scope_counts_it(stack: Stack) ->
     )
     assert revoked.outcome == "revoked"
     await assert_audit_clean(stack)
-    # ann redeemed, cyd revoked, then dee: live counted 2 at dee's issuance, lifetime 4. Under a
-    # cap of 3 in force all along, only the lifetime scope would have been overshot.
+    # ann redeemed, cyd revoked, then dee: live counts 2, lifetime 4.
     assert (await stack.issue("dee")).outcome == Outcome.ISSUED
-    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'live'")
+    # Lowering the cap below the count is legal (issuance waits), in the ledger and the audit;
+    # under `lifetime` the redeemed and the revoked ticket still count: 4 of 3, so eve waits.
+    await set_cap(stack.settings.pg_dsn, 3, "lifetime")
     await assert_audit_clean(stack)
-    await stack.pool.execute("UPDATE cap_history SET cap = 3, scope = 'lifetime'")
-    assert checks(await audit(stack)) == {"cap_history"}
+    assert (await stack.issue("eve")).outcome == Outcome.REJECTED
+    await assert_audit_clean(stack)
