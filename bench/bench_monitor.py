@@ -106,18 +106,34 @@ def write_log(directory: Path, data: list[bytes], key: SigningKey) -> bytes:
     return root
 
 
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's peak resident set since its exec (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_monitor(source: str, vkey: str, env: dict[str, str], *extra: str) -> dict[str, object]:
     """`golden-press monitor SOURCE --json` in a child; its JSON plus its own peak RSS.
 
-    The peak is the child's own (os.wait4), not RUSAGE_CHILDREN's maximum over every child
-    so far, which made a second run report the first one's peak.
+    The peak is the child's VmHWM, read while it runs (it only grows; the last reading is
+    within 20 ms of the end). Not getrusage: on Linux a child's ru_maxrss keeps the high-water
+    mark of the memory it shared with this process before exec, so it reported the size of the
+    log this benchmark had just built (~356 MB) for any monitor.
     """
     argv = [sys.executable, "-m", "service.cli.app", "monitor", source, "--vkey", vkey, "--json"]
     started = time.perf_counter()
+    peak_kb = 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([*argv, *extra], stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.02)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -126,7 +142,7 @@ def run_monitor(source: str, vkey: str, env: dict[str, str], *extra: str) -> dic
         raise SystemExit(f"monitor failed ({proc.returncode}): {stdout} {stderr[-2000:]}")
     doc: dict[str, object] = json.loads(stdout)["monitor"]
     doc["wall_s"] = round(wall, 2)
-    doc["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    doc["peak_rss_mb"] = round(peak_kb / 1024, 1)
     return doc
 
 

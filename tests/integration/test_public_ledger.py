@@ -10,7 +10,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import shutil
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -35,6 +37,7 @@ from service.store.config import set_cap
 from service.store.tile_files import TilePublisher, published_size
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
+from tests.helpers.waiting import wait_until
 from workflows.revoke_ticket import RevokeTicketWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -415,3 +418,81 @@ async def test_publisher_catches_up_idempotently_and_never_rewrites_full_tiles(
     vkey = vkey_of(stack)
     code, doc = await monitor(str(directory), "--vkey", vkey, capsys=capsys)
     assert (code, doc["tree_size"]) == (0, 301), doc
+
+
+# ---- monitor --follow on a live log --------------------------------------------------------------
+
+
+def _documents(text: str) -> list[dict[str, object]]:
+    """The JSON documents `monitor --follow --json` printed, in order."""
+    decoder, docs, pos, text = json.JSONDecoder(), [], 0, text.strip()
+    while pos < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return docs
+
+
+async def test_monitor_follow_verifies_appends_over_http_then_exits_1_on_a_fork(
+    tiles_stack: tuple[Stack, Faults], tmp_path: Path
+) -> None:
+    """A `golden-press monitor --follow` process over the API's tiles: it verifies entries
+    appended while it follows, then a forked checkpoint (same size, another root, signed by the
+    real ledger key) makes it exit 1 naming the fork."""
+    stack, _ = tiles_stack
+    assert stack.settings.tiles_dir is not None
+    assert (await stack.issue("fay")).outcome == Outcome.ISSUED
+    first = await wait_published(stack)
+    server = await serve(
+        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
+    )
+    state = tmp_path / "follow-state.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    argv = ["monitor", str(tiles_url(server)), "--vkey", vkey_of(stack), "--follow"]
+    argv += ["--interval", "0.1", "--state", str(state), "--json"]
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli.app", *argv, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    async def verified(size: int) -> bool:
+        if follower.returncode is not None:
+            raise AssertionError(f"the follower exited early ({follower.returncode})")
+        return state.exists() and json.loads(state.read_text())["size"] == size
+
+    try:
+        await wait_until(lambda: verified(first), timeout=60)
+        # Appended while it follows: issue, redeem, issue.
+        gus = await stack.issue("gus")
+        assert gus.outcome == Outcome.ISSUED and gus.ticket_id
+        assert await stack.redeem(gus.ticket_id, "gus", await stack.bundle_for(gus.ticket_id))
+        assert (await stack.issue("hal")).outcome == Outcome.ISSUED
+        grown = await wait_published(stack)
+        assert grown == first + 3
+        await wait_until(lambda: verified(grown), timeout=60)
+
+        # The log now shows a fork of the size the follower verified, properly signed.
+        forked = sign_checkpoint(
+            Checkpoint(origin=stack.settings.ledger_origin, size=grown, root=b"\x42" * 32),
+            stack.keys.ledger,
+            stack.settings.ledger_origin,
+        )
+        tmp = stack.settings.tiles_dir / "checkpoint.forged"
+        tmp.write_text(forked)
+        tmp.replace(stack.settings.tiles_dir / "checkpoint")
+        out, err = await asyncio.wait_for(follower.communicate(), timeout=60)
+    finally:
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+        await shutdown(server)
+    assert follower.returncode == 1, err.decode()[-2000:]
+    docs = _documents(out.decode())
+    sizes = [d["monitor"]["tree_size"] for d in docs if d["ok"]]  # type: ignore[index]
+    assert sizes[0] == first and sizes[-1] == grown, sizes
+    assert sizes == sorted(sizes)
+    violation = docs[-1]["monitor"]["violation"]  # type: ignore[index]
+    assert violation["kind"] == "fork", docs[-1]
+    assert json.loads(state.read_text())["size"] == grown  # the state keeps the good checkpoint
