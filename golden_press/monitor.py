@@ -1,8 +1,8 @@
 """Monitor checks over the public ledger alone: no database, no token, no private key (pure).
 
 A monitor reads a log through a `LogSource` (tiles over HTTP, a tiles directory, or the gRPC
-API: the I/O lives in service/ops/monitor_sources.py) and checks, in this order, stopping at
-the first violation it finds:
+API: the I/O lives in service/cli/monitor.py and service/cli/tiles_client.py) and checks, in
+this order, stopping at the first violation it finds:
 
 1. the checkpoint note carries a valid signature by the log's key and, when the monitor is given
    a `WitnessPolicy`, a valid `cosignature/v1` line (c2sp.org/tlog-cosignature) from at least
@@ -49,6 +49,7 @@ from golden_press.ticket_table import (
     REVOKED,
     STATE_NAME,
     VOIDED,
+    SerialMismatch,
     TicketTable,
     ticket_key,
 )
@@ -224,17 +225,17 @@ class SupplyState:
         A serial is one ticket's for ever (issuance ordinals are never reused, a void's
         included), and a ticket keeps the serial it was first seen with.
         """
-        holder, state = self.tickets.at(serial)
-        if state and holder == key:
+        try:
+            state = self.tickets.state_of(serial, key)
+        except SerialMismatch as known:
+            raise self._illegal(leaf, tid, f"{kind} with serial {serial}, {known}") from None
+        if state >= 0:
             return state
-        known = self.tickets.serial_of(key)
-        if known is not None:
-            raise self._illegal(leaf, tid, f"{kind} with serial {serial}, issued as {known}")
-        if state and kind in ("issued", "voided"):
-            owner = uuid.UUID(bytes=holder)
-            held = "issued to" if state == ISSUED else f"used by {STATE_NAME[state]}"
+        if kind in ("issued", "voided"):
+            owner = uuid.UUID(bytes=self.tickets.at(serial)[0])
+            held = "issued to" if state == -ISSUED else f"used by {STATE_NAME[-state]}"
             raise self._illegal(leaf, tid, f"serial {serial} already {held} ticket {owner}")
-        return 0
+        return 0  # another ticket's serial: this one was never issued
 
     def _cap(self, leaf: int, entry: CapEntry) -> None:
         if self.cap_marks and entry.serial < self.cap_marks[-1]:

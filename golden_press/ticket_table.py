@@ -53,18 +53,22 @@ class HashSet:
     def __contains__(self, h: int) -> bool:
         return bool(self._slots[self._find(h)])
 
-    def add(self, h: int) -> None:
-        """Add a nonzero hash (idempotent)."""
-        i = self._find(h)
-        if self._slots[i]:
-            return
-        self._slots[i] = h
+    def add(self, h: int) -> bool:
+        """Add a nonzero hash; False when it was there already."""
+        slots, mask = self._slots, len(self._slots) - 1
+        i = h & mask
+        while held := slots[i]:
+            if held == h:
+                return False
+            i = (i + 1) & mask
+        slots[i] = h
         self._used += 1
         if 2 * self._used > len(self._slots):
             old, self._slots = self._slots, array("Q", bytes(16 * len(self._slots)))
             for held in old:
                 if held:
                     self._slots[self._find(held)] = held
+        return True
 
 
 def _hash64(key: bytes) -> int:
@@ -75,6 +79,14 @@ def _hash64(key: bytes) -> int:
 def ticket_key(ticket_id: str) -> bytes:
     """A canonical ticket id (`8-4-4-4-12` lowercase hex) as its 16 bytes."""
     return bytes.fromhex(ticket_id.replace("-", ""))
+
+
+class SerialMismatch(Exception):
+    """A ticket id seen before under another serial (`serial`): a serial is for ever."""
+
+    def __init__(self, serial: int) -> None:
+        super().__init__(f"issued as {serial}")
+        self.serial = serial
 
 
 @dataclass
@@ -102,6 +114,30 @@ class TicketTable:
             return bytes(self._ids[start : start + ID_SIZE]), state
         return self._far.get(serial, (b"", 0))
 
+    def state_of(self, serial: int, key: bytes) -> int:
+        """The state of ticket `key` at `serial`, the monitor's one lookup per entry.
+
+        0: a new ticket (its id is now remembered as seen); -state: `serial` is another
+        ticket's, in that state. Raises SerialMismatch when the id was seen under another serial.
+        """
+        states = self._states
+        if serial < len(states):
+            state = states[serial]
+            if state:
+                start = serial * ID_SIZE
+                if self._ids[start : start + ID_SIZE] == key:
+                    return state
+        else:
+            held = self._far.get(serial)
+            state = 0 if held is None else held[1]
+            if held is not None and held[0] == key:
+                return state
+        if not self._hashes.add((hash(key) & _HASH_MASK) or 1):
+            known = self.serial_of(key)  # seen before, or a hash collision: look
+            if known is not None:
+                raise SerialMismatch(known)
+        return -state
+
     def serial_of(self, key: bytes) -> int | None:
         """The serial a ticket id holds, or None when it was never seen."""
         if _hash64(key) not in self._hashes:
@@ -114,16 +150,18 @@ class TicketTable:
         return next((s for s, (k, _) in self._far.items() if k == key), None)
 
     def claim(self, serial: int, key: bytes, state: int) -> None:
-        """Record a new ticket (its first entry); the caller checked both are unused."""
+        """Record a new ticket, after state_of(serial, key) said 0 (and remembered the id)."""
         self._count += 1
-        self._hashes.add(_hash64(key))
         if serial >= len(self._states) and serial < 2 * self._count + _GROW:
             self._extend(serial)
         if serial < len(self._states):
             start = serial * ID_SIZE
             self._ids[start : start + ID_SIZE] = key
-        else:
-            self._far[serial] = (key, 0)
+            self._states[serial] = state
+            if state == ISSUED and serial > self._top:
+                self._top = serial
+            return
+        self._far[serial] = (key, 0)
         self.set_state(serial, state)
 
     def set_state(self, serial: int, state: int) -> None:
@@ -143,6 +181,8 @@ class TicketTable:
     def top_issued(self) -> int:
         """The highest serial whose ticket is issued (neither redeemed nor revoked); 0: none."""
         heap = self._far_issued
+        if not heap:
+            return self._top
         while heap and self._far.get(-heap[0], (b"", 0))[1] != ISSUED:
             heapq.heappop(heap)  # redeemed, revoked, or moved into the arrays (counted there)
         return max(-heap[0] if heap else 0, self._top)
@@ -169,6 +209,7 @@ __all__ = [
     "STATE_NAME",
     "VOIDED",
     "HashSet",
+    "SerialMismatch",
     "TicketTable",
     "ticket_key",
 ]

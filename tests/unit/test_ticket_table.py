@@ -9,12 +9,26 @@ import pytest
 from golden_press import ticket_table
 from golden_press.ledger_entry import EntryKind
 from golden_press.monitor import SupplyState, Violation
-from golden_press.ticket_table import ISSUED, REDEEMED, VOIDED, HashSet, TicketTable, ticket_key
+from golden_press.ticket_table import (
+    ISSUED,
+    REDEEMED,
+    VOIDED,
+    HashSet,
+    SerialMismatch,
+    TicketTable,
+    ticket_key,
+)
 from tests.helpers.memlog import ticket_entry
 
 
 def key() -> bytes:
     return uuid.uuid4().bytes
+
+
+def claim(table: TicketTable, serial: int, k: bytes, state: int) -> None:
+    """As the monitor does: state_of says the ticket is new, then claim records it."""
+    assert table.state_of(serial, k) == 0
+    table.claim(serial, k, state)
 
 
 def test_ticket_key_is_the_uuid_bytes() -> None:
@@ -26,7 +40,7 @@ def test_serials_and_ids_round_trip_and_the_top_issued_follows_redemptions() -> 
     table = TicketTable()
     keys = [key() for _ in range(6)]
     for serial, k in enumerate(keys, start=1):
-        table.claim(serial, k, ISSUED)
+        claim(table, serial, k, ISSUED)
     assert [table.at(s) for s in (1, 6, 7)] == [(keys[0], ISSUED), (keys[5], ISSUED), (b"", 0)]
     assert [table.serial_of(k) for k in keys] == [1, 2, 3, 4, 5, 6]
     assert table.serial_of(key()) is None
@@ -34,15 +48,15 @@ def test_serials_and_ids_round_trip_and_the_top_issued_follows_redemptions() -> 
     table.set_state(6, REDEEMED)
     table.set_state(5, REDEEMED)
     assert table.top_issued() == 4
-    table.claim(9, key(), VOIDED)
+    claim(table, 9, key(), VOIDED)
     assert table.top_issued() == 4 and len(table) == 7
 
 
 def test_a_hostile_serial_does_not_grow_the_arrays() -> None:
     table = TicketTable()
     far, near = key(), key()
-    table.claim(10**15, far, ISSUED)  # an array this long would need petabytes
-    table.claim(1, near, ISSUED)
+    claim(table, 10**15, far, ISSUED)  # an array this long would need petabytes
+    claim(table, 1, near, ISSUED)
     assert table.at(10**15) == (far, ISSUED) and table.serial_of(far) == 10**15
     assert table.top_issued() == 10**15
     table.set_state(10**15, REDEEMED)
@@ -52,9 +66,9 @@ def test_a_hostile_serial_does_not_grow_the_arrays() -> None:
 def test_far_tickets_move_into_the_arrays_when_they_grow() -> None:
     table = TicketTable()
     far = key()
-    table.claim(9000, far, ISSUED)  # beyond 2 * 1 + 4096: kept aside
+    claim(table, 9000, far, ISSUED)  # beyond 2 * 1 + 4096: kept aside
     for serial in range(1, 5000):
-        table.claim(serial, key(), VOIDED)
+        claim(table, serial, key(), VOIDED)
     assert table.at(9000) == (far, ISSUED) and table.serial_of(far) == 9000
     assert table.top_issued() == 9000
     table.set_state(9000, REDEEMED)
@@ -64,13 +78,16 @@ def test_far_tickets_move_into_the_arrays_when_they_grow() -> None:
 def test_hash_collisions_cost_a_search_never_a_wrong_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ticket_table, "_hash64", lambda _: 42)  # every id collides
+    monkeypatch.setattr(ticket_table, "_HASH_MASK", 0)  # every id hashes to 1: all collide
     table = TicketTable()
     keys = [key() for _ in range(50)]
     for serial, k in enumerate(keys, start=1):
         assert table.serial_of(k) is None
-        table.claim(serial, k, ISSUED)
+        claim(table, serial, k, ISSUED)
     assert [table.serial_of(k) for k in keys] == list(range(1, 51))
+    with pytest.raises(SerialMismatch, match="issued as 7"):
+        table.state_of(99, keys[6])
+    assert table.state_of(7, keys[6]) == ISSUED and table.state_of(8, key()) == -ISSUED
 
 
 def test_hash_set_grows_and_keeps_everything() -> None:
