@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
@@ -21,4 +22,21 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return event.is_set()
 
 
-__all__ = ["wait_event"]
+async def wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> bool:
+    """Wait until one of `events` is set or `timeout_s` passes; True when one was set.
+
+    asyncio.wait (unlike wait_for) never turns a cancellation into a result; its waiters are
+    cancelled on the way out, whatever ended the wait.
+    """
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return any(e.is_set() for e in events)
+
+
+__all__ = ["wait_any", "wait_event"]

@@ -1,10 +1,12 @@
 """The log side of c2sp.org/tlog-witness: submit each new checkpoint to the configured witnesses.
 
-A background loop in the API process (never in the issuance path): it polls the newest stored
-checkpoint, sends each witness `old <size it last cosigned>`, the consistency proof from there and
-the signed note, verifies the cosignature that comes back and stores it
-(service/store/cosignatures.py). A witness that is down or refuses only delays its cosignatures:
-each witness has its own exponential backoff, and issuance never waits for any of them.
+A background loop in the API process (never in the issuance path): woken by the NOTIFY every new
+checkpoint sends on `golden_ledger` (migrations/006), with a slow safety poll in case a NOTIFY is
+lost, it reads the newest stored checkpoint, sends each witness `old <size it last cosigned>`,
+the consistency proof from there and the signed note, verifies the cosignature that comes back
+and stores it (service/store/cosignatures.py). A witness that is down or refuses only delays its
+cosignatures: each witness has its own exponential backoff, and issuance never waits for any of
+them.
 
 Several API processes may run this loop; a PostgreSQL session advisory lock on a dedicated
 connection elects one submitter at a time, so witnesses see one stream of requests.
@@ -23,9 +25,10 @@ import asyncpg
 from golden_press.checkpoint import CheckpointError, parse_signature_lines
 from golden_press.cosignature import Witness, add_signature_lines, verify_cosignatures
 from golden_press.errors import GoldenError
-from golden_press.waits import wait_event
+from golden_press.waits import wait_any, wait_event
 from golden_press.witness import SIZE_CONTENT_TYPE, add_checkpoint_body
 from service.store import cosignatures
+from service.store.db import LEDGER_CHANNEL
 from service.store.ledger import LedgerStore
 from service.witness.client import HTTP_TIMEOUT_S, post
 
@@ -54,13 +57,15 @@ class Submitter:
         ledger: LedgerStore,
         witnesses: Sequence[Witness],
         *,
-        poll_s: float = 0.2,
+        poll_s: float = 5.0,
+        retry_s: float = 0.2,
         max_backoff_s: float = 30.0,
         timeout_s: float = HTTP_TIMEOUT_S,
     ) -> None:
         self._ledger = ledger
         self._tracks = [_Track(w) for w in witnesses]
-        self._poll_s = poll_s
+        self._poll_s = poll_s  # the safety poll: NOTIFYs wake the loop at once
+        self._retry_s = retry_s  # first backoff step after a witness failed
         self._max_backoff_s = max_backoff_s
         self._timeout_s = timeout_s
 
@@ -86,9 +91,23 @@ class Submitter:
                     await conn.close()  # also releases the session advisory lock
 
     async def _loop(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        """Submit, then sleep until a ledger NOTIFY, a witness's backoff ends, or the poll."""
+        wake = asyncio.Event()
+
+        def notified(*_: object) -> None:
+            wake.set()
+
+        await conn.add_listener(LEDGER_CHANNEL, notified)  # on the elected connection
         while not stop.is_set():
+            wake.clear()  # before the step: a checkpoint stored during it wakes the next one
             await self.step(conn)
-            await wait_event(stop, self._poll_s)
+            await wait_any((stop, wake), self._next_wait())
+
+    def _next_wait(self) -> float:
+        """Seconds until the safety poll or the end of the first backoff still running."""
+        now = time.monotonic()
+        due = [t.not_before - now for t in self._tracks if t.failures]
+        return max(0.0, min([self._poll_s, *due]))
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """One pass: submit the head to each witness that is behind and due; count successes."""
@@ -155,7 +174,7 @@ class Submitter:
 
     def _failed(self, track: _Track, message: str) -> bool:
         track.failures += 1
-        delay = min(self._max_backoff_s, self._poll_s * (2 ** min(track.failures, 16)))
+        delay = min(self._max_backoff_s, self._retry_s * (2 ** min(track.failures, 16)))
         track.not_before = time.monotonic() + delay
         if message != track.last_error or track.failures in (1, 10, 100):
             log.warning(

@@ -196,3 +196,31 @@ async def test_published_tiles_checkpoint_gains_the_cosignature(
         second = (tmp_path / "tiles" / "checkpoint").read_text()
         assert second.startswith(first) and WITNESS_NAME in second
         assert verify_cosignatures(second, [witness.verifier]).keys() == {WITNESS_NAME}
+
+
+async def test_the_submitter_wakes_on_a_new_checkpoint_not_on_its_poll(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """A new checkpoint NOTIFYs `golden_ledger`: the submitter sends it to the witness at once,
+    although its safety poll (here a minute) is far away."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        witness.start()
+        submitter = Submitter(
+            LedgerStore.read_only(stack.settings.ledger_origin),
+            stack.settings.witness_list(),
+            poll_s=60.0,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(submitter.run(stack.settings.pg_dsn, stop))
+        try:
+            await asyncio.sleep(0.5)  # elected, listening, first pass done
+            assert (await stack.issue("gail")).outcome == "issued"
+            for _ in range(100):  # 10 s: only a wake-up, never the 60 s poll, gets there
+                if await latest_cosigned_size(stack.pool, WITNESS_NAME) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await latest_cosigned_size(stack.pool, WITNESS_NAME) == 1
+            assert not task.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
