@@ -1,13 +1,14 @@
 """Monitor benchmark: verification rate over a large public log, tile fetches, peak memory.
 
-    .venv/bin/python bench/bench_monitor.py [--entries 1000000] [--http] [--keep DIR]
+    .venv/bin/python bench/bench_monitor.py [--entries 1000000] [--http] [--parallel N]
+        [--keep DIR]
 
 Writes a log of N entries as C2SP tlog-tiles files into a temporary directory (a realistic mix:
 issue, redeem, revoke, void, and a cap change every 50,000 entries, always within the cap, signed
-by a fresh ledger key), then runs `golden-press monitor` over it in a child process (so its
-peak RSS is the monitor's alone): from the directory, and with --http also through the tiles
-HTTP server the API runs. Reports entries/s, tile fetches per 1,000 entries and peak memory,
-and ends with ONE JSON line.
+by a fresh ledger key), then runs `golden-press monitor` over it in a child process (its peak
+memory is its own VmHWM): from the directory, and with --http also through the tiles HTTP
+server the API runs (`--parallel` fetches in flight). Reports entries/s, tile fetches per 1,000
+entries and peak memory, and ends with ONE JSON line.
 """
 
 from __future__ import annotations
