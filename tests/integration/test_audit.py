@@ -18,6 +18,7 @@ from service.store.config import set_cap
 from service.store.outbox import stream_config
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, assert_audit_clean, audit, golden_stack
+from tests.helpers.waiting import wait_until
 from workflows.revoke_ticket import RevokeTicketWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -134,6 +135,17 @@ async def test_cap_history_disagreeing_with_the_ledger_is_found(stack: Stack) ->
     assert (await audit(stack)).ok
 
 
+async def checkpoint_covers_the_ledger(stack: Stack) -> None:
+    """Until a signed checkpoint covers every entry (set-cap appends; the worker signs after)."""
+
+    async def covered() -> bool:
+        async with stack.pool.acquire() as conn:
+            size = await conn.fetchval("SELECT count(*) FROM ledger_entries")
+            return bool((await stack.ledger.latest_checkpoint(conn)).size == size)
+
+    await wait_until(covered, timeout=20)
+
+
 def forged_issue(serial: int) -> LedgerEntry:
     """An `issued` entry for a ticket the database never had (as a tampered ledger would hold)."""
     return LedgerEntry(
@@ -211,6 +223,7 @@ async def test_revocation_is_clean_and_lifetime_scope_counts_it(stack: Stack) ->
     # Lowering the cap below the count is legal (issuance waits), in the ledger and the audit;
     # under `lifetime` the redeemed and the revoked ticket still count: 4 of 3, so eve waits.
     await set_cap(stack.settings.pg_dsn, 3, "lifetime")
+    await checkpoint_covers_the_ledger(stack)  # the worker signs the cap entry's checkpoint
     await assert_audit_clean(stack)
     assert (await stack.issue("eve")).outcome == Outcome.REJECTED
     await assert_audit_clean(stack)
