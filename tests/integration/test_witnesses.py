@@ -4,6 +4,7 @@ a witness outage that delays cosignatures but never issuance (docs/witnesses.md)
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from golden_press.checkpoint import CheckpointError, NoteVerifier, parse_note
 from golden_press.cosignature import WitnessPolicy, verify_cosignatures
 from golden_press.errors import Reason
 from service.api.pb import golden_pb2
+from service.cli import app as cli
 from service.cli.client import Api, Endpoint
 from service.cli.keys import public_keys_json
 from service.store.cosignatures import latest_cosigned_size
@@ -224,3 +226,45 @@ async def test_the_submitter_wakes_on_a_new_checkpoint_not_on_its_poll(
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def test_the_monitor_holds_a_real_log_to_its_witness_quorum(
+    servers: Servers,
+    session_dir: Path,
+    client: Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`golden-press monitor --keys public-keys.json` (witness vkey, quorum 1, from the API)
+    passes the cosigned published checkpoint and exits 1 when the cosignature is stripped
+    (witness-quorum) or altered (bad-cosignature)."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        witness.start()
+        async with served_api(stack) as api:
+            issued = await api.issue("ivy")
+            await cosigned_checkpoint(api, issued.ticket.leaf_index + 1)
+            keys = tmp_path / "public-keys.json"
+            keys.write_text(
+                await public_keys_json(Api(Endpoint(address=api.address, token="", dsn="")))
+            )
+        tiles = tmp_path / "tiles"
+        await TilePublisher(tiles, stack.ledger).catch_up(stack.pool)
+        published = (tiles / "checkpoint").read_text()
+        line = next(x for x in published.splitlines() if x.startswith(f"\u2014 {WITNESS_NAME} "))
+
+        async def monitor() -> tuple[int, dict[str, Any]]:
+            capsys.readouterr()
+            code = await cli.run(["monitor", str(tiles), "--keys", str(keys), "--json"])
+            return code, json.loads(capsys.readouterr().out)["monitor"]
+
+        code, doc = await monitor()
+        assert (code, doc["cosigned_by"]) == (0, [WITNESS_NAME]), doc
+        (tiles / "checkpoint").write_text(published.replace(line + "\n", ""))
+        code, doc = await monitor()
+        assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc
+        blob = bytearray(base64.b64decode(line.split()[-1]))
+        blob[-1] ^= 0x01
+        altered = line.replace(line.split()[-1], base64.b64encode(bytes(blob)).decode())
+        (tiles / "checkpoint").write_text(published.replace(line, altered))
+        code, doc = await monitor()
+        assert code == 1 and doc["violation"]["kind"] == "bad-cosignature", doc
