@@ -208,13 +208,15 @@ class LedgerStore:
     ) -> list[AppendResult]:
         """Append (key, kind, bytes) rows under the ledger lock; idempotent per (key, kind).
 
-        Two round trips: the head (lock and reads) and one statement writing everything.
+        Two round trips: the head (lock and reads) and one statement writing everything (none
+        when every entry is already in the log).
         """
         if not entries:
             return []
         head = await self.head(conn, [(tid, kind) for tid, kind, _ in entries])
         plan = self.plan(head, entries, sign=sign)
-        await conn.execute(*one_statement(plan.writes))
+        if plan.writes:  # a retry whose entries are all in the log writes nothing
+            await conn.execute(*one_statement(plan.writes))
         return plan.results
 
     async def head(self, conn: asyncpg.Connection, keys: Sequence[tuple[UUID, str]]) -> LedgerHead:

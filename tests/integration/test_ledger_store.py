@@ -331,3 +331,26 @@ async def test_build_bundle_verifies_offline(pool: asyncpg.Pool, store: LedgerSt
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+async def test_an_append_already_in_the_log_only_reads_the_head(
+    pool: asyncpg.Pool, store: LedgerStore
+) -> None:
+    """A retried append (its entry is already there) writes nothing: BEGIN, the head, COMMIT."""
+    entry = _entry()
+    sent: list[str] = []
+
+    def log(record: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(record.query)
+
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            first = await store.append(conn, entry)
+        conn.add_query_logger(log)
+        try:
+            async with conn.transaction():
+                again = await store.append(conn, entry)
+        finally:
+            conn.remove_query_logger(log)
+    assert (again.leaf_index, again.created) == (first.leaf_index, False)
+    assert len(sent) == 3, sent
