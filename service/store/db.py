@@ -115,6 +115,21 @@ async def skip_pool_reset(conn: asyncpg.Connection) -> None:
     """
 
 
+#: The array types the stores send and read (ledger heads and appends, proofs, reserve's lists).
+_ARRAY_TYPES = "SELECT NULL::bigint[], NULL::smallint[], NULL::bytea[], NULL::uuid[], NULL::text[]"
+
+
+async def learn_types(conn: asyncpg.Connection) -> None:
+    """Have asyncpg look the array types up when a connection opens (its `init`).
+
+    asyncpg learns a type it has no built-in codec for on the first statement that uses it, per
+    connection: three more round trips and a catalog query. Without this a saga step on a fresh
+    connection pays them inside its transaction, i.e. under the cap's lock while a herd's
+    winners queue for it.
+    """
+    await conn.fetchrow(_ARRAY_TYPES)
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, durable_commits: bool = True
 ) -> asyncpg.Pool:
@@ -133,6 +148,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         reset=skip_pool_reset,
+        init=learn_types,
         server_settings=settings,
     )
     assert pool is not None

@@ -147,9 +147,10 @@ async def reserve_state(
     and the cap (None: a slot is free). It runs after the lock was taken, so it sees every
     committed reserve.
     """
+    # The request's row comes as plain columns (all NULL when there is none): a row-typed
+    # column would make asyncpg look its type up on each new connection, under the lock.
     row = await conn.fetchrow(
-        "SELECT (SELECT t FROM tickets AS t WHERE t.request_id = $5 OR t.ticket_id = $6"
-        "   LIMIT 1) AS existing,"
+        "SELECT e.*,"
         " EXISTS (SELECT 1 FROM deny_list WHERE user_id = $1) AS denied,"
         " (SELECT attempts FROM rate_limit WHERE user_id = $1"
         "   AND window_start > now() - $2::interval) AS attempts,"
@@ -157,7 +158,8 @@ async def reserve_state(
         " c.cap, c.scope,"
         " (SELECT count(*) FROM tickets WHERE state = ANY("
         "   CASE WHEN c.scope = 'lifetime' THEN $4::text[] ELSE $3::text[] END)) AS counted"
-        " FROM golden_config AS c",
+        " FROM golden_config AS c LEFT JOIN LATERAL (SELECT * FROM tickets AS t"
+        "   WHERE t.request_id = $5 OR t.ticket_id = $6 LIMIT 1) AS e ON true",
         user_id,
         rate_window,
         [st.value for st in COUNTED_STATES[CapScope.LIVE]],
@@ -166,7 +168,8 @@ async def reserve_state(
         ticket_id,
     )
     assert row is not None
-    return row["existing"], _refusal(row, user_id, rate_attempts)
+    existing = row if row["ticket_id"] is not None else None
+    return existing, _refusal(row, user_id, rate_attempts)
 
 
 def _refusal(row: asyncpg.Record, user_id: str, rate_attempts: int) -> tuple[Reason, str] | None:
