@@ -104,10 +104,15 @@ class Submitter:
             await wait_any((stop, wake), self._next_wait())
 
     def _next_wait(self) -> float:
-        """Seconds until the safety poll or the end of the first backoff still running."""
+        """Seconds until the safety poll or the end of the first backoff still running.
+
+        A backoff already over does not count: its witness was either just retried (and has a
+        new one) or is caught up with the head, and waking at once for it would spin the loop
+        until the next checkpoint.
+        """
         now = time.monotonic()
-        due = [t.not_before - now for t in self._tracks if t.failures]
-        return max(0.0, min([self._poll_s, *due]))
+        due = [t.not_before - now for t in self._tracks if t.failures and t.not_before > now]
+        return min([self._poll_s, *due])
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """One pass: submit the head to each witness that is behind and due; count successes."""
