@@ -4,12 +4,20 @@ A monitor of a large log makes two GETs per 256 entries. Over urllib each is a n
 connection, and one at a time the monitor waits a round trip per tile. Here every fetching
 thread keeps its own HTTP/1.1 connection (http.client), and `read_many` keeps `parallel` GETs in
 flight. Redirects and configured proxies go through urllib, which handles them.
+
+The server is untrusted, so every answer is bounded: never more bytes than the resource can
+hold (a signed note, a hash tile, an entry bundle of 65,535-byte entries), and on the direct
+path a body must arrive whole within `timeout` seconds, however slowly it drips. (Status line and
+headers are left to http.client's own limits: 100 lines of at most 64 KiB, each read within the
+timeout.)
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import deque
@@ -17,15 +25,54 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from golden_press.tiles import Tile
+from golden_press.checkpoint import MAX_NOTE_BYTES
+from golden_press.merkle import HASH_SIZE
+from golden_press.tiles import MAX_ENTRY_LEN, Tile
 
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "golden-press"}
 #: Errors of a kept-alive connection the server closed meanwhile: reconnect once and resend.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_CHUNK = 1 << 16
+
+
+def max_size(tile: Tile) -> int:
+    """The most bytes `tile` can hold: its hashes, or its entries each with a 2-byte length."""
+    return tile.width * ((2 + MAX_ENTRY_LEN) if tile.is_bundle else HASH_SIZE)
+
+
+def read_body(
+    resp: http.client.HTTPResponse, limit: int, deadline: float, sock: socket.socket | None
+) -> bytes:
+    """The response's body: at most `limit` bytes, all of it before `deadline` (monotonic).
+
+    Reads what each packet brings (read1), with the socket's timeout cut to the time left, so
+    a body dripping a byte at a time still ends by the deadline.
+    """
+    if resp.length is not None and resp.length > limit:
+        raise OSError(f"answer of {resp.length} bytes, at most {limit} expected")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("answer not complete within the timeout")
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = resp.read1(_CHUNK)
+        if not chunk:
+            resp.read()  # nothing left; closes the response so the connection can be reused
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise OSError(f"answer of over {limit} bytes, at most {limit} expected")
+        chunks.append(chunk)
 
 
 class HttpSource:
-    """Tiles over HTTP(S) under a base URL (a CDN, an object store, or the API's server)."""
+    """Tiles over HTTP(S) under a base URL (a CDN, an object store, or the API's server).
+
+    `timeout`: seconds for one GET's answer as a whole (and for each connect and read).
+    """
 
     def __init__(self, base_url: str, timeout: float = 30.0, parallel: int = 4) -> None:
         self.base = base_url.rstrip("/") + "/"
@@ -51,15 +98,19 @@ class HttpSource:
             conn.close()
         self._local.conn = None
 
-    def _get(self, path: str) -> bytes:
+    def _get(self, path: str, limit: int) -> bytes:
         if not self._direct:
-            return self._get_urllib(path)
+            return self._get_urllib(path, limit)
         for attempt in (1, 2):
             conn = self._connection()
+            deadline = time.monotonic() + self.timeout
             try:
                 conn.request("GET", self._prefix + path, headers=_HEADERS)
+                sock = conn.sock  # the response may outlive the connection's hold on it
+                if sock is not None:
+                    sock.settimeout(self.timeout)
                 resp = conn.getresponse()
-                body = resp.read()
+                body = read_body(resp, limit, deadline, sock)
             except _STALE as exc:
                 self._drop()
                 if attempt == 2:
@@ -71,29 +122,34 @@ class HttpSource:
             if resp.will_close:
                 self._drop()
             if 300 <= resp.status < 400:
-                return self._get_urllib(path)  # a redirect: let urllib follow it
+                return self._get_urllib(path, limit)  # a redirect: let urllib follow it
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status} for {self.base + path}")
             return body
         raise AssertionError("unreachable")
 
-    def _get_urllib(self, path: str) -> bytes:
+    def _get_urllib(self, path: str, limit: int) -> bytes:
         req = urllib.request.Request(self.base + path, headers=_HEADERS)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return bytes(resp.read())
+                body = bytes(resp.read(limit + 1))
         except urllib.error.HTTPError as exc:
             raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
         except urllib.error.URLError as exc:
             raise OSError(f"{self.base + path}: {exc.reason}") from exc
+        if len(body) > limit:
+            raise OSError(
+                f"{self.base + path}: answer of over {limit} bytes, at most {limit} expected"
+            )
+        return body
 
     def checkpoint(self) -> str:
         """GET <base>/checkpoint."""
-        return self._get("checkpoint").decode("utf-8")
+        return self._get("checkpoint", MAX_NOTE_BYTES).decode("utf-8")
 
     def read(self, tile: Tile) -> bytes | None:
         """GET <base>/tile/..."""
-        return self._get(tile.path)
+        return self._get(tile.path, max_size(tile))
 
     def read_many(self, tiles: Iterator[Tile]) -> Generator[bytes | None, None, None]:
         """The tiles in order, `parallel` GETs in flight and at most twice that many held.

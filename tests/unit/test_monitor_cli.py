@@ -185,7 +185,7 @@ class SlowHttp(HttpSource):
         self.lock = threading.Lock()
         self.in_flight = self.most_in_flight = self.gets = 0
 
-    def _get(self, path: str) -> bytes:
+    def _get(self, path: str, limit: int) -> bytes:
         with self.lock:
             self.gets += 1
             self.in_flight += 1

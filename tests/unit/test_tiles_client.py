@@ -1,0 +1,115 @@
+"""The monitor's HTTP tiles client against a hostile server: bounded size, bounded time.
+
+A monitor reads an untrusted log's server. A response larger than the resource can be (a
+checkpoint note, a hash tile, an entry bundle) or one that never ends must be an error the
+monitor reports, never all of memory or a monitor that waits for ever.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from golden_press.checkpoint import MAX_NOTE_BYTES
+from golden_press.tiles import Tile
+from service.cli.tiles_client import HttpSource
+
+#: What the server does with one accepted connection.
+Behaviour = Callable[[socket.socket], None]
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Behaviour], str]]:
+    """A one-behaviour HTTP server on loopback; yields a function that starts it, its base URL."""
+    servers: list[socket.socket] = []
+    stop = threading.Event()
+
+    def start(behaviour: Behaviour) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(65536)  # the request
+                    try:
+                        behaviour(conn)
+                    except OSError:
+                        pass  # the client hung up: what it should do
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{server.getsockname()[1]}/"
+
+    yield start
+    stop.set()
+    for server in servers:
+        server.close()
+
+
+def _headers(conn: socket.socket, extra: str) -> None:
+    conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{extra}\r\n".encode())
+
+
+def _finishes_within(seconds: float, call: Callable[[], object]) -> BaseException | None:
+    """Run `call` on a thread; the exception it raised (None: it returned). Fails on a hang."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still reading after {seconds} s"
+    return raised[0]
+
+
+def test_a_declared_oversized_checkpoint_is_refused(hostile: Callable[[Behaviour], str]) -> None:
+    def huge(conn: socket.socket) -> None:
+        _headers(conn, f"Content-Length: {MAX_NOTE_BYTES + 1}\r\n")
+        conn.sendall(b"x" * (MAX_NOTE_BYTES + 1))
+
+    exc = _finishes_within(10, HttpSource(hostile(huge), timeout=5).checkpoint)
+    assert isinstance(exc, OSError) and "at most" in str(exc), exc
+
+
+def test_an_endless_body_is_cut_at_the_largest_tile(hostile: Callable[[Behaviour], str]) -> None:
+    """No Content-Length, chunked for ever: reading stops just past what a hash tile can be."""
+    sent = [0]
+
+    def endless(conn: socket.socket) -> None:
+        _headers(conn, "Transfer-Encoding: chunked\r\n")
+        chunk = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"
+        for _ in range(1000):  # 64 MB, far past any tile
+            conn.sendall(chunk)
+            sent[0] += 0x10000
+
+    exc = _finishes_within(10, lambda: HttpSource(hostile(endless), timeout=5).read(Tile(0, 0)))
+    assert isinstance(exc, OSError) and "at most" in str(exc), exc
+
+
+def test_a_dripping_body_times_out_as_a_whole(hostile: Callable[[Behaviour], str]) -> None:
+    """One byte at a time, each well within the socket timeout: the whole GET still ends."""
+
+    def drip(conn: socket.socket) -> None:
+        _headers(conn, "Content-Length: 8192\r\n")
+        for _ in range(8192):
+            conn.sendall(b"\0")
+            time.sleep(0.05)
+
+    began = time.monotonic()
+    exc = _finishes_within(8, lambda: HttpSource(hostile(drip), timeout=1).read(Tile(0, 0)))
+    assert isinstance(exc, OSError), exc
+    assert time.monotonic() - began < 4
