@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import time
@@ -284,16 +285,40 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     return await asyncio.to_thread(run_monitor, args)
 
 
+def _seconds(text: str) -> float:
+    """A finite, non-negative number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _fetchers(text: str) -> int:
+    """How many tile fetches in flight: at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     """The verb's arguments (the parser comes from the CLI's verb factory)."""
     mon.add_argument(
         "source", metavar="SOURCE", help="tiles base URL, tiles directory, or grpc://HOST:PORT"
     )
     mon.add_argument("--follow", action="store_true", help="keep polling for new checkpoints")
-    mon.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    mon.add_argument(
+        "--interval", type=_seconds, default=5.0, help="seconds between polls (default 5)"
+    )
     mon.add_argument(
         "--parallel",
-        type=int,
+        type=_fetchers,
         default=4,
         metavar="N",
         help="tile fetches in flight over HTTP (default 4; 1: one at a time)",
@@ -316,10 +341,11 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     )
     mon.add_argument(
         "--quorum-wait",
-        type=float,
+        type=_seconds,
         default=120.0,
         metavar="SECONDS",
-        help="with --follow: how long a new checkpoint may lack its quorum before exit 1",
+        help="with --follow: how long a new checkpoint may lack its quorum before exit 1 "
+        "(default 120)",
     )
 
 

@@ -248,3 +248,26 @@ def test_over_the_tiles_server_connections_are_kept_alive(tmp_path: Path) -> Non
         assert source.checkpoint() == log.note  # the connection survives a 404
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(20)  # the old code followed for ever on some of these
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--follow", "--interval", "-1"],
+        ["--follow", "--interval", "nan"],
+        ["--parallel", "0"],
+        ["--parallel", "-3"],
+        ["--follow", "--quorum-wait", "-5"],
+    ],
+)
+async def test_impossible_numbers_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    """A negative interval or wait, or no fetcher at all, exits 2 before reading anything (a
+    negative --interval used to end a follower with time.sleep's ValueError)."""
+    directory = publish(tmp_path, MemLog(entries(3)))
+    capsys.readouterr()
+    code = await cli.run(["monitor", str(directory), "--vkey", VERIFIER.vkey, *flags, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert (code, doc["ok"], doc["error"]["reason"]) == (2, False, "Usage"), doc
