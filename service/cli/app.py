@@ -451,6 +451,25 @@ async def run(argv: Sequence[str] | None = None) -> int:
         return report(err, as_json=as_json)
 
 
+def run_local(args: argparse.Namespace, as_json: bool) -> int:
+    """Run a parsed verb in this process, the ones managing processes included; every failure
+    is reported like a rejection (the JSON envelope with --json), never a traceback."""
+    try:
+        if args.verb == "dev":
+            return cmd_dev(args)
+        if args.verb == "witness":
+            return serve_witness(args)
+        if args.verb == "demo":
+            return cmd_demo(args.json)
+        return asyncio.run(run_async(args))
+    except CliError as err:
+        return report(err, as_json=as_json)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or an unexpected outage: one line, never a traceback
+        return report(CliError("Internal", one_error(exc)), as_json=as_json)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script `golden-press`: ends with os._exit (Temporal SDK exit-time crash)."""
     as_json = wants_json(argv)
@@ -468,21 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SystemExit as exc:  # --help
         sys.stdout.flush()
         os._exit(int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE)
-    try:
-        if args.verb == "dev":
-            code = cmd_dev(args)
-        elif args.verb == "witness":
-            code = serve_witness(args)
-        elif args.verb == "demo":
-            code = cmd_demo(args.json)
-        else:
-            code = asyncio.run(run_async(args))
-    except CliError as err:
-        code = report(err, as_json=as_json)
-    except KeyboardInterrupt:
-        code = 130
-    except Exception as exc:  # a bug or an unexpected outage: one line, never a traceback
-        code = report(CliError("Internal", one_error(exc)))
+    code = run_local(args, as_json)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

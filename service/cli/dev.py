@@ -129,10 +129,14 @@ def dev_status(as_json: bool) -> int:
 def demo(as_json: bool) -> int:
     """`golden-press demo`; --json: the walk-through on stderr, {"ok": true, "demo": {...}}."""
     from service.cli.demo import run_demo
+    from service.devstack.servers import ServerError
 
     with people_to_stderr(as_json) as stdout:
         summary: dict[str, Any] = {}
-        code = run_demo(summary)
+        try:
+            code = run_demo(summary)
+        except ServerError as exc:  # the stack it needs could not start (as `dev up`)
+            raise CliError("DevStackFailed", str(exc), EXIT_REJECTED) from exc
         if as_json:
             emit_to(stdout, {"demo": summary})
     return code

