@@ -69,17 +69,21 @@ class DirectorySource:
 class GrpcSource:
     """The gRPC API: entries by GetEntries pages; no hash tiles (the tree is rebuilt instead)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, timeout: float = 30.0) -> None:
         from service.api.pb import golden_pb2, golden_pb2_grpc
 
         self._pb = golden_pb2
+        self._timeout = timeout  # every call's deadline: a server that never answers is an error
         self._channel = grpc.insecure_channel(address)
         self._stub = golden_pb2_grpc.GoldenPressStub(self._channel)
 
     def checkpoint(self) -> str:
         """GetCheckpoint's signed note."""
         try:
-            return str(self._stub.GetCheckpoint(self._pb.GetCheckpointRequest()).checkpoint)
+            answer = self._stub.GetCheckpoint(
+                self._pb.GetCheckpointRequest(), timeout=self._timeout
+            )
+            return str(answer.checkpoint)
         except grpc.RpcError as exc:
             raise OSError(f"GetCheckpoint: {exc.code().name}: {exc.details()}") from exc
 
@@ -90,7 +94,8 @@ class GrpcSource:
         start = tile.index * 256
         try:
             resp = self._stub.GetEntries(
-                self._pb.GetEntriesRequest(start=start, end=start + tile.width)
+                self._pb.GetEntriesRequest(start=start, end=start + tile.width),
+                timeout=self._timeout,
             )
         except grpc.RpcError as exc:
             raise OSError(f"GetEntries: {exc.code().name}: {exc.details()}") from exc

@@ -113,3 +113,35 @@ def test_a_dripping_body_times_out_as_a_whole(hostile: Callable[[Behaviour], str
     exc = _finishes_within(8, lambda: HttpSource(hostile(drip), timeout=1).read(Tile(0, 0)))
     assert isinstance(exc, OSError), exc
     assert time.monotonic() - began < 4
+
+
+def test_a_grpc_source_that_never_answers_times_out() -> None:
+    """A gRPC API that accepts the call and never answers: an error, not a monitor stuck for
+    ever (its calls had no deadline)."""
+    from concurrent import futures
+
+    import grpc
+
+    from service.cli.monitor import GrpcSource
+
+    release = threading.Event()
+
+    def silent(_request: bytes, _context: object) -> bytes:
+        release.wait(30)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    handler = grpc.unary_unary_rpc_method_handler(silent)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("golden.v1.GoldenPress", {"GetCheckpoint": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    source = GrpcSource(f"127.0.0.1:{port}", timeout=0.5)
+    try:
+        exc = _finishes_within(10, source.checkpoint)
+        assert isinstance(exc, OSError) and "DEADLINE_EXCEEDED" in str(exc), exc
+    finally:
+        release.set()
+        source.close()
+        server.stop(0)
