@@ -333,6 +333,10 @@ class Monitor:
             note = self.source.checkpoint()
         except OSError as exc:
             raise Violation(ViolationKind.UNREADABLE, f"checkpoint: {exc}") from exc
+        except UnicodeDecodeError as exc:  # a source decodes the note; the log's bytes are no text
+            raise Violation(
+                ViolationKind.BAD_CHECKPOINT, f"checkpoint is not UTF-8 text (byte {exc.start})"
+            ) from exc
         return self.check_note(note)
 
     def check_note(self, note: str) -> MonitorState:

@@ -145,3 +145,20 @@ def test_a_grpc_source_that_never_answers_times_out() -> None:
         release.set()
         source.close()
         server.stop(0)
+
+
+def test_a_checkpoint_that_is_not_utf8_is_a_bad_checkpoint(
+    hostile: Callable[[Behaviour], str],
+) -> None:
+    """Bytes that are no text are a bad checkpoint (exit 1), not the monitor's own crash."""
+    from golden_press.monitor import Monitor, Violation, ViolationKind
+    from tests.helpers.memlog import VERIFIER
+
+    def garbage(conn: socket.socket) -> None:
+        _headers(conn, "Content-Length: 4\r\n")
+        conn.sendall(b"\xff\xfe\x00\x80")
+
+    monitor = Monitor(HttpSource(hostile(garbage), timeout=5), [VERIFIER], VERIFIER.name)
+    with pytest.raises(Violation) as found:
+        monitor.check()
+    assert found.value.kind is ViolationKind.BAD_CHECKPOINT, found.value
