@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -122,11 +122,18 @@ async def test_mtls_requires_a_client_certificate(mtls_api: str, ca: TestCA) -> 
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+async def run_main(
+    main: Callable[[list[str]], Awaitable[int]], capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, str, str]:
+    """An in-process entry point (the CLI's or the starter's run): exit code, stdout, stderr."""
     capsys.readouterr()
-    code = await cli.run(list(argv))
+    code = await main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    return await run_main(cli.run, capsys, *argv)
 
 
 async def test_cli_over_mtls(
@@ -163,10 +170,7 @@ async def test_cli_over_mtls(
 
 
 async def run_starter(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = await issue_via_api.run(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return await run_main(issue_via_api.run, capsys, *argv)
 
 
 async def test_starter_over_tls_with_flags(
