@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    dev = verbs.add_parser("dev", help="the embedded dev stack (up, down)")
+    dev = verbs.add_parser("dev", help="the embedded dev stack (up, down, status)")
     dev_verbs = dev.add_subparsers(dest="dev_verb", required=True, metavar="VERB")
     up = _verb(
         dev_verbs,
