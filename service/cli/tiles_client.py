@@ -6,16 +6,15 @@ thread keeps its own HTTP/1.1 connection (http.client), and `read_many` keeps `p
 flight. Redirects and configured proxies go through urllib, which handles them.
 
 The server is untrusted, so every answer is bounded: never more bytes than the resource can
-hold (a signed note, a hash tile, an entry bundle of 65,535-byte entries), and on the direct
-path a body must arrive whole within `timeout` seconds, however slowly it drips. (Status line and
-headers are left to http.client's own limits: 100 lines of at most 64 KiB, each read within the
-timeout.)
+hold (a signed note, a hash tile, an entry bundle of 65,535-byte entries), and a body must
+arrive whole within `timeout` seconds, however slowly it drips (golden_press.answers). Status
+line and headers are left to http.client's own limits: 100 lines of at most 64 KiB, each read
+within the timeout.
 """
 
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 import urllib.error
@@ -25,6 +24,7 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+from golden_press.answers import read_body
 from golden_press.checkpoint import MAX_NOTE_BYTES
 from golden_press.merkle import HASH_SIZE
 from golden_press.tiles import MAX_ENTRY_LEN, Tile
@@ -32,40 +32,11 @@ from golden_press.tiles import MAX_ENTRY_LEN, Tile
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "golden-press"}
 #: Errors of a kept-alive connection the server closed meanwhile: reconnect once and resend.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-_CHUNK = 1 << 16
 
 
 def max_size(tile: Tile) -> int:
     """The most bytes `tile` can hold: its hashes, or its entries each with a 2-byte length."""
     return tile.width * ((2 + MAX_ENTRY_LEN) if tile.is_bundle else HASH_SIZE)
-
-
-def read_body(
-    resp: http.client.HTTPResponse, limit: int, deadline: float, sock: socket.socket | None
-) -> bytes:
-    """The response's body: at most `limit` bytes, all of it before `deadline` (monotonic).
-
-    Reads what each packet brings (read1), with the socket's timeout cut to the time left, so
-    a body dripping a byte at a time still ends by the deadline.
-    """
-    if resp.length is not None and resp.length > limit:
-        raise OSError(f"answer of {resp.length} bytes, at most {limit} expected")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("answer not complete within the timeout")
-        if sock is not None:
-            sock.settimeout(left)
-        chunk = resp.read1(_CHUNK)
-        if not chunk:
-            resp.read()  # nothing left; closes the response so the connection can be reused
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise OSError(f"answer of over {limit} bytes, at most {limit} expected")
-        chunks.append(chunk)
 
 
 class HttpSource:
@@ -130,18 +101,16 @@ class HttpSource:
 
     def _get_urllib(self, path: str, limit: int) -> bytes:
         req = urllib.request.Request(self.base + path, headers=_HEADERS)
+        deadline = time.monotonic() + self.timeout
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                body = bytes(resp.read(limit + 1))
+                return read_body(resp, limit, deadline)
         except urllib.error.HTTPError as exc:
             raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
         except urllib.error.URLError as exc:
             raise OSError(f"{self.base + path}: {exc.reason}") from exc
-        if len(body) > limit:
-            raise OSError(
-                f"{self.base + path}: answer of over {limit} bytes, at most {limit} expected"
-            )
-        return body
+        except OSError as exc:
+            raise OSError(f"{self.base + path}: {exc}") from exc
 
     def checkpoint(self) -> str:
         """GET <base>/checkpoint."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -162,3 +163,21 @@ def test_a_checkpoint_that_is_not_utf8_is_a_bad_checkpoint(
     with pytest.raises(Violation) as found:
         monitor.check()
     assert found.value.kind is ViolationKind.BAD_CHECKPOINT, found.value
+
+
+def test_through_a_proxy_the_answer_is_bounded_too(
+    hostile: Callable[[Behaviour], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a proxy configured the GETs go through urllib: the same size limit holds there."""
+
+    def huge(conn: socket.socket) -> None:
+        _headers(conn, f"Content-Length: {MAX_NOTE_BYTES + 1}\r\n")
+        conn.sendall(b"x" * (MAX_NOTE_BYTES + 1))
+
+    monkeypatch.setenv("http_proxy", hostile(huge))
+    monkeypatch.setenv("no_proxy", "")
+    # urlopen's shared opener read the proxies when first built (by any earlier test): rebuild.
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    source = HttpSource("http://tiles.invalid/", timeout=5)
+    exc = _finishes_within(10, source.checkpoint)
+    assert isinstance(exc, OSError) and "at most" in str(exc), exc
