@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from golden_press.answers import read_body
+
 HTTP_TIMEOUT_S = 10.0
+#: A witness answers with its cosignature lines (a few hundred bytes); more is not an answer.
+MAX_ANSWER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -19,17 +24,18 @@ class HttpAnswer:
 
 
 def post(url: str, body: bytes, timeout: float = HTTP_TIMEOUT_S) -> HttpAnswer:
-    """POST body to url (blocking; run it in a thread). Network errors become status 0."""
+    """POST body to url (blocking; run it in a thread). Network errors become status 0, and so
+    does an answer over MAX_ANSWER_BYTES or not complete within `timeout` seconds."""
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "text/plain; charset=utf-8"}
     )
+    deadline = time.monotonic() + timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return HttpAnswer(
-                resp.status, resp.headers.get("Content-Type", ""), resp.read().decode("utf-8")
-            )
+            text = read_body(resp, MAX_ANSWER_BYTES, deadline).decode("utf-8")
+            return HttpAnswer(resp.status, resp.headers.get("Content-Type", ""), text)
     except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", "replace")
+        text = exc.read(MAX_ANSWER_BYTES).decode("utf-8", "replace")  # only ever logged
         return HttpAnswer(exc.code, exc.headers.get("Content-Type", ""), text)
     except (OSError, ValueError) as exc:  # URLError, refused, timeout, bad URL
         return HttpAnswer(0, "", str(exc))
