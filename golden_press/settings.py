@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from golden_press.cosignature import Witness, WitnessPolicy, parse_witnesses
@@ -129,3 +129,12 @@ class Settings(BaseSettings):
     def revoked_subject(self) -> str:
         """Subject of GoldenTicketRevoked (admin, fraud)."""
         return f"{self.subject_prefix}.golden_ticket.revoked"
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """Invalid settings as one line naming the variable and what is wrong with it, never its
+    value (pydantic's own text quotes the value, and the variable may hold a secret)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"

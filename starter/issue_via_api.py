@@ -24,8 +24,9 @@ import uuid
 from collections.abc import Sequence
 
 import grpc
+from pydantic import ValidationError
 
-from golden_press.settings import Settings
+from golden_press.settings import Settings, settings_problem
 from service.api.channel import add_tls_arguments, bearer, client_tls, first_token, open_channel
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
@@ -49,7 +50,11 @@ def parser() -> argparse.ArgumentParser:
 async def run(argv: Sequence[str] | None = None) -> int:
     """Issue one ticket and print it; the exit code."""
     args = parser().parse_args(argv)
-    settings = Settings()  # from the environment
+    try:
+        settings = Settings()  # from the environment
+    except ValidationError as err:
+        print(f"error: InvalidRequest: {settings_problem(err)}", file=sys.stderr)
+        return EXIT_USAGE
     token = args.token or first_token(settings.api_tokens_file)
     try:
         channel = open_channel(args.addr or settings.grpc_addr, client_tls(args))

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from golden_press.settings import Settings
+from pydantic import ValidationError
+
+from golden_press.settings import Settings, settings_problem
 from service.api.channel import ClientTls, bearer, client_tls, first_token, open_channel
 
 if TYPE_CHECKING:
@@ -55,8 +57,12 @@ class CliError(Exception):
 
 
 def settings() -> Settings:
-    """Settings from the environment (mypy without the pydantic plugin wants the aliases)."""
-    return Settings()
+    """Settings from the environment (mypy without the pydantic plugin wants the aliases); a
+    variable that does not parse is a usage error naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise CliError("InvalidRequest", settings_problem(exc), EXIT_USAGE) from exc
 
 
 @dataclass(frozen=True)
