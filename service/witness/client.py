@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -35,10 +36,20 @@ def post(url: str, body: bytes, timeout: float = HTTP_TIMEOUT_S) -> HttpAnswer:
             text = read_body(resp, MAX_ANSWER_BYTES, deadline).decode("utf-8")
             return HttpAnswer(resp.status, resp.headers.get("Content-Type", ""), text)
     except urllib.error.HTTPError as exc:
-        text = exc.read(MAX_ANSWER_BYTES).decode("utf-8", "replace")  # only ever logged
-        return HttpAnswer(exc.code, exc.headers.get("Content-Type", ""), text)
+        return HttpAnswer(exc.code, exc.headers.get("Content-Type", ""), _refusal(exc, deadline))
     except (OSError, ValueError) as exc:  # URLError, refused, timeout, bad URL
         return HttpAnswer(0, "", str(exc))
+
+
+def _refusal(exc: urllib.error.HTTPError, deadline: float) -> str:
+    """An error answer's text (only ever logged), bounded like an answer; what cannot be read
+    in time or is too long is left out."""
+    if not isinstance(exc.fp, http.client.HTTPResponse):
+        return ""
+    try:
+        return read_body(exc.fp, MAX_ANSWER_BYTES, deadline).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as problem:
+        return f"(answer unread: {problem})"
 
 
 __all__ = ["HTTP_TIMEOUT_S", "HttpAnswer", "post"]

@@ -18,18 +18,19 @@ from service.witness.client import MAX_ANSWER_BYTES, post
 
 
 @pytest.fixture
-def witness() -> Iterator[Callable[[bytes, float], str]]:
-    """A one-answer HTTP server: `start(body, pause)` sends 200 and the body, `pause` s a byte."""
+def witness() -> Iterator[Callable[..., str]]:
+    """A one-answer HTTP server: `start(body, pause, status=200)` sends the status and the body,
+    `pause` seconds a byte."""
     servers: list[socket.socket] = []
 
-    def start(body: bytes, pause: float) -> str:
+    def start(body: bytes, pause: float, status: int = 200) -> str:
         server = socket.create_server(("127.0.0.1", 0))
         servers.append(server)
 
         def serve() -> None:
             with server.accept()[0] as conn:
                 conn.recv(65536)
-                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n"
                 try:
                     conn.sendall(head.encode())
                     if not pause:
@@ -49,14 +50,22 @@ def witness() -> Iterator[Callable[[bytes, float], str]]:
 
 
 def test_an_answer_larger_than_any_cosignature_is_refused(
-    witness: Callable[[bytes, float], str],
+    witness: Callable[..., str],
 ) -> None:
     answer = post(witness(b"x" * (MAX_ANSWER_BYTES + 1), 0), b"old 0\n\n", timeout=5)
     assert answer.status == 0 and "at most" in answer.body, answer.body[:200]
 
 
-def test_a_dripping_answer_ends_by_the_timeout(witness: Callable[[bytes, float], str]) -> None:
+def test_a_dripping_answer_ends_by_the_timeout(witness: Callable[..., str]) -> None:
     began = time.monotonic()
     answer = post(witness(b"- " * 1000, 0.05), b"old 0\n\n", timeout=1)
     assert answer.status == 0, answer
+    assert time.monotonic() - began < 4
+
+
+def test_a_dripping_refusal_ends_by_the_timeout(witness: Callable[..., str]) -> None:
+    """The same for an error answer, whose text is only logged."""
+    began = time.monotonic()
+    answer = post(witness(b"- " * 1000, 0.05, 500), b"old 0\n\n", timeout=1)
+    assert answer.status == 500, answer
     assert time.monotonic() - began < 4
