@@ -174,8 +174,11 @@ def format_witnesses(witnesses: Iterable[Witness]) -> str:
     return ",".join(f"{w.verifier.vkey} {w.url}" for w in witnesses)
 
 
-def parse_quorum(value: str | int | None, witness_count: int) -> int:
-    """`GOLDEN_WITNESS_QUORUM`: how many distinct configured witnesses must cosign.
+def parse_quorum(
+    value: str | int | None, witness_count: int, name: str = "GOLDEN_WITNESS_QUORUM"
+) -> int:
+    """`GOLDEN_WITNESS_QUORUM` (or the setting `name`, in messages): how many distinct
+    configured witnesses must cosign.
 
     Unset, empty or `all`: every configured witness. Otherwise an integer 0..witness_count;
     0 trusts the ledger's own signature alone (what a log without witnesses does).
@@ -185,13 +188,10 @@ def parse_quorum(value: str | int | None, witness_count: int) -> int:
     try:
         quorum = int(value)
     except ValueError as exc:
-        raise ValueError(
-            f"GOLDEN_WITNESS_QUORUM must be an integer or 'all', got {value!r}"
-        ) from exc
+        raise ValueError(f"{name} must be an integer or 'all', got {value!r}") from exc
     if not 0 <= quorum <= witness_count:
         raise ValueError(
-            f"GOLDEN_WITNESS_QUORUM is {quorum}, must be 0..{witness_count} "
-            f"(the number of configured witnesses)"
+            f"{name} is {quorum}, must be 0..{witness_count} (the number of configured witnesses)"
         )
     return quorum
 

@@ -117,7 +117,9 @@ def open_source(spec: str, parallel: int = 4) -> LogSource:
         return DirectorySource(path)
     if ":" in spec and not path.exists():
         return GrpcSource(spec)
-    raise CliError("InvalidRequest", f"monitor source {spec!r}: not a URL, directory or address")
+    raise CliError(
+        "InvalidRequest", f"monitor source {spec!r}: not a URL, directory or address", EXIT_USAGE
+    )
 
 
 def _trust_roots(args: argparse.Namespace) -> TrustRoots | None:
@@ -129,7 +131,9 @@ def _trust_roots(args: argparse.Namespace) -> TrustRoots | None:
         return load_trust_roots(keys_file.read_text("utf-8"))
     except (OSError, ValueError, GoldenError) as exc:
         raise CliError(
-            "InvalidRequest", f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0]
+            "InvalidRequest",
+            f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0],
+            EXIT_USAGE,
         ) from exc
 
 
@@ -150,7 +154,9 @@ def load_verifiers(
         return roots.ledger_verifiers(), roots.ledger_origin
     except (OSError, ValueError, GoldenError) as exc:
         raise CliError(
-            "InvalidRequest", f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0]
+            "InvalidRequest",
+            f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0],
+            EXIT_USAGE,
         ) from exc
 
 
@@ -174,11 +180,12 @@ def load_witness_policy(args: argparse.Namespace, roots: TrustRoots | None) -> W
             verifiers, quorum = policy.witnesses, policy.quorum
         else:
             verifiers, quorum = (), None
+        named = "GOLDEN_WITNESS_QUORUM"
         if args.quorum is not None:
-            quorum = args.quorum
-        return WitnessPolicy(verifiers, parse_quorum(quorum, len(verifiers)))
+            quorum, named = args.quorum, "--quorum"
+        return WitnessPolicy(verifiers, parse_quorum(quorum, len(verifiers), named))
     except (OSError, ValueError, GoldenError) as exc:
-        raise CliError("InvalidRequest", f"witnesses: {exc}".splitlines()[0]) from exc
+        raise CliError("InvalidRequest", f"witnesses: {exc}".splitlines()[0], EXIT_USAGE) from exc
 
 
 def _vkey_text(value: str) -> str:
@@ -193,7 +200,9 @@ def _load_state(path: Path | None) -> MonitorState | None:
     try:
         return MonitorState.model_validate_json(path.read_text("utf-8"))
     except ValueError as exc:
-        raise CliError("InvalidRequest", f"state file {path}: not a monitor state") from exc
+        raise CliError(
+            "InvalidRequest", f"state file {path}: not a monitor state", EXIT_USAGE
+        ) from exc
 
 
 def _save_state(path: Path | None, state: MonitorState) -> None:

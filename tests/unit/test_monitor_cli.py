@@ -271,3 +271,27 @@ async def test_impossible_numbers_are_usage_errors(
     code = await cli.run(["monitor", str(directory), "--vkey", VERIFIER.vkey, *flags, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert (code, doc["ok"], doc["error"]["reason"]) == (2, False, "Usage"), doc
+
+
+async def test_bad_configuration_is_exit_2_never_the_violation_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 means "the log breaks a rule"; a key, witness, quorum, source or state file the
+    monitor cannot use is the operator's mistake: exit 2, InvalidRequest, naming what is wrong."""
+    directory = publish(tmp_path / "log", MemLog(entries(3)), (W1, W1_V))
+    garbage = tmp_path / "state.json"
+    garbage.write_text("not json")
+    base = [str(directory), "--vkey", VERIFIER.vkey]
+    cases = [
+        ([str(directory), "--vkey", "not-a-vkey"], "--vkey"),
+        ([*base, "--witness", "not-a-vkey"], "witnesses"),
+        ([*base, "--witness", W1_V.vkey, "--quorum", "2"], "--quorum"),
+        ([str(tmp_path / "missing"), "--vkey", VERIFIER.vkey], "monitor source"),
+        ([*base, "--state", str(garbage)], "state file"),
+    ]
+    for argv, named in cases:
+        capsys.readouterr()
+        code = await cli.run(["monitor", *argv, "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert (code, doc["error"]["reason"]) == (2, "InvalidRequest"), (argv, doc)
+        assert named in doc["error"]["message"], (argv, doc)
