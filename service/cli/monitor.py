@@ -234,9 +234,27 @@ def run_monitor(args: argparse.Namespace) -> int:
     roots = _trust_roots(args)
     verifiers, origin = load_verifiers(args, roots)
     witnesses = load_witness_policy(args, roots)
-    source = open_source(args.source, args.parallel)
     state_path = Path(args.state) if args.state else None
     state = _load_state(state_path)
+    source = open_source(args.source, args.parallel)
+    try:
+        return _follow(args, source, verifiers, origin, state, witnesses, state_path)
+    finally:
+        close = getattr(source, "close", None)  # the gRPC source holds a channel
+        if close is not None:
+            close()
+
+
+def _follow(
+    args: argparse.Namespace,
+    source: LogSource,
+    verifiers: list[NoteVerifier],
+    origin: str,
+    state: MonitorState | None,
+    witnesses: WitnessPolicy,
+    state_path: Path | None,
+) -> int:
+    """Check once, or with --follow until a violation; the exit code."""
     monitor = Monitor(
         source, verifiers, origin, state, on_progress=_progress_printer(), witnesses=witnesses
     )

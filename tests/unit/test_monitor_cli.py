@@ -295,3 +295,21 @@ async def test_bad_configuration_is_exit_2_never_the_violation_exit(
         doc = json.loads(capsys.readouterr().out)
         assert (code, doc["error"]["reason"]) == (2, "InvalidRequest"), (argv, doc)
         assert named in doc["error"]["message"], (argv, doc)
+
+
+async def test_the_source_is_closed_when_the_monitor_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source holding a connection (the gRPC channel) is closed, violation or not."""
+    from service.cli import monitor as monitor_cli
+
+    directory = publish(tmp_path, MemLog(entries(3)))
+    closed: list[bool] = []
+
+    class Closing(monitor_cli.DirectorySource):
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(monitor_cli, "open_source", lambda spec, parallel: Closing(Path(spec)))
+    code, _ = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    assert code == 0 and closed == [True]
