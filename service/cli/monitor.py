@@ -122,6 +122,15 @@ def open_source(spec: str, parallel: int = 4) -> LogSource:
     )
 
 
+def _unusable_key(exc: Exception) -> CliError:
+    """No ledger key to check the log against: a usage error (exit 2) saying why."""
+    return CliError(
+        "InvalidRequest",
+        f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0],
+        EXIT_USAGE,
+    )
+
+
 def _trust_roots(args: argparse.Namespace) -> TrustRoots | None:
     """The trust roots file (--keys, default public-keys.json) unless --vkey names the key."""
     if args.vkey:
@@ -130,11 +139,7 @@ def _trust_roots(args: argparse.Namespace) -> TrustRoots | None:
     try:
         return load_trust_roots(keys_file.read_text("utf-8"))
     except (OSError, ValueError, GoldenError) as exc:
-        raise CliError(
-            "InvalidRequest",
-            f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0],
-            EXIT_USAGE,
-        ) from exc
+        raise _unusable_key(exc) from exc
 
 
 def load_verifiers(
@@ -143,21 +148,13 @@ def load_verifiers(
     """The log's key(s) and origin: --vkey, else the trust roots file."""
     try:
         if args.vkey:
-            text = args.vkey
-            candidate = Path(text)
-            if candidate.is_file():
-                text = candidate.read_text("utf-8").strip()
-            verifier = NoteVerifier.from_vkey(text)
+            verifier = NoteVerifier.from_vkey(_vkey_text(args.vkey))
             return [verifier], verifier.name
         roots = roots or _trust_roots(args)
         assert roots is not None
         return roots.ledger_verifiers(), roots.ledger_origin
     except (OSError, ValueError, GoldenError) as exc:
-        raise CliError(
-            "InvalidRequest",
-            f"no usable ledger key (--vkey or --keys): {exc}".splitlines()[0],
-            EXIT_USAGE,
-        ) from exc
+        raise _unusable_key(exc) from exc
 
 
 def load_witness_policy(args: argparse.Namespace, roots: TrustRoots | None) -> WitnessPolicy:
