@@ -40,6 +40,7 @@ from golden_press.monitor import (
     ViolationKind,
 )
 from golden_press.tiles import Tile, encode_bundle
+from service.api.channel import ClientTls, add_tls_arguments, client_tls
 from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError, settings
 from service.cli.keys import default_keys_file
 from service.cli.output import emit_json
@@ -69,12 +70,22 @@ class DirectorySource:
 class GrpcSource:
     """The gRPC API: entries by GetEntries pages; no hash tiles (the tree is rebuilt instead)."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, tls: ClientTls | None = None, timeout: float = 30.0) -> None:
         from service.api.pb import golden_pb2, golden_pb2_grpc
+        from service.api.tls import TlsConfigError, channel_credentials
 
         self._pb = golden_pb2
         self._timeout = timeout  # every call's deadline: a server that never answers is an error
-        self._channel = grpc.insecure_channel(address)
+        tls = tls or ClientTls()
+        try:
+            credentials = channel_credentials(tls.ca_file, tls.cert_file, tls.key_file)
+        except TlsConfigError as exc:
+            raise CliError("InvalidRequest", str(exc), EXIT_USAGE) from exc
+        self._channel = (
+            grpc.insecure_channel(address)
+            if credentials is None
+            else grpc.secure_channel(address, credentials)
+        )
         self._stub = golden_pb2_grpc.GoldenPressStub(self._channel)
 
     def checkpoint(self) -> str:
@@ -106,17 +117,17 @@ class GrpcSource:
         self._channel.close()
 
 
-def open_source(spec: str, parallel: int = 4) -> LogSource:
-    """The source a SOURCE argument names."""
+def open_source(spec: str, parallel: int = 4, tls: ClientTls | None = None) -> LogSource:
+    """The source a SOURCE argument names (`tls`: how a gRPC source dials the API)."""
     if spec.startswith(("http://", "https://")):
         return HttpSource(spec, parallel=parallel)
     if spec.startswith("grpc://"):
-        return GrpcSource(spec.removeprefix("grpc://"))
+        return GrpcSource(spec.removeprefix("grpc://"), tls)
     path = Path(spec)
     if path.is_dir():
         return DirectorySource(path)
     if ":" in spec and not path.exists():
-        return GrpcSource(spec)
+        return GrpcSource(spec, tls)
     raise CliError(
         "InvalidRequest", f"monitor source {spec!r}: not a URL, directory or address", EXIT_USAGE
     )
@@ -233,7 +244,7 @@ def run_monitor(args: argparse.Namespace) -> int:
     witnesses = load_witness_policy(args, roots)
     state_path = Path(args.state) if args.state else None
     state = _load_state(state_path)
-    source = open_source(args.source, args.parallel)
+    source = open_source(args.source, args.parallel, client_tls(args))
     try:
         return _follow(args, source, verifiers, origin, state, witnesses, state_path)
     finally:
@@ -353,6 +364,7 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
         help="tile fetches in flight over HTTP (default 4; 1: one at a time)",
     )
     mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
+    add_tls_arguments(mon)  # a grpc:// source dials TLS like every verb that calls the API
     mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
     mon.add_argument("--keys", metavar="FILE", help="trust roots (default: public-keys.json)")
     mon.add_argument(

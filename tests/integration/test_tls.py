@@ -17,6 +17,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from golden_press.checkpoint import NoteVerifier
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import bound_port, serve, shutdown
 from service.api.tls import channel_credentials
@@ -257,3 +258,28 @@ async def test_plaintext_on_a_public_address_warns(
         )
         await shutdown(server, grace=None)
     assert not [r for r in caplog.records if "PLAINTEXT" in r.getMessage()]
+
+
+async def test_monitor_reads_the_log_over_mtls(
+    mtls_api: str,
+    ca: TestCA,
+    stack: Stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`monitor grpc://…` dials TLS with the same flags as every other verb (plaintext failed)."""
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))  # never a real dev stack
+    await stack.issue("tls-monitored")
+    vkey = NoteVerifier(stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)).vkey
+    client = ca.client()
+    tls = ["--ca-file", str(ca.cert_file), "--cert-file", str(client.cert_file)]
+    tls += ["--key-file", str(client.key_file)]
+    argv = ["monitor", f"grpc://{mtls_api}", "--vkey", vkey, "--json"]
+    code, out, err = await run_cli(capsys, *argv, *tls)
+    assert code == 0, out + err
+    assert json.loads(out)["monitor"]["tree_size"] >= 1
+
+    code, out, _err = await run_cli(capsys, *argv, "--ca-file", str(ca.cert_file))
+    assert code != 0  # no client certificate: the API refuses the handshake
+    assert json.loads(out)["error"]["reason"] != "Internal"

@@ -310,6 +310,6 @@ async def test_the_source_is_closed_when_the_monitor_ends(
         def close(self) -> None:
             closed.append(True)
 
-    monkeypatch.setattr(monitor_cli, "open_source", lambda spec, parallel: Closing(Path(spec)))
+    monkeypatch.setattr(monitor_cli, "open_source", lambda spec, parallel, tls: Closing(Path(spec)))
     code, _ = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
     assert code == 0 and closed == [True]
