@@ -39,6 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
 from service.store.nats_client import connect_nats
+from starter.environment import EXIT_USAGE, settings_from_environment
 
 #: ce-type -> the protobuf class its body decodes as.
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -173,7 +174,9 @@ async def consume(
 
 async def main_async(args: argparse.Namespace) -> int:
     """Connect, consume, print each new event as a JSON line."""
-    settings = Settings()
+    settings = settings_from_environment()
+    if settings is None:
+        return EXIT_USAGE
     nc = await connect_nats(settings)
     try:
         sink = JsonlSink(Path(args.sink))

@@ -20,16 +20,18 @@ import os
 import sys
 
 from golden_press.errors import GoldenError
-from golden_press.settings import Settings
 from service.sagas.admission import Admission, new_request_id
 from service.sagas.client import connect_client
 from service.sagas.runs import SagaFailed
 from service.store.db import create_pool
+from starter.environment import EXIT_USAGE, settings_from_environment
 
 
 async def issue(user_id: str, request_id: str) -> int:
     """Admit one request and print the ticket."""
-    settings = Settings()  # from the environment
+    settings = settings_from_environment()
+    if settings is None:
+        return EXIT_USAGE
     client = await connect_client(settings)
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
     try:

@@ -24,13 +24,12 @@ import uuid
 from collections.abc import Sequence
 
 import grpc
-from pydantic import ValidationError
 
-from golden_press.settings import Settings, settings_problem
 from service.api.channel import add_tls_arguments, bearer, client_tls, first_token, open_channel
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.tls import TlsConfigError
+from starter.environment import settings_from_environment
 
 #: Exit codes, as the CLI's: rejected, bad arguments, API unreachable.
 EXIT_REJECTED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
@@ -50,10 +49,8 @@ def parser() -> argparse.ArgumentParser:
 async def run(argv: Sequence[str] | None = None) -> int:
     """Issue one ticket and print it; the exit code."""
     args = parser().parse_args(argv)
-    try:
-        settings = Settings()  # from the environment
-    except ValidationError as err:
-        print(f"error: InvalidRequest: {settings_problem(err)}", file=sys.stderr)
+    settings = settings_from_environment()
+    if settings is None:
         return EXIT_USAGE
     token = args.token or first_token(settings.api_tokens_file)
     try:

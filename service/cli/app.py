@@ -24,6 +24,7 @@ from service.cli.client import (
     one_error,
     report,
     resolve_endpoint,
+    settings,
 )
 from service.cli.dev import cmd_dev
 from service.cli.dev import demo as cmd_demo
@@ -455,6 +456,8 @@ def run_local(args: argparse.Namespace, as_json: bool) -> int:
     """Run a parsed verb in this process, the ones managing processes included; every failure
     is reported like a rejection (the JSON envelope with --json), never a traceback."""
     try:
+        if args.verb in ("dev", "witness", "demo"):
+            settings()  # a variable that does not parse is named before anything starts
         if args.verb == "dev":
             return cmd_dev(args)
         if args.verb == "witness":
