@@ -468,7 +468,7 @@ class LedgerStore:
         return leaf
 
     async def entries(self, conn: asyncpg.Connection, start: int, stop: int) -> list[StoredEntry]:
-        """Leaves [start, stop) in order, for the audit (page through large logs)."""
+        """Leaves [start, stop) in order, for the audit and the tiles (page through large logs)."""
         rows = await conn.fetch(
             "SELECT leaf_index, ticket_id, kind, entry, leaf_hash, created_at FROM ledger_entries"
             " WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
@@ -487,8 +487,21 @@ class LedgerStore:
             for r in rows
         ]
 
+    async def node_hashes(
+        self, conn: asyncpg.Connection, level: int, start: int, stop: int
+    ) -> list[bytes]:
+        """Stored subtree hashes [start, stop) at `level` (a hash tile of tile level level/8)."""
+        rows = await conn.fetch(
+            "SELECT hash FROM ledger_nodes WHERE level = $1 AND idx >= $2 AND idx < $3"
+            " ORDER BY idx",
+            level,
+            start,
+            stop,
+        )
+        return [bytes(r["hash"]) for r in rows]
+
     async def entry_bytes(self, conn: asyncpg.Connection, start: int, stop: int) -> list[bytes]:
-        """The canonical bytes of leaves [start, stop), in order (GetEntries, tile publishing)."""
+        """The canonical bytes of leaves [start, stop), in order (GetEntries)."""
         rows = await conn.fetch(
             "SELECT entry FROM ledger_entries WHERE leaf_index >= $1 AND leaf_index < $2"
             " ORDER BY leaf_index",

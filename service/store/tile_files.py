@@ -152,23 +152,11 @@ class TilePublisher:
         """A tile's hashes (and, at level 0, its entries) from the ledger tables."""
         start = tile.index * 256
         if tile.level == 0:
-            rows = await conn.fetch(
-                "SELECT entry, leaf_hash FROM ledger_entries"
-                " WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
-                start,
-                start + tile.width,
-            )
-            hashes = [bytes(r["leaf_hash"]) for r in rows]
-            entries: list[bytes] | None = [bytes(r["entry"]) for r in rows]
+            stored = await self.ledger.entries(conn, start, start + tile.width)
+            hashes = [e.leaf_hash for e in stored]
+            entries: list[bytes] | None = [e.entry for e in stored]
         else:
-            rows = await conn.fetch(
-                "SELECT hash FROM ledger_nodes WHERE level = $1 AND idx >= $2 AND idx < $3"
-                " ORDER BY idx",
-                8 * tile.level,
-                start,
-                start + tile.width,
-            )
-            hashes = [bytes(r["hash"]) for r in rows]
+            hashes = await self.ledger.node_hashes(conn, 8 * tile.level, start, start + tile.width)
             entries = None
         if len(hashes) != tile.width:
             raise RuntimeError(f"{tile.path}: the database has {len(hashes)} of its hashes")
