@@ -125,8 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token for issue and redeem (default: GOLDEN_API_TOKENS_FILE's first line)",
     )
     add_tls_arguments(network)
+    saga = CliParser(add_help=False)  # the verbs that start a saga and wait for it
+    saga.add_argument("--timeout", type=float, default=WRITE_TIMEOUT_S, help=TIMEOUT_HELP)
+    saga.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the saga has started: print its workflow id (see `status`)",
+    )
     local = [output]
     remote = [output, network]
+    starts_saga = [output, network, saga]
 
     parser = CliParser(
         prog="golden-press",
@@ -175,19 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     issue = _verb(
-        verbs, "issue", "mint a ticket for a user", "golden-press issue --user alice", remote
+        verbs, "issue", "mint a ticket for a user", "golden-press issue --user alice", starts_saga
     )
     issue.add_argument("--user", required=True, help="the user the ticket is for")
     issue.add_argument(
         "--request-id",
         help="idempotency key: a retry with the same key returns the same ticket "
         "(default: a fresh one)",
-    )
-    issue.add_argument("--timeout", type=float, default=WRITE_TIMEOUT_S, help=TIMEOUT_HELP)
-    issue.add_argument(
-        "--no-wait",
-        action="store_true",
-        help="return once the saga has started: print its workflow id (see `status`)",
     )
 
     verify = _verb(
@@ -241,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "redeem",
         "redeem a ticket for its issuee",
         "golden-press redeem 3f2c...e1 --user alice",
-        remote,
+        starts_saga,
     )
     redeem.add_argument("ticket_id", metavar="ID", help="the ticket id")
     redeem.add_argument("--user", required=True, help="who presents the ticket (the issuee)")
@@ -249,12 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle",
         metavar="BUNDLE",
         help="the proof bundle the holder carries (default: fetch it from the API first)",
-    )
-    redeem.add_argument("--timeout", type=float, default=WRITE_TIMEOUT_S, help=TIMEOUT_HELP)
-    redeem.add_argument(
-        "--no-wait",
-        action="store_true",
-        help="return once the saga has started: print its workflow id (see `status`)",
     )
 
     status = _verb(
