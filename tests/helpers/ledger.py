@@ -10,7 +10,7 @@ from nacl.signing import SigningKey
 from golden_press.checkpoint import Checkpoint, sign_checkpoint
 from golden_press.ledger_entry import EntryKind, LedgerEntry, encode_entry, user_commitment
 from golden_press.merkle import inclusion_proof, leaf_hash, root_hash
-from golden_press.models import ProofBundle
+from golden_press.models import Outcome, ProofBundle
 from tests.helpers.stack import Stack
 
 
@@ -62,4 +62,27 @@ def fork(stack: Stack, bundle: ProofBundle) -> ProofBundle:
             "tree_size": size,
             "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
         }
+    )
+
+
+async def populated(stack: Stack) -> list[uuid.UUID]:
+    """Three issued tickets (ann, ben, cyd), ann's redeemed."""
+    ids = []
+    for user in ("ann", "ben", "cyd"):
+        result = await stack.issue(user)
+        assert result.outcome == Outcome.ISSUED and result.ticket_id
+        ids.append(result.ticket_id)
+    bundle = await stack.bundle_for(ids[0])
+    assert (await stack.redeem(ids[0], "ann", bundle)).outcome == Outcome.REDEEMED
+    return ids
+
+
+async def insert_expired_reservation(stack: Stack) -> None:
+    """A reservation whose saga died: serial 99, its lease ended a second ago."""
+    await stack.pool.execute(
+        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
+        " state, issued_at, reserved_until, user_salt) VALUES ($1, 99, 'ghost', 'ghost-req', 'h',"
+        " 'issue-ghost', 'reserved', now(), now() - interval '1 second', $2)",
+        uuid.uuid4(),
+        b"s" * 16,
     )

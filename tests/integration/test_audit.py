@@ -16,6 +16,7 @@ from golden_press.models import Outcome, RevokeTicketInput
 from service.ops.audit import SeenCheckpoint, audit_main, load_seen, save_seen
 from service.store.config import set_cap
 from service.store.outbox import stream_config
+from tests.helpers.ledger import insert_expired_reservation, populated
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, assert_audit_clean, audit, golden_stack
 from tests.helpers.waiting import wait_until
@@ -26,18 +27,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def checks(report: object) -> set[str]:
     return {f.check for f in report.findings}  # type: ignore[attr-defined]
-
-
-async def populated(stack: Stack) -> list[uuid.UUID]:
-    """Three issued tickets, one of them redeemed."""
-    ids = []
-    for user in ("ann", "ben", "cyd"):
-        result = await stack.issue(user)
-        assert result.outcome == Outcome.ISSUED and result.ticket_id
-        ids.append(result.ticket_id)
-    bundle = await stack.bundle_for(ids[0])
-    assert (await stack.redeem(ids[0], "ann", bundle)).outcome == Outcome.REDEEMED
-    return ids
 
 
 async def test_clean_after_issue_redeem_and_compensation(
@@ -73,13 +62,7 @@ async def test_state_without_entry_is_found(stack: Stack) -> None:
 
 async def test_stale_reservation_and_unpublished_event_are_found(stack: Stack) -> None:
     await populated(stack)
-    await stack.pool.execute(
-        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
-        " state, issued_at, reserved_until, user_salt) VALUES ($1, 99, 'ghost', 'ghost-req', 'h',"
-        " 'issue-ghost', 'reserved', now(), now() - interval '1 second', $2)",
-        uuid.uuid4(),
-        b"s" * 16,
-    )
+    await insert_expired_reservation(stack)
     await stack.pool.execute(
         "UPDATE event_outbox SET published_at = NULL"
         " WHERE leaf_index = (SELECT max(leaf_index) FROM event_outbox)"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from golden_press.models import Outcome
 from service.store.gauges import read_gauges
+from tests.helpers.ledger import insert_expired_reservation
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -21,13 +20,7 @@ async def test_gauges_see_backlog_stale_reservations_and_the_cap(stack: Stack) -
     assert calm.checkpoint_age_seconds is not None and calm.checkpoint_age_seconds >= 0
 
     # A reservation whose saga died (past its lease) and an event stuck for 90 s.
-    await stack.pool.execute(
-        "INSERT INTO tickets (ticket_id, serial, user_id, request_id, request_hash, workflow_id,"
-        " state, issued_at, reserved_until, user_salt) VALUES ($1, 99, 'ghost', 'ghost-req', 'h',"
-        " 'issue-ghost', 'reserved', now(), now() - interval '1 second', $2)",
-        uuid.uuid4(),
-        b"s" * 16,
-    )
+    await insert_expired_reservation(stack)
     await stack.pool.execute(
         "UPDATE event_outbox SET published_at = NULL, created_at = now() - interval '90 seconds'"
     )

@@ -35,6 +35,7 @@ from service.api.server import serve, shutdown, tiles_url
 from service.cli import app as cli
 from service.store.config import set_cap
 from service.store.tile_files import TilePublisher, published_size
+from tests.helpers.ledger import populated
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.waiting import wait_until
@@ -154,13 +155,7 @@ async def every_kind(stack: Stack, faults: Faults) -> None:
     faults.plan["sign"] = "fail"
     assert (await stack.issue("unlucky")).outcome == Outcome.COMPENSATED  # a `voided` entry
     faults.plan.clear()
-    ids = []
-    for user in ("ann", "ben", "cyd"):
-        result = await stack.issue(user)
-        assert result.outcome == Outcome.ISSUED and result.ticket_id
-        ids.append(result.ticket_id)
-    bundle = await stack.bundle_for(ids[0])
-    assert (await stack.redeem(ids[0], "ann", bundle)).outcome == Outcome.REDEEMED
+    ids = await populated(stack)
     await stack.client.execute_workflow(
         RevokeTicketWorkflow.run,
         RevokeTicketInput(ticket_id=ids[1], reason="fraud"),
