@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,6 +63,28 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+_PORT_TAKEN = re.compile(r"address already in use|failed to bind|is in use", re.IGNORECASE)
+_PORT_RACE_ATTEMPTS = 3
+
+
+def with_fresh_ports(start: Callable[[], _T], attempts: int = _PORT_RACE_ATTEMPTS) -> _T:
+    """Run a start that picks its own ports with free_port() again when a port was taken.
+
+    free_port() names a port nobody listens on *now*; until the server binds it, any process may
+    take it (an outgoing connection's ephemeral port, another server's pick). On a busy machine
+    (the test suite, a herd of clients) that race is rare but real, and it must not fail `dev up`
+    or a test run by bad luck: a start whose error says a port was in use is simply run again,
+    with new picks. Any other error, or the same one `attempts` times, is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except ServerError as exc:
+            if attempt == attempts or not _PORT_TAKEN.search(exc.cause):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _check_port(component: str, port: int) -> None:
@@ -365,18 +388,21 @@ class PostgresCluster:
         bin_dir = find_postgres_bin_dir()
         if bin_dir is None:
             return cls._start_pgserver(data_dir, database)
-        if port is None:
-            port = free_port()
-        _check_port("postgres", port)
-        cluster = cls(
-            data_dir=data_dir,
-            port=port,
-            database=database,
-            bin_dir=bin_dir,
-            log_file=Path(log_file).resolve() if log_file else data_dir / "postgres.log",
-        )
-        cluster._initdb()
-        cluster._pg_start(timeout)
+
+        def launch() -> PostgresCluster:
+            cluster = cls(
+                data_dir=data_dir,
+                port=port if port is not None else free_port(),
+                database=database,
+                bin_dir=bin_dir,
+                log_file=Path(log_file).resolve() if log_file else data_dir / "postgres.log",
+            )
+            _check_port("postgres", cluster.port)
+            cluster._initdb()
+            cluster._pg_start(timeout)
+            return cluster
+
+        cluster = with_fresh_ports(launch)
         _running.add(cluster)
         cluster._create_database()
         return cluster
@@ -574,16 +600,20 @@ class NatsServer:
         )
         store_dir = Path(store_dir).resolve()
         store_dir.mkdir(parents=True, exist_ok=True)
-        server = cls(
-            store_dir=store_dir,
-            port=port if port is not None else free_port(),
-            monitor_port=free_port(),
-            binary=Path(binary),
-            log_file=Path(log_file).resolve() if log_file else store_dir / "nats-server.log",
-            extra_args=list(extra_args),
-        )
-        server._launch(timeout)
-        return server
+
+        def launch() -> NatsServer:
+            server = cls(
+                store_dir=store_dir,
+                port=port if port is not None else free_port(),
+                monitor_port=free_port(),
+                binary=Path(binary),
+                log_file=Path(log_file).resolve() if log_file else store_dir / "nats-server.log",
+                extra_args=list(extra_args),
+            )
+            server._launch(timeout)
+            return server
+
+        return with_fresh_ports(launch)
 
     def _launch(self, timeout: float) -> None:
         _check_port("nats", self.port)
@@ -672,58 +702,62 @@ class TemporalDevServer:
         )
         db_file = Path(db_file).resolve()
         db_file.parent.mkdir(parents=True, exist_ok=True)
-        port = port if port is not None else free_port()
-        _check_port("temporal", port)
-        if not headless:
-            ui_port = ui_port if ui_port is not None else free_port()
-            _check_port("temporal ui", ui_port)
-        server = cls(
-            db_file=db_file,
-            port=port,
-            ui_port=None if headless else ui_port,
-            binary=Path(binary),
-            log_file=Path(log_file).resolve() if log_file else db_file.with_suffix(".log"),
-        )
-        argv = [
-            str(binary),
-            "server",
-            "start-dev",
-            "--ip",
-            HOST,
-            "--port",
-            str(port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--db-filename",
-            str(db_file),
-            "--log-level",
-            "warn",
-            # Defaults poll the transfer queue at 20 RPS: ~300 ms per 5-activity workflow.
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-            "--sqlite-pragma",
-            "journal_mode=wal",
-            "--sqlite-pragma",
-            "synchronous=off",
-        ]
-        if headless:
-            argv.append("--headless")
-        else:
-            argv += ["--ui-port", str(server.ui_port), "--ui-disable-news-fetch"]
-        for name, kind in search_attributes.items():
-            argv += ["--search-attribute", f"{name}={kind}"]
-        argv += list(extra_args)
-        server._child = ChildProcess("temporal", argv, server.log_file)
-        server._child.spawn()
-        _running.add(server)
-        try:
-            server._child.wait_ready(server._healthy, timeout)
-        except ServerError:
-            _running.discard(server)
-            raise
-        return server
+
+        def launch() -> TemporalDevServer:
+            frontend = port if port is not None else free_port()
+            _check_port("temporal", frontend)
+            ui = None if headless else ui_port if ui_port is not None else free_port()
+            if ui is not None:
+                _check_port("temporal ui", ui)
+            server = cls(
+                db_file=db_file,
+                port=frontend,
+                ui_port=ui,
+                binary=Path(binary),
+                log_file=Path(log_file).resolve() if log_file else db_file.with_suffix(".log"),
+            )
+            argv = [
+                str(binary),
+                "server",
+                "start-dev",
+                "--ip",
+                HOST,
+                "--port",
+                str(frontend),
+                "--http-port",
+                str(free_port()),
+                "--metrics-port",
+                str(free_port()),
+                "--db-filename",
+                str(db_file),
+                "--log-level",
+                "warn",
+                # Defaults poll the transfer queue at 20 RPS: ~300 ms per 5-activity workflow.
+                "--dynamic-config-value",
+                "history.transferProcessorMaxPollRPS=1000",
+                "--sqlite-pragma",
+                "journal_mode=wal",
+                "--sqlite-pragma",
+                "synchronous=off",
+            ]
+            if headless:
+                argv.append("--headless")
+            else:
+                argv += ["--ui-port", str(server.ui_port), "--ui-disable-news-fetch"]
+            for name, kind in search_attributes.items():
+                argv += ["--search-attribute", f"{name}={kind}"]
+            argv += list(extra_args)
+            server._child = ChildProcess("temporal", argv, server.log_file)
+            server._child.spawn()
+            _running.add(server)
+            try:
+                server._child.wait_ready(server._healthy, timeout)
+            except ServerError:
+                _running.discard(server)
+                raise
+            return server
+
+        return with_fresh_ports(launch)
 
     def _healthy(self) -> bool:
         done = subprocess.run(

@@ -46,6 +46,7 @@ from service.devstack.servers import (
     process_start_time,
     run_async,
     stop_pid,
+    with_fresh_ports,
 )
 from service.store.key_files import ensure_key_file, read_tokens
 from service.store.migrate import migrate
@@ -542,18 +543,14 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             importlib.util.find_spec("service.api.server") is None
         ):
             raise ServerError("api", "module service.api.server not found")
-        if "grpc_addr" in explicit:
-            grpc_addr = settings.grpc_addr
-            if port_in_use(*_parse_addr(grpc_addr)):
-                raise ServerError("api", f"port {grpc_addr} is in use (GOLDEN_GRPC_ADDR)")
-        else:
-            grpc_addr = f"{HOST}:{free_port()}"
-        if "http_addr" in explicit and settings.http_addr:
-            http_addr = settings.http_addr
-            if port_in_use(*_parse_addr(http_addr)):
-                raise ServerError("api", f"port {http_addr} is in use (GOLDEN_HTTP_ADDR)")
-        else:
-            http_addr = f"{HOST}:{free_port()}"
+        # The API's addresses: the user's (checked now, before anything starts), else picked
+        # when the API starts (again, should another process take a picked port first).
+        grpc_given = settings.grpc_addr if "grpc_addr" in explicit else None
+        if grpc_given and port_in_use(*_parse_addr(grpc_given)):
+            raise ServerError("api", f"port {grpc_given} is in use (GOLDEN_GRPC_ADDR)")
+        http_given = settings.http_addr if "http_addr" in explicit else None
+        if http_given and port_in_use(*_parse_addr(http_given)):
+            raise ServerError("api", f"port {http_given} is in use (GOLDEN_HTTP_ADDR)")
         tiles_dir = (
             settings.tiles_dir
             if "tiles_dir" in explicit and settings.tiles_dir
@@ -629,7 +626,9 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
 
         witness_url, witnesses = None, settings.witnesses
         if "witnesses" not in explicit:
-            witness_url, witnesses = _start_witness(stack, state_dir, settings, ledger, progress)
+            witness_url, witnesses = with_fresh_ports(
+                lambda: _start_witness(stack, state_dir, settings, ledger, progress)
+            )
         env = {
             "GOLDEN_WITNESSES": witnesses,
             "GOLDEN_WITNESS_QUORUM": settings.witness_quorum,
@@ -641,8 +640,6 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             "GOLDEN_SIGNING_KEY_FILE": str(signing),
             "GOLDEN_LEDGER_KEY_FILE": str(ledger),
             "GOLDEN_API_TOKENS_FILE": str(tokens),
-            "GOLDEN_GRPC_ADDR": grpc_addr,
-            "GOLDEN_HTTP_ADDR": http_addr,
             "GOLDEN_TILES_DIR": str(tiles_dir),
             "GOLDEN_STATE_DIR": str(state_dir),
             "GOLDEN_STREAM": settings.stream_name,
@@ -656,20 +653,34 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
         worker = ChildProcess("worker", WORKER_CMD, logs / "worker.log", child_env, REPO_ROOT)
         worker.spawn()
         stack.add("worker", worker)
-        api = ChildProcess("api", API_CMD, logs / "api.log", child_env, REPO_ROOT)
-        api.spawn()
-        stack.add("api", api)
+
+        def api_serving() -> None:
+            env["GOLDEN_GRPC_ADDR"] = grpc_given or f"{HOST}:{free_port()}"
+            env["GOLDEN_HTTP_ADDR"] = http_given or f"{HOST}:{free_port()}"
+            api = ChildProcess("api", API_CMD, logs / "api.log", {**child_env, **env}, REPO_ROOT)
+            api.spawn()
+            stack.add("api", api)
+            try:
+                api.wait_ready(
+                    lambda: _grpc_serving(env["GOLDEN_GRPC_ADDR"], health_credentials),
+                    API_READY_TIMEOUT_S,
+                )
+            except ServerError:
+                stack.parts.remove(("api", api))
+                raise
 
         def worker_polling() -> bool:
             now = run_async(lambda: _poller_identities(address, namespace, task_queue))
             return bool(now - pollers_before)
 
+        # The worker imports and validates every workflow while the API starts.
+        with_fresh_ports(api_serving)
+        grpc_addr = env["GOLDEN_GRPC_ADDR"]
+        _say(progress, f"  {'grpc api':<9} {grpc_addr}  ({time.monotonic() - began:.1f} s)")
         worker.wait_ready(worker_polling, WORKER_READY_TIMEOUT_S)
         _say(
             progress, f"  {'worker':<9} task queue {task_queue}  ({time.monotonic() - began:.1f} s)"
         )
-        api.wait_ready(lambda: _grpc_serving(grpc_addr, health_credentials), API_READY_TIMEOUT_S)
-        _say(progress, f"  {'grpc api':<9} {grpc_addr}  ({time.monotonic() - began:.1f} s)")
 
         stack.info = StackInfo(
             temporal=address,
@@ -681,7 +692,7 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
             task_queue=task_queue,
             token=token,
             tls=health_credentials is not None,
-            tiles=f"http://{http_addr}/",
+            tiles=f"http://{env['GOLDEN_HTTP_ADDR']}/",
             witness=witness_url,
             env=env,
         )
@@ -716,7 +727,11 @@ def _start_witness(
     proc = ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT)
     proc.spawn()
     stack.add("witness", proc)
-    proc.wait_ready(lambda: port_in_use(HOST, port), WITNESS_READY_TIMEOUT_S)
+    try:
+        proc.wait_ready(lambda: port_in_use(HOST, port), WITNESS_READY_TIMEOUT_S)
+    except ServerError:
+        stack.parts.remove(("witness", proc))
+        raise
     _say(progress, f"  {'witness':<9} {url}  ({time.monotonic() - began:.1f} s)")
     return url, format_witnesses([Witness(witness, url)])
 

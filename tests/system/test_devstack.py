@@ -114,6 +114,24 @@ def assert_all_gone(state_dir: Path, recorded: dict, *needles: str) -> None:
         assert not port_in_use(host, int(port)), addr
 
 
+def recorded_stack(state_dir: Path, started: subprocess.CompletedProcess[str]) -> dict:
+    """stack.json of the stack `started` brought up; when there is none, fail with what the command
+    printed and the end of each server's log, so a start that failed says why."""
+    try:
+        return json.loads((state_dir / "stack.json").read_text())
+    except FileNotFoundError:
+        logs = sorted((state_dir / "logs").glob("*.log")) if (state_dir / "logs").is_dir() else []
+        tails = "".join(
+            f"\n--- {log.name} ---\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            for log in logs
+        )
+        pytest.fail(
+            f"no stack.json (exit {started.returncode})\nstdout:\n{started.stdout}\n"
+            f"stderr:\n{started.stderr}{tails}"
+        )
+
+
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`golden-press ARGS` as a user would run it, with no stdin."""
     return subprocess.run(
@@ -257,9 +275,9 @@ def test_real_stack_up_detach_then_down(stack_env: dict[str, str], state_dir: Pa
     startup = time.monotonic() - began
     try:
         assert up.returncode == 0, up.stderr
+        recorded = recorded_stack(state_dir, up)
         info = json.loads(up.stdout.strip().splitlines()[-1])
         assert tuple(info) == KEYS
-        recorded = json.loads((state_dir / "stack.json").read_text())
         # The worker publishes the (empty) log's checkpoint; the API serves it over HTTP.
         note = ""
         for _ in range(100):
@@ -295,7 +313,7 @@ def test_demo_from_nothing_then_down(stack_env: dict[str, str], state_dir: Path)
     """The README's main job: `golden-press demo` starts the whole stack and walks the story."""
     demo = run_cli(stack_env, "demo")
     try:
-        recorded = json.loads((state_dir / "stack.json").read_text())
+        recorded = recorded_stack(state_dir, demo)
         out = demo.stdout
         assert demo.returncode == 0, demo.stderr + out
         assert len(re.findall(r"^\s+issued\s+#\d", out, re.M)) == 5, out

@@ -137,6 +137,50 @@ def test_nats_port_in_use_is_one_line(server_dir: Path, busy_port: int) -> None:
     assert_one_line(caught.value, "nats", "in use", str(busy_port))
 
 
+@pytest.fixture
+def port_thief(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Another process binds the first port a server picked, after the pick was checked free and
+    before the server binds it: the race free_port() cannot rule out. Yields the stolen ports."""
+    stolen: list[int] = []
+    held: list[socket.socket] = []
+    check = servers._check_port
+
+    def check_then_steal(component: str, port: int) -> None:
+        check(component, port)
+        if not stolen:
+            thief = socket.socket()
+            thief.bind(("127.0.0.1", port))
+            thief.listen()
+            held.append(thief)
+            stolen.append(port)
+
+    monkeypatch.setattr(servers, "_check_port", check_then_steal)
+    yield stolen
+    for sock in held:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "kind", ["nats", "temporal", pytest.param("postgres", marks=needs_postgres)]
+)
+def test_a_port_taken_before_the_server_binds_it_is_picked_again(
+    server_dir: Path, port_thief: list[int], kind: str
+) -> None:
+    """`dev up` on a busy machine: losing the race for a picked port starts again on a new one."""
+    server: NatsServer | TemporalDevServer | PostgresCluster
+    if kind == "nats":
+        server = NatsServer.start(server_dir / "nats")
+    elif kind == "temporal":
+        server = TemporalDevServer.start(server_dir / "t.db", headless=True)
+    else:
+        server = PostgresCluster.start(server_dir / "pg")
+    try:
+        assert len(port_thief) == 1 and server.port != port_thief[0]
+        assert server.pid is not None and pid_alive(server.pid)
+    finally:
+        server.stop()
+
+
 def test_nats_missing_binary_is_one_line(server_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servers, "find_binary", lambda name, extra_dirs=(): None)
     with pytest.raises(ServerError) as caught:
