@@ -1,4 +1,4 @@
-"""Serve a tiles directory over HTTP the way c2sp.org/tlog-tiles asks (stdlib, one thread).
+"""Serve a tiles directory over HTTP the way c2sp.org/tlog-tiles asks (stdlib threads).
 
 Only two kinds of path exist: `/checkpoint` (text/plain, mutable: `Cache-Control: no-cache`)
 and canonical tile paths `/tile/<L>/<N>[.p/<W>]`, `/tile/entries/<N>[.p/<W>]`
@@ -7,15 +7,24 @@ golden_press.tiles.parse_tile_path before the filesystem is touched, so `..`, do
 symlink tricks through odd names, query strings pointing elsewhere and leading zeros are all
 404s. GET and HEAD only, HTTP/1.1 with keep-alive. In production a CDN or object store serves the
 same directory instead.
+
+The server shares its process with the gRPC API, so what a crowd of HTTP clients can take from
+it is bounded: at most `max_connections` connections are served at once (a thread each); one
+more is answered `503 Service Unavailable` with `Retry-After` by a single refusing thread, and
+beyond what that thread has queued a connection is simply closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from golden_press.tiles import TileError, parse_tile_path
@@ -26,6 +35,18 @@ CHECKPOINT_TYPE = "text/plain; charset=utf-8"
 TILE_TYPE = "application/octet-stream"
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "no-cache"
+MAX_CONNECTIONS = 64
+RETRY_AFTER_S = 1
+_REFUSALS_QUEUED = 256
+_REFUSAL_READ_S = 0.5
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 5\r\n"
+    + f"Retry-After: {RETRY_AFTER_S}\r\n".encode()
+    + b"Cache-Control: no-cache\r\n"
+    b"Connection: close\r\n\r\nbusy\n"
+)
 
 
 def resolve(directory: Path, raw_path: str) -> tuple[Path, str, str] | None:
@@ -90,13 +111,68 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("tiles http: " + format, *args)
 
 
-class TilesServer:
-    """A ThreadingHTTPServer on its own daemon thread; `stop` shuts it down."""
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but never more than `max_connections` of them.
 
-    def __init__(self, directory: Path, host: str, port: int) -> None:
+    A connection over the bound goes to one refusing thread, which reads what the client sent
+    (briefly: a client that has not sent its request yet would see a reset instead of the
+    answer), answers 503 with Retry-After and closes. When even its queue is full, the
+    connection is closed unanswered: the process stays within its threads either way.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], max_connections: int
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._refusals: queue.Queue[socket.socket | None] = queue.Queue(_REFUSALS_QUEUED)
+        self._refuser = threading.Thread(target=self._refuse_all, name="tiles-busy", daemon=True)
+        self._refuser.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                self._refusals.put_nowait(request)
+            except queue.Full:
+                self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_all(self) -> None:
+        while (request := self._refusals.get()) is not None:
+            with contextlib.suppress(OSError):
+                request.settimeout(_REFUSAL_READ_S)
+                with contextlib.suppress(OSError):
+                    request.recv(8192)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with contextlib.suppress(queue.Full):
+            self._refusals.put_nowait(None)
+
+
+class TilesServer:
+    """The bounded HTTP server on its own daemon thread; `stop` shuts it down."""
+
+    def __init__(
+        self, directory: Path, host: str, port: int, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         handler = type("TilesHandler", (_Handler,), {"directory": directory})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedHTTPServer((host, port), handler, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="tiles-http", daemon=True
         )

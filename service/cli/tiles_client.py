@@ -10,6 +10,10 @@ hold (a signed note, a hash tile, an entry bundle of 65,535-byte entries), and a
 arrive whole within `timeout` seconds, however slowly it drips (golden_press.answers). Status
 line and headers are left to http.client's own limits: 100 lines of at most 64 KiB, each read
 within the timeout.
+
+A busy server (503, or 429 from a CDN's rate limit) is asked again after its Retry-After
+(at most `MAX_RETRY_AFTER_S`; 1 s when it names none), up to `BUSY_ATTEMPTS` times in all:
+a monitor mirroring a log should ride out a crowd, not report it as a broken log.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ from golden_press.tiles import MAX_ENTRY_LEN, Tile
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "golden-press"}
 #: Errors of a kept-alive connection the server closed meanwhile: reconnect once and resend.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_BUSY_STATUSES = (429, 503)
+BUSY_ATTEMPTS = 4
+MAX_RETRY_AFTER_S = 10.0
+
+
+class _Busy(Exception):
+    """The server answered 503 or 429; ask again after `retry_after` seconds."""
+
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        super().__init__(f"HTTP {status}")
+        try:
+            seconds = float(retry_after) if retry_after else 1.0
+        except ValueError:
+            seconds = 1.0  # an HTTP date, or nonsense: wait the default
+        self.retry_after = min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def max_size(tile: Tile) -> int:
@@ -70,8 +89,18 @@ class HttpSource:
         self._local.conn = None
 
     def _get(self, path: str, limit: int) -> bytes:
-        if not self._direct:
-            return self._get_urllib(path, limit)
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                if not self._direct:
+                    return self._get_urllib(path, limit)
+                return self._get_direct(path, limit)
+            except _Busy as busy:
+                if attempt == BUSY_ATTEMPTS:
+                    raise OSError(f"{busy} for {self.base + path} ({attempt} times)") from None
+                time.sleep(busy.retry_after)
+        raise AssertionError("unreachable")
+
+    def _get_direct(self, path: str, limit: int) -> bytes:
         for attempt in (1, 2):
             conn = self._connection()
             deadline = time.monotonic() + self.timeout
@@ -94,6 +123,9 @@ class HttpSource:
                 self._drop()
             if 300 <= resp.status < 400:
                 return self._get_urllib(path, limit)  # a redirect: let urllib follow it
+            if resp.status in _BUSY_STATUSES:
+                self._drop()
+                raise _Busy(resp.status, resp.getheader("Retry-After"))
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status} for {self.base + path}")
             return body
@@ -106,6 +138,8 @@ class HttpSource:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return read_body(resp, limit, deadline)
         except urllib.error.HTTPError as exc:
+            if exc.code in _BUSY_STATUSES:
+                raise _Busy(exc.code, exc.headers.get("Retry-After")) from None
             raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
         except urllib.error.URLError as exc:
             raise OSError(f"{self.base + path}: {exc.reason}") from exc
