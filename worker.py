@@ -42,8 +42,9 @@ from activities.reconcile import ReconcilerActivities
 from activities.redeem_ticket import RedemptionActivities
 from activities.revoke_ticket import RevocationActivities
 from golden_press.checkpoint import ledger_key_id
+from golden_press.errors import EXIT_UNAVAILABLE, EXIT_USAGE, Unreachable
 from golden_press.sagas import reconcile_schedule_id, reconcile_workflow_id
-from golden_press.settings import Settings
+from golden_press.settings import Settings, settings_problem
 from golden_press.signing import key_id_for
 from service.observability import tracing as telemetry
 from service.observability.logs import SagaLogInterceptor, configure_logging
@@ -192,7 +193,7 @@ async def run(settings: Settings) -> int:
         keys = load_keys(settings)
     except KeyFileError as err:
         print(f"golden-press worker: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     telemetry.setup_tracing("golden-press-worker")
     runtime = metrics_runtime(settings.metrics_port)
     client = await connect_client(settings, runtime)
@@ -237,9 +238,17 @@ def set_priority(nice: int) -> None:
 def main() -> None:
     """Entry point; os._exit avoids the SDK's exit-time crash hiding our exit code."""
     configure_logging()
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        log.error("invalid settings: %s", settings_problem(err))
+        os._exit(EXIT_USAGE)
     set_priority(settings.worker_nice)
-    code = asyncio.run(run(settings))
+    try:
+        code = asyncio.run(run(settings))
+    except Unreachable as err:  # started before its database, Temporal or NATS: one line
+        log.error("%s", err)
+        code = EXIT_UNAVAILABLE
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

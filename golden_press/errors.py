@@ -37,6 +37,31 @@ class GoldenError(Exception):
         self.message = message
 
 
+#: Exit codes shared by the CLI, the starters, the API and the worker.
+EXIT_USAGE = 2  # a command line, a setting or a file that cannot work as given
+EXIT_UNAVAILABLE = 3  # a server it needs could not be reached
+
+
+class Unreachable(ConnectionError):
+    """A server this process needs (PostgreSQL, Temporal, NATS) could not be connected to.
+
+    One line naming the server, where it was looked for (a DSN with its password masked) and
+    why, for a log or a terminal: a process started before its dependencies says so plainly
+    instead of leaving a traceback. A ConnectionError, so callers that report an OSError as
+    "unavailable" keep doing so.
+    """
+
+    MAX_DETAIL = 300
+
+    def __init__(self, server: str, where: str, cause: BaseException) -> None:
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        if len(detail) > self.MAX_DETAIL:
+            detail = detail[: self.MAX_DETAIL - 3] + "..."
+        super().__init__(f"cannot connect to {server} at {where}: {detail}")
+        self.server = server
+        self.where = where
+
+
 class InvalidRequest(GoldenError):
     """Bad input: rejected before anything is written."""
 

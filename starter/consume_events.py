@@ -39,7 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
 from service.store.nats_client import connect_nats
-from starter.environment import EXIT_USAGE, settings_from_environment
+from starter.environment import EXIT_USAGE, run_starter, settings_from_environment
 
 #: ce-type -> the protobuf class its body decodes as.
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--sink", default="events.jsonl", help="JSON-lines file of events")
     parser.add_argument("--max-events", type=int, help="stop after this many new events")
     parser.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
-    sys.exit(asyncio.run(main_async(parser.parse_args())))
+    run_starter(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

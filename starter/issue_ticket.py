@@ -15,8 +15,6 @@ the DSN's sslmode; through the gRPC API instead (TLS flags, bearer token): start
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 
 from golden_press.errors import GoldenError
@@ -24,7 +22,7 @@ from service.sagas.admission import Admission, new_request_id
 from service.sagas.client import connect_client
 from service.sagas.runs import SagaFailed
 from service.store.db import create_pool
-from starter.environment import EXIT_USAGE, settings_from_environment
+from starter.environment import EXIT_USAGE, run_starter, settings_from_environment
 
 
 async def issue(user_id: str, request_id: str) -> int:
@@ -58,9 +56,7 @@ def main() -> None:
     parser.add_argument("--user", required=True)
     parser.add_argument("--request-id", default=None, help="idempotency key (default: fresh)")
     args = parser.parse_args()
-    code = asyncio.run(issue(args.user, args.request_id or new_request_id()))
-    sys.stdout.flush()
-    os._exit(code)
+    run_starter(issue(args.user, args.request_id or new_request_id()))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ exits 3.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -29,7 +27,7 @@ from service.api.channel import add_tls_arguments, bearer, client_tls, first_tok
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.tls import TlsConfigError
-from starter.environment import settings_from_environment
+from starter.environment import run_starter, settings_from_environment
 
 #: Exit codes, as the CLI's: rejected, bad arguments, API unreachable.
 EXIT_REJECTED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
@@ -78,9 +76,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     """Run, exit with os._exit (as the other starters)."""
-    code = asyncio.run(run())
-    sys.stdout.flush()
-    os._exit(code)
+    run_starter(run())
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from the environment, as for starter/issue_ticket.py.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from service.sagas.admission import Admission
 from service.sagas.client import connect_client
 from service.sagas.runs import SagaFailed
 from service.store.db import create_pool
-from starter.environment import EXIT_USAGE, settings_from_environment
+from starter.environment import EXIT_USAGE, run_starter, settings_from_environment
 
 
 async def redeem(ticket_id: str, user_id: str, bundle_json: str) -> int:
@@ -53,9 +51,7 @@ def main() -> None:
     parser.add_argument("--user", required=True)
     parser.add_argument("--bundle", required=True, type=Path)
     args = parser.parse_args()
-    code = asyncio.run(redeem(args.ticket_id, args.user, args.bundle.read_text()))
-    sys.stdout.flush()
-    os._exit(code)
+    run_starter(redeem(args.ticket_id, args.user, args.bundle.read_text()))
 
 
 if __name__ == "__main__":

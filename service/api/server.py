@@ -20,9 +20,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 from temporalio.client import Client
 
-from golden_press.settings import Settings
+from golden_press.errors import EXIT_UNAVAILABLE, EXIT_USAGE, Unreachable
+from golden_press.settings import Settings, settings_problem
 from service.api.auth import TokenFileError, load_tokens
 from service.api.convert import SERVICE_NAME
 from service.api.decode import MAX_RECEIVE_BYTES, add_service
@@ -177,7 +179,7 @@ async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
 
 
 async def _main() -> int:
-    settings = Settings()  # read from the environment
+    settings = Settings()  # read from the environment (main() has checked that it parses)
     telemetry.setup_tracing("golden-press-api")
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
@@ -195,7 +197,11 @@ async def _main() -> int:
 def main() -> None:
     """`python -m service.api.server`: one server, or a supervisor of GOLDEN_API_PROCESSES."""
     configure_logging(logging.DEBUG if os.environ.get("GOLDEN_DEBUG") else logging.INFO)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        log.error("invalid settings: %s", settings_problem(err))
+        os._exit(EXIT_USAGE)
     if CHILD_ENV not in os.environ:
         if settings.api_nice:
             os.nice(settings.api_nice)  # the children inherit it
@@ -205,7 +211,10 @@ def main() -> None:
         code = asyncio.run(_main())
     except TokenFileError as err:
         log.error("%s", err)
-        code = 2
+        code = EXIT_USAGE
+    except Unreachable as err:  # started before its database or Temporal: one line, no traceback
+        log.error("%s", err)
+        code = EXIT_UNAVAILABLE
     except Exception:
         log.exception("API server crashed")
         code = 1

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from golden_press import errors
 from golden_press.settings import Settings, settings_problem
 from service.api.channel import ClientTls, bearer, client_tls, first_token, open_channel
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 #: deadline passed while its saga still runs (it may yet finish: see the workflow).
 EXIT_OK = 0
 EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+EXIT_USAGE = errors.EXIT_USAGE
+EXIT_UNAVAILABLE = errors.EXIT_UNAVAILABLE
 EXIT_STILL_RUNNING = 4
 #: How long issue/redeem wait for their saga by default (--timeout).
 WRITE_TIMEOUT_S = 120.0

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from golden_press import sagas as sa
+from golden_press.errors import Unreachable
 from golden_press.models import Progress
 from service.cli.client import EXIT_REJECTED, EXIT_UNAVAILABLE, Api, CliError, settings
 from service.cli.output import colour, emit_json
@@ -100,10 +101,8 @@ async def cmd_status(api: Api, args: argparse.Namespace) -> int:
         s = s.model_copy(update={"temporal_address": api.endpoint.temporal})
     try:
         client = await connect_client(s)
-    except RuntimeError as exc:
-        raise CliError(
-            "Unavailable", f"cannot reach Temporal at {s.temporal_address}", EXIT_UNAVAILABLE
-        ) from exc
+    except Unreachable as exc:
+        raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
     found = [doc for wid in ids if (doc := await describe_saga(client, wid)) is not None]
     if not found:
         raise CliError(

@@ -17,14 +17,13 @@ from uuid import UUID
 
 import asyncpg
 from nacl.signing import SigningKey
-from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from golden_press.checkpoint import open_checkpoint
-from golden_press.errors import GoldenError, Reason
+from golden_press.errors import GoldenError, Reason, Unreachable
 from golden_press.ledger_entry import (
     EntryKind,
     decode_entry,
@@ -517,15 +516,14 @@ def _ledger_store(settings: Settings) -> LedgerStore:
 async def audit_main(settings: Settings, *, json_output: bool = False) -> int:
     """CLI body: connect, audit, print the findings; 1 on any finding, 0 when clean.
 
-    Raises OSError (ConnectionError) when PostgreSQL or NATS cannot be reached.
+    Raises Unreachable (a ConnectionError) when PostgreSQL or NATS cannot be reached.
     """
     pool = await create_pool(settings.pg_dsn, max_size=2)
     try:
         nc = await connect_nats(settings, max_reconnect_attempts=2)
-    except (NoServersError, OSError) as exc:
+    except Unreachable:
         await pool.close()
-        # An OSError, so callers (the CLI) report it as "unavailable" like a PostgreSQL outage.
-        raise ConnectionError(f"cannot reach NATS at {settings.nats_url}") from exc
+        raise
     try:
         report = await run_audit(
             pool,

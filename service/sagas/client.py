@@ -19,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.runtime import Runtime
 
+from golden_press.errors import Unreachable
 from golden_press.settings import Settings
 from service.observability import tracing as telemetry
 
@@ -42,12 +43,16 @@ async def connect_client(settings: Settings, runtime: Runtime | None = None) -> 
     A worker built on this client inherits its tracing interceptor.
     """
     tracing = telemetry.active()
-    return await Client.connect(
-        **connect_config(settings),
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-        interceptors=tracing.temporal_interceptors() if tracing else [],
-    )
+    config = connect_config(settings)
+    try:
+        return await Client.connect(
+            **config,
+            data_converter=pydantic_data_converter,
+            runtime=runtime,
+            interceptors=tracing.temporal_interceptors() if tracing else [],
+        )
+    except (RuntimeError, OSError) as exc:  # the SDK's core reports a failed connect as either
+        raise Unreachable("Temporal", config["target_host"], exc) from exc
 
 
 __all__ = ["connect_client", "connect_config"]

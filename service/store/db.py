@@ -11,6 +11,9 @@ from pathlib import Path
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from golden_press.errors import Unreachable
+from golden_press.redact import redact_dsn
+
 #: Advisory lock keys. Lock order, always: GOLDEN_KEY, then LEDGER_KEY, then PUBLISH_KEY.
 GOLDEN_KEY = 0x601DE9  # the cap critical section: lock -> count -> insert
 LEDGER_KEY = 0x601DEA  # ledger appends: dense leaf indices
@@ -143,14 +146,17 @@ async def create_pool(
     settings = {"lock_timeout": "4s", "statement_timeout": "8s"}
     if not durable_commits:
         settings["synchronous_commit"] = "off"
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        reset=skip_pool_reset,
-        init=learn_types,
-        server_settings=settings,
-    )
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            reset=skip_pool_reset,
+            init=learn_types,
+            server_settings=settings,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unreachable("PostgreSQL", redact_dsn(dsn), exc) from exc
     assert pool is not None
     return pool
 

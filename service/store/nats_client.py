@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
 
+from golden_press.errors import Unreachable
 from golden_press.settings import Settings
 
 
@@ -57,7 +60,17 @@ async def connect_nats(settings: Settings, **overrides: Any) -> NATS:
         **nats_options(settings),
         **overrides,
     }
-    return await nats.connect(settings.nats_servers, **options)
+    try:
+        return await nats.connect(settings.nats_servers, **options)
+    except (NoServersError, OSError) as exc:
+        where = ", ".join(_without_userinfo(url) for url in settings.nats_servers)
+        raise Unreachable("NATS", where, exc) from exc
+
+
+def _without_userinfo(url: str) -> str:
+    """A NATS URL without its user, password or token (a token is the whole userinfo)."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 __all__ = ["connect_nats", "nats_options", "nats_tls_context"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from golden_press.errors import Unreachable
 from golden_press.models import Outcome
 from golden_press.settings import Settings
 from service.sagas.client import connect_client
@@ -37,7 +38,7 @@ async def test_worker_and_admission_over_temporal_mtls(
         monkeypatch.setenv("TEMPORAL_TLS_SERVER_CA_CERT_PATH", str(ca.cert_file))
         monkeypatch.setenv("TEMPORAL_TLS_SERVER_NAME", "localhost")
         # Without a client certificate the handshake is refused: nothing reaches Temporal.
-        with pytest.raises(RuntimeError):
+        with pytest.raises(Unreachable, match=f"^cannot connect to Temporal at {proxy.address}: "):
             await connect_client(Settings())
         monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(client_leaf.cert_file))
         monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(client_leaf.key_file))

@@ -83,7 +83,12 @@ def test_a_crowd_of_idle_connections_costs_no_more_threads_than_the_bound(
 
 def test_the_monitor_client_waits_out_a_busy_server(small_server: TilesServer) -> None:
     held = [idle_connection(small_server) for _ in range(2)]
-    threading.Timer(0.5, lambda: [conn.close() for conn in held]).start()
+
+    def free_the_slots() -> None:
+        for conn in held:
+            conn.close()
+
+    threading.Timer(0.5, free_the_slots).start()
     began = time.monotonic()
     assert HttpSource(f"http://{small_server.host}:{small_server.port}/").checkpoint() == NOTE
     assert time.monotonic() - began >= 0.9  # it waited the server's Retry-After
