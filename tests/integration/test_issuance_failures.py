@@ -1,6 +1,6 @@
 """Issuance under failure: compensation, lost results, terminations and cancellation.
 
-SIGKILLed workers and multi-process races are in tests/test_reliability.py (R1, R2).
+SIGKILLed workers and multi-process races are in tests/system/test_reliability.py (R1, R2).
 """
 
 from __future__ import annotations

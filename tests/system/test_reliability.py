@@ -1,7 +1,7 @@
 """Reliability suite: break things on purpose, then check database, ledger, stream and the audit.
 
 Fast variants run in CI. Long variants (more rounds, longer outages, more sagas in flight) run
-with GOLDEN_LONG=1:  GOLDEN_LONG=1 .venv/bin/pytest -m long tests/test_reliability.py
+with GOLDEN_LONG=1:  GOLDEN_LONG=1 .venv/bin/pytest -m long tests/system/test_reliability.py
 Servers a test breaks are its own (a private PostgreSQL cluster and nats-server), never the
 machine's shared ones.
 """
