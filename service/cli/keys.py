@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from golden_press.errors import one_line
 from service.cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -115,9 +118,12 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     try:
-        roots = load_trust_roots(keys_path.read_text())
-    except ValueError as exc:
-        raise CliError("InvalidRequest", f"{keys_path} is not a trust roots file: {exc}") from exc
+        roots = load_trust_roots(read_text(str(keys_path)))
+    except ValueError as exc:  # a file the operator gave that cannot work: usage (exit 2)
+        why = one_line(exc) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        raise CliError(
+            "InvalidRequest", f"{keys_path} is not a trust roots file: {why}", EXIT_USAGE
+        ) from exc
     bundle = None
     try:
         bundle = load_bundle(read_text(args.bundle))

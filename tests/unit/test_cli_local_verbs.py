@@ -7,6 +7,7 @@ Every verb prints one JSON document with --json, its errors included. These verb
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +45,21 @@ def test_a_demo_whose_stack_cannot_start_is_dev_stack_failed(
         dev.demo(as_json=True)
     assert raised.value.reason == "DevStackFailed"
     assert "nats-server not found" in raised.value.message
+
+
+def test_a_trust_roots_file_that_is_not_one_is_a_usage_error_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ledger verify --keys FILE` with a file that is not trust roots: the operator's file is
+    unusable, so exit 2 like a missing one (README, "Exit codes"), in one line without the
+    validator's pages (it used to exit 1 with pydantic's multi-line text)."""
+    keys = tmp_path / "keys.json"
+    keys.write_text('{"x": 1}')
+    bundle = tmp_path / "b.json"
+    bundle.write_text("{}")
+    code = cli.run_local(
+        cli.parse(["ledger", "verify", str(bundle), "--keys", str(keys), "--json"]), as_json=True
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert (code, doc["error"]["reason"], doc["error"]["exit_code"]) == (2, "InvalidRequest", 2)
+    assert str(keys) in doc["error"]["message"] and "\n" not in doc["error"]["message"]
