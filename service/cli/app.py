@@ -44,8 +44,10 @@ from service.cli.tickets import (
     cmd_redeem,
     cmd_verify,
 )
+from service.witness.serve import ServeError
 from service.witness.serve import add_arguments as add_witness_arguments
-from service.witness.serve import run as serve_witness
+from service.witness.serve import build as build_witness
+from service.witness.serve import serve as serve_witness
 
 
 class CliParser(argparse.ArgumentParser):
@@ -457,7 +459,11 @@ def run_local(args: argparse.Namespace, as_json: bool) -> int:
         if args.verb == "dev":
             return cmd_dev(args)
         if args.verb == "witness":
-            return serve_witness(args)
+            try:
+                witness = build_witness(args)
+            except ServeError as exc:  # no --log, a bad vkey, key or state file, a busy port
+                raise CliError("InvalidRequest", str(exc), EXIT_USAGE) from exc
+            return serve_witness(witness)
         if args.verb == "demo":
             return cmd_demo(args.json)
         return asyncio.run(run_async(args))

@@ -81,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     except ServeError as exc:
         print(f"golden-press witness: {exc}", file=sys.stderr)
         return 2
+    return serve(server)
+
+
+def serve(server: WitnessHTTPServer) -> int:
+    """Print the one JSON line, then serve until SIGTERM or SIGINT (0: a clean stop)."""
     witness = server.witness
     info: dict[str, Any] = {
         "name": witness.name,
@@ -112,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(args_in))
 
 
-__all__ = ["add_arguments", "build", "main", "run"]
+__all__ = ["ServeError", "add_arguments", "build", "main", "run", "serve"]

@@ -63,3 +63,20 @@ def test_a_trust_roots_file_that_is_not_one_is_a_usage_error_in_one_line(
     doc = json.loads(capsys.readouterr().out)
     assert (code, doc["error"]["reason"], doc["error"]["exit_code"]) == (2, "InvalidRequest", 2)
     assert str(keys) in doc["error"]["message"] and "\n" not in doc["error"]["message"]
+
+
+def test_witness_serve_that_cannot_start_keeps_the_json_promise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`golden-press witness serve --json` without a --log: one JSON error document on stdout,
+    exit 2 (it used to print only a line on stderr); without --json `error: <reason>: ...`."""
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))
+    argv = ["witness", "serve", "--key", str(tmp_path / "w.key"), "--addr", "127.0.0.1:0"]
+    code = cli.run_local(cli.parse([*argv, "--json"]), as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert (code, doc["ok"], doc["error"]["reason"]) == (2, False, "InvalidRequest"), doc
+    assert "--log" in doc["error"]["message"]
+    code = cli.run_local(cli.parse(argv), as_json=False)
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.startswith("error: InvalidRequest: ") and "--log" in err, err
