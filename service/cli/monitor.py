@@ -366,7 +366,11 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
     add_tls_arguments(mon)  # a grpc:// source dials TLS like every verb that calls the API
     mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
-    mon.add_argument("--keys", metavar="FILE", help="trust roots (default: public-keys.json)")
+    mon.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="trust roots from `keys export` (default: STATE_DIR/public-keys.json)",
+    )
     mon.add_argument(
         "--witness",
         action="append",

@@ -135,6 +135,32 @@ async def test_witnesses_from_the_trust_roots(
     assert (await monitor(capsys, str(directory), "--keys", str(keys)))[0] == 0
 
 
+async def test_trust_roots_default_to_the_state_dir_as_the_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --keys the monitor reads STATE_DIR/public-keys.json (where `keys export` writes),
+    and its --help names that default (it said `public-keys.json`, i.e. the current directory)."""
+    directory = publish(tmp_path / "tiles", MemLog(entries(20)), (W1, W1_V))
+    roots = {
+        "origin": VERIFIER.name,
+        "ledger": [{"name": VERIFIER.name, "public_key": base64.b64encode(KEY_PUB).decode()}],
+        "witnesses": [W1_V.vkey],
+        "witness_quorum": 1,
+    }
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "public-keys.json").write_text(json.dumps(roots))
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(state_dir))
+    monkeypatch.chdir(tmp_path)
+    assert (await monitor(capsys, str(directory)))[0] == 0
+    with pytest.raises(SystemExit):
+        cli.parse(["monitor", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--keys FILE trust roots from `keys export` (default: STATE_DIR/public-keys.json)" in (
+        help_text
+    ), help_text
+
+
 async def test_follow_waits_for_cosignatures_then_catches_a_rollback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
