@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = _verb(
         dev_verbs,
         "up",
-        "start PostgreSQL, NATS, Temporal, the worker and the API in .golden/",
+        "start PostgreSQL, NATS, Temporal, a witness, the worker and the API"
+        " (state in GOLDEN_STATE_DIR, default .golden/)",
         "golden-press dev up --detach",
         local,
     )

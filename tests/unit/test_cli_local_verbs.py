@@ -80,3 +80,14 @@ def test_witness_serve_that_cannot_start_keeps_the_json_promise(
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
     assert err.startswith("error: InvalidRequest: ") and "--log" in err, err
+
+
+def test_dev_up_help_names_every_part_and_where_its_state_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dev up --help` lists what it starts (the witness was missing) and GOLDEN_STATE_DIR."""
+    with pytest.raises(SystemExit):
+        cli.parse(["dev", "up", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "PostgreSQL, NATS, Temporal, a witness, the worker and the API" in text, text
+    assert "GOLDEN_STATE_DIR, default .golden/" in text, text
