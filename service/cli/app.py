@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
@@ -472,31 +474,37 @@ def run_local(args: argparse.Namespace, as_json: bool) -> int:
         return report(err, as_json=as_json)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main() ends quietly: there is no one left to report to
     except Exception as exc:  # a bug or an unexpected outage: one line, never a traceback
         return report(CliError("Internal", one_error(exc)), as_json=as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script `golden-press`: ends with os._exit (Temporal SDK exit-time crash)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`golden-press list --json | head -1`): nothing more to tell it,
+        # and no traceback about it. The exit code a shell shows for a tool killed by SIGPIPE.
+        code = 128 + signal.SIGPIPE
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     as_json = wants_json(argv)
     try:
         args = parse(argv)
     except ShowVersion:
-        code = show_version(as_json)
-        sys.stdout.flush()
-        os._exit(code)
+        return show_version(as_json)
     except UsageError as err:
-        code = report_usage(err, as_json)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        return report_usage(err, as_json)
     except SystemExit as exc:  # --help
-        sys.stdout.flush()
-        os._exit(int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE)
-    code = run_local(args, as_json)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    return run_local(args, as_json)
 
 
 if __name__ == "__main__":

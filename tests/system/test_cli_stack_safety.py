@@ -221,3 +221,36 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--version"], 141),
+        (["dev", "status", "--json"], 141),
+        (["--help"], 0),  # argparse itself ignores a failed write of the help
+        (["list", "--bogus"], 2),  # the usage error goes to stderr, which is still there
+    ],
+)
+def test_a_reader_that_left_gets_no_traceback(
+    bare_env: dict[str, str], args: list[str], code: int
+) -> None:
+    """`golden-press ... | head -1`: when the reader closes the pipe first, the CLI ends quietly
+    with the shell's SIGPIPE code, not a BrokenPipeError traceback on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the CLI writes a byte
+    try:
+        done = subprocess.run(
+            [CLI, *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=bare_env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == code, done.stderr
