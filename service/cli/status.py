@@ -1,7 +1,8 @@
 """`golden-press status ID`: where a saga is, from Temporal (a ticket id or a workflow id).
 
 A ticket id stands for every saga of that ticket: its issuance (`issue-<request_id>`, the request
-id read through the API), redemption (`redeem-<id>`) and revocation (`revoke-<id>`). For each
+id read through the API), redemption (`redeem-<id>`) and revocation (`revoke-<id>`), each with
+every run of its id (a refused redemption attempt is a later run of `redeem-<id>`). For each
 saga: the workflow's status, the `progress` query (steps done, current step, last error) and the
 pending activity from describe (its attempts and last failure), which is where a stuck saga shows
 why it is stuck. Closed workflows answer the query only while a worker runs; then the search
@@ -45,11 +46,33 @@ def _when(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def describe_saga(client: Any, workflow_id: str) -> dict[str, Any] | None:
-    """One saga's status document, or None when no such workflow exists."""
+async def saga_runs(client: Any, workflow_id: str) -> list[dict[str, Any]]:
+    """Every run of a workflow id, oldest first ([] when there is none).
+
+    A closed saga's id may be started again: each redemption attempt runs `redeem-<ticket_id>`,
+    so the run that redeemed a ticket is followed by the runs that were refused AlreadyRedeemed.
+    Describing only the latest run would show a refusal and hide the redemption.
+    """
+    latest = await describe_saga(client, workflow_id)
+    if latest is None:
+        return []
+    runs = {latest["run_id"]: latest}
+    if "'" not in workflow_id and "\\" not in workflow_id:  # quoted safely in the query
+        async for listed in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+            if listed.run_id not in runs:
+                doc = await describe_saga(client, workflow_id, listed.run_id)
+                if doc is not None:
+                    runs[listed.run_id] = doc
+    return sorted(runs.values(), key=lambda doc: doc["started_at"] or "")
+
+
+async def describe_saga(
+    client: Any, workflow_id: str, run_id: str | None = None
+) -> dict[str, Any] | None:
+    """One saga run's status document (the latest run by default), or None when there is none."""
     from temporalio.service import RPCError, RPCStatusCode
 
-    handle = client.get_workflow_handle(workflow_id)
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         desc = await handle.describe()
     except RPCError as err:
@@ -78,6 +101,7 @@ async def describe_saga(client: Any, workflow_id: str) -> dict[str, Any] | None:
     )
     return {
         "workflow_id": workflow_id,
+        "run_id": desc.run_id,
         "workflow_type": desc.workflow_type,
         "status": desc.status.name.lower() if desc.status else "unknown",
         "current_step": step,
@@ -103,7 +127,7 @@ async def cmd_status(api: Api, args: argparse.Namespace) -> int:
         client = await connect_client(s)
     except Unreachable as exc:
         raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
-    found = [doc for wid in ids if (doc := await describe_saga(client, wid)) is not None]
+    found = [doc for wid in ids for doc in await saga_runs(client, wid)]
     if not found:
         raise CliError(
             "SagaNotFound",
@@ -114,7 +138,9 @@ async def cmd_status(api: Api, args: argparse.Namespace) -> int:
         emit_json({"sagas": found})
         return 0
     for doc in found:
-        print(colour(f"{doc['workflow_id']}  ({doc['workflow_type']})", "bold"))
+        runs = sum(1 for other in found if other["workflow_id"] == doc["workflow_id"])
+        run = f"  run {doc['run_id']}" if runs > 1 else ""
+        print(colour(f"{doc['workflow_id']}  ({doc['workflow_type']}){run}", "bold"))
         rows = [
             ("status", doc["status"]),
             ("step", doc["current_step"] or "-"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -296,7 +297,20 @@ async def test_json_envelope_of_every_verb(
     assert saga["status"] == "completed" and saga["outcome"] == "issued"
     assert saga["current_step"] == "done" and saga["workflow_type"] == "IssueTicketWorkflow"
     _, doc = await run_doc(capsys, "status", tid)
-    assert [s["workflow_id"] for s in doc["sagas"]] == ["issue-env-1", f"redeem-{tid}"]
+    redemptions = [s for s in doc["sagas"] if s["workflow_id"] == f"redeem-{tid}"]
+    assert doc["sagas"][0]["workflow_id"] == "issue-env-1"
+    assert redemptions[-1]["outcome"] == "redeemed"
+    # A second redemption is a later run of redeem-<id>: the one that redeemed stays in view.
+    _, doc = await run_doc(capsys, "redeem", tid, "--user", "uma")
+    assert doc["error"]["reason"] == "AlreadyRedeemed"
+    for _ in range(50):  # earlier runs come from Temporal's visibility store: eventually
+        _, doc = await run_doc(capsys, "status", tid)
+        again = [s for s in doc["sagas"] if s["workflow_id"] == f"redeem-{tid}"]
+        if len(again) > len(redemptions):
+            break
+        await asyncio.sleep(0.1)
+    assert len(again) == len(redemptions) + 1 and len({s["run_id"] for s in again}) == len(again)
+    assert [s["outcome"] for s in again[-2:]] == ["redeemed", "rejected"], again
     code, doc = await run_doc(capsys, "status", "issue-no-such-request")
     assert code == EXIT_REJECTED and doc["error"]["reason"] == "SagaNotFound"
     # admin
