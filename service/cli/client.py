@@ -177,13 +177,16 @@ class Api:
         write: bool = False,
         deadline_s: float = WRITE_TIMEOUT_S,
         workflow_id: str = "",
+        hint: str = "",
     ) -> Any:
         """One RPC; a failed call becomes a CliError carrying the ErrorInfo reason.
 
         The token (when known) goes with every call: without it GetTicket, ListTickets and
         GetInclusionProof answer with the public view (docs/privacy.md). A write whose deadline
         passes while its saga runs is not an outage: it says `still running: workflow <id>`
-        (EXIT_STILL_RUNNING), and the same request retried later joins that saga.
+        (EXIT_STILL_RUNNING) and `hint`: what to do next (the same issuance request joins its
+        saga, and the user has not seen the request id the CLI generated; a redemption is
+        followed with `status`).
         """
         import grpc
 
@@ -195,8 +198,11 @@ class Api:
         except grpc.aio.AioRpcError as err:
             reason = error_reason(err) or err.code().name
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and workflow_id:
+                then = f"; {hint}" if hint else ""
                 raise CliError(
-                    "StillRunning", f"still running: workflow {workflow_id}", EXIT_STILL_RUNNING
+                    "StillRunning",
+                    f"still running: workflow {workflow_id}{then}",
+                    EXIT_STILL_RUNNING,
                 ) from err
             if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 if not error_reason(err):

@@ -48,6 +48,7 @@ async def cmd_issue(api: Api, args: argparse.Namespace) -> int:
         write=True,
         deadline_s=args.timeout,
         workflow_id=issue_workflow_id(request_id),
+        hint=f"the same request (--request-id {request_id}) joins it",
     )
     t = ticket_dict(resp.ticket) if resp.HasField("ticket") else None
     if args.json:
@@ -286,6 +287,7 @@ async def cmd_redeem(api: Api, args: argparse.Namespace) -> int:
         write=True,
         deadline_s=args.timeout,
         workflow_id=redeem_workflow_id(args.ticket_id),
+        hint=f"`golden-press status {args.ticket_id}` follows it",
     )
     leaf = resp.leaf_index if resp.HasField("leaf_index") else None
     if args.json:

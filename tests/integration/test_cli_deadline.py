@@ -44,7 +44,10 @@ async def test_issue_past_its_deadline_says_still_running(
         )
         err = capsys.readouterr().err
         assert code == EXIT_STILL_RUNNING, err
-        assert "still running: workflow issue-slow-1" in err
+        assert (
+            "still running: workflow issue-slow-1; the same request (--request-id slow-1) joins it"
+            in err
+        )
         assert "cannot reach" not in err and "Traceback" not in err
         faults.plan.clear()
         handle = stack.client.get_workflow_handle("issue-slow-1")
