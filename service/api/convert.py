@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from datetime import UTC
 from uuid import UUID
 
@@ -123,7 +124,25 @@ def decode_page_token(token: str) -> int:
 def error_status(
     code: grpc.StatusCode, reason: str, message: str, metadata: dict[str, str] | None = None
 ) -> grpc.Status:
-    """A status with an ErrorInfo detail (domain golden-press, reason = reason type)."""
+    """A status with an ErrorInfo detail (domain golden-press, reason = reason type).
+
+    Without metadata the same refusal is built once: a sold-out herd gets the one CapReached
+    status thousands of times a second (messages quote at most ~100 characters of input, so
+    the cache stays small).
+    """
+    if not metadata:
+        return _plain_error_status(code, reason, message)
+    return _build_error_status(code, reason, message, metadata)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_error_status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
+    return _build_error_status(code, reason, message, None)
+
+
+def _build_error_status(
+    code: grpc.StatusCode, reason: str, message: str, metadata: dict[str, str] | None
+) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
     detail = any_pb2.Any()
     detail.Pack(info)

@@ -50,6 +50,21 @@ RPC_SECONDS = Histogram(
 )
 
 
+_RPC_METRICS: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+
+def _count_rpc(method: str, code: grpc.StatusCode, elapsed: float) -> None:
+    """Count and time one call; the labelled children are looked up once per (method, code),
+    not per call (labels() takes a lock and builds its key each time: a herd makes thousands)."""
+    children = _RPC_METRICS.get((method, code))
+    if children is None:
+        outcome = "ok" if code is grpc.StatusCode.OK else "error"
+        children = (RPC_TOTAL.labels(method, code.name), RPC_SECONDS.labels(method, outcome))
+        _RPC_METRICS[(method, code)] = children
+    children[0].inc()
+    children[1].observe(elapsed)
+
+
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 Handler = Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
@@ -115,10 +130,7 @@ def rpc(*, write: bool = False) -> Callable[[Handler[_Req, _Resp]], Handler[_Req
                 log.exception("backend error", extra=extra)
             finally:
                 elapsed = time.perf_counter() - started
-                RPC_TOTAL.labels(method, code.name).inc()
-                RPC_SECONDS.labels(method, "ok" if code is grpc.StatusCode.OK else "error").observe(
-                    elapsed
-                )
+                _count_rpc(method, code, elapsed)
                 extra.update(code=code.name, ms=round(elapsed * 1e3, 2))
                 # Successful writes at INFO; reads and business rejections (a herd's worth) at
                 # DEBUG: the metrics above count them, and a log line per rejection cost ~7% CPU.
@@ -155,9 +167,9 @@ async def until_started(
         if not started.done():
             started.set_result(workflow_id)
 
-    task = asyncio.ensure_future(run(on_started))
     if wait:
-        return "", await task
+        return "", await run(on_started)
+    task = asyncio.ensure_future(run(on_started))
     pending: set[asyncio.Future[Any]] = {task, started}
     await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
