@@ -117,16 +117,21 @@ async def test_witnesses_from_the_environment(
     assert (code, doc["cosigned_by"]) == (0, [W1_V.name]), doc
 
 
-async def test_witnesses_from_the_trust_roots(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    directory = publish(tmp_path / "tiles", MemLog(entries(20)))
-    roots = {
+def trust_roots_with_one_witness() -> dict[str, object]:
+    """public-keys.json of the test log, naming witness W1 with a quorum of one."""
+    return {
         "origin": VERIFIER.name,
         "ledger": [{"name": VERIFIER.name, "public_key": base64.b64encode(KEY_PUB).decode()}],
         "witnesses": [W1_V.vkey],
         "witness_quorum": 1,
     }
+
+
+async def test_witnesses_from_the_trust_roots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = publish(tmp_path / "tiles", MemLog(entries(20)))
+    roots = trust_roots_with_one_witness()
     keys = tmp_path / "public-keys.json"
     keys.write_text(json.dumps(roots))
     code, doc = await monitor(capsys, str(directory), "--keys", str(keys))
@@ -141,12 +146,7 @@ async def test_trust_roots_default_to_the_state_dir_as_the_help_says(
     """Without --keys the monitor reads STATE_DIR/public-keys.json (where `keys export` writes),
     and its --help names that default (it said `public-keys.json`, i.e. the current directory)."""
     directory = publish(tmp_path / "tiles", MemLog(entries(20)), (W1, W1_V))
-    roots = {
-        "origin": VERIFIER.name,
-        "ledger": [{"name": VERIFIER.name, "public_key": base64.b64encode(KEY_PUB).decode()}],
-        "witnesses": [W1_V.vkey],
-        "witness_quorum": 1,
-    }
+    roots = trust_roots_with_one_witness()
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     (state_dir / "public-keys.json").write_text(json.dumps(roots))
