@@ -784,7 +784,7 @@ def _supervise(stack: _Stack) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if reason:
-        print(f"golden-press dev up: {reason}", file=sys.stderr)
+        print(f"error: DevStackFailed: {reason}", file=sys.stderr)
     return code
 
 
@@ -856,10 +856,10 @@ def dev_up(detach: bool) -> int:
     try:
         return up(detach)
     except ServerError as exc:
-        print(f"golden-press dev up: {exc}", file=sys.stderr)
+        print(f"error: DevStackFailed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"golden-press dev up: {INTERRUPTED}", file=sys.stderr)
+        print(f"error: Interrupted: {INTERRUPTED}", file=sys.stderr)
         return 130
 
 
@@ -891,7 +891,7 @@ def dev_down() -> int:
     """`golden-press dev down` without --json (and `python -m service.devstack.stack down`)."""
     stopped = down()
     if stopped.failed:
-        print(f"golden-press dev down: could not stop {', '.join(stopped.failed)}", file=sys.stderr)
+        print(f"error: DevStackFailed: could not stop {', '.join(stopped.failed)}", file=sys.stderr)
         return 1
     if not stopped.was_running:
         print(f"no dev stack is running from {stopped.state_dir}")

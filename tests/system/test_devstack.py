@@ -228,7 +228,8 @@ def test_grpc_port_in_use_is_one_line_and_starts_nothing(
         as_json = run_cli(env, "dev", "up", "--detach", "--json")
     assert up.returncode == 1
     line = one_line_error(up.stderr)
-    assert "api" in line and "in use" in line and str(port) in line
+    assert line.startswith("error: DevStackFailed: api: ") and "in use" in line, line
+    assert str(port) in line
     error = envelope(as_json.stdout, as_json.returncode)["error"]  # the same, as JSON
     assert error["reason"] == "DevStackFailed" and error["exit_code"] == 1
     assert "in use" in error["message"] and str(port) in error["message"]
@@ -254,7 +255,7 @@ def test_missing_binary_is_one_line_and_stops_what_started(
 
     err = capsys.readouterr().err
     line = one_line_error(err)
-    assert "nats: nats-server not found" in line
+    assert line.startswith("error: DevStackFailed: nats: nats-server not found"), line
     assert not (state_dir / "postgres" / "postmaster.pid").exists()
     assert processes_mentioning(str(state_dir)) == []
 
