@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from golden_press.errors import Unreachable
 from service.cli.client import (
     EXIT_UNAVAILABLE,
     CliError,
@@ -57,6 +58,8 @@ async def cmd_admin(args: argparse.Namespace, endpoint: Endpoint) -> int:
             text = f"ticket {revoked.ticket_id} revoked (ledger leaf {revoked.leaf_index})"
     except GoldenError as err:
         raise CliError(err.reason.value, err.message) from err
+    except Unreachable:
+        raise  # names the server it could not connect to (Temporal for a revoke): run_async
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise CliError(
             "Unavailable", f"cannot use PostgreSQL ({one_error(exc)})", EXIT_UNAVAILABLE
@@ -81,6 +84,8 @@ async def cmd_audit(args: argparse.Namespace) -> int:
             s = info.settings()
     try:
         return await audit_main(s, json_output=args.json)
+    except Unreachable:
+        raise  # names PostgreSQL or NATS, whichever it could not connect to: run_async
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise CliError(
             "Unavailable", f"cannot reach PostgreSQL or NATS ({one_error(exc)})", EXIT_UNAVAILABLE

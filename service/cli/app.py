@@ -16,9 +16,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
+from golden_press.errors import Unreachable
 from service.api.channel import add_tls_arguments
 from service.cli.admin import cmd_admin, cmd_audit
 from service.cli.client import (
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     WRITE_TIMEOUT_S,
     Api,
@@ -391,7 +393,15 @@ API_VERBS: dict[str, ApiVerb] = {
 
 
 async def run_async(args: argparse.Namespace) -> int:
-    """Run one parsed verb that needs no subprocess management; CliError propagates."""
+    """Run one parsed verb that needs no subprocess management; CliError propagates, and a
+    server a verb could not connect to is Unavailable naming that server, whichever verb."""
+    try:
+        return await _run_verb(args)
+    except Unreachable as exc:
+        raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
+
+
+async def _run_verb(args: argparse.Namespace) -> int:
     if args.verb == "ledger":
         return cmd_ledger_verify(args)
     if args.verb == "keys" and args.keys_verb == "generate":

@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 from golden_press import sagas as sa
-from golden_press.errors import Unreachable
 from golden_press.models import Progress
 from service.cli.client import EXIT_REJECTED, EXIT_UNAVAILABLE, Api, CliError, settings
 from service.cli.output import colour, emit_json
@@ -123,10 +122,7 @@ async def cmd_status(api: Api, args: argparse.Namespace) -> int:
     s = settings()
     if api.endpoint.temporal:
         s = s.model_copy(update={"temporal_address": api.endpoint.temporal})
-    try:
-        client = await connect_client(s)
-    except Unreachable as exc:
-        raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
+    client = await connect_client(s)  # Unreachable: Unavailable, in run_async
     found = [doc for wid in ids for doc in await saga_runs(client, wid)]
     if not found:
         raise CliError(

@@ -110,3 +110,21 @@ def test_a_starter_without_temporal() -> None:
     assert error_line(done).startswith(
         f"error: Unavailable: cannot connect to Temporal at {CLOSED}: "
     )
+
+
+def test_a_cli_verb_names_the_server_it_could_not_reach(pg_admin_dsn: str, tmp_path: Path) -> None:
+    """`admin revoke` reaches PostgreSQL, then Temporal: an unreachable Temporal is named as
+    such (it said `cannot use PostgreSQL (... Temporal ...)`)."""
+    revoke = ["admin", "revoke", "00000000-0000-0000-0000-000000000001", "--reason", "x"]
+    done = run(
+        ["-m", "service.cli.app", *revoke],
+        {
+            "GOLDEN_PG_DSN": pg_admin_dsn,
+            "TEMPORAL_ADDRESS": CLOSED,
+            "GOLDEN_STATE_DIR": str(tmp_path),
+        },
+    )
+    assert done.returncode == 3
+    assert error_line(done).startswith(
+        f"error: Unavailable: cannot connect to Temporal at {CLOSED}: "
+    )
