@@ -160,15 +160,14 @@ async def until_started(
     exact; what admission refuses before the start (deny-list, cap, ...) is raised as usual, and
     a call that finishes first (a replayed request) returns its result.
     """
-    loop = asyncio.get_running_loop()
-    started: asyncio.Future[str] = loop.create_future()
+    if wait:  # every call of a herd: no future, no task
+        return "", await run(_not_waited_for)
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def on_started(workflow_id: str) -> None:
         if not started.done():
             started.set_result(workflow_id)
 
-    if wait:
-        return "", await run(on_started)
     task = asyncio.ensure_future(run(on_started))
     pending: set[asyncio.Future[Any]] = {task, started}
     await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -177,6 +176,10 @@ async def until_started(
     background.add(task)
     task.add_done_callback(_background_done(background))
     return started.result(), None
+
+
+def _not_waited_for(_workflow_id: str) -> None:
+    """on_started of a call whose caller waits for the result anyway."""
 
 
 def _background_done(background: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
