@@ -482,20 +482,14 @@ class Monitor:
         width = tile_width_at(0, n, size)
         level0 = Tile(0, n, width)
         assert bundle_data is not None
-        try:
-            entries = decode_bundle(bundle_data, width)
-        except TileError as exc:
-            raise Violation(
-                ViolationKind.TAMPERED_BUNDLE, f"{level0.bundle().path}: {exc.message}", n << 8
-            ) from exc
-        hashes: list[bytes] | None = None
-        if tile_data is not None:
-            try:
-                hashes = decode_tile(tile_data, width)
-            except TileError as exc:
-                raise Violation(
-                    ViolationKind.TAMPERED_TILE, f"{level0.path}: {exc.message}", n << 8
-                ) from exc
+        entries = _decoded(
+            decode_bundle, bundle_data, level0.bundle(), ViolationKind.TAMPERED_BUNDLE
+        )
+        hashes = (
+            None
+            if tile_data is None
+            else _decoded(decode_tile, tile_data, level0, ViolationKind.TAMPERED_TILE)
+        )
         seen = tree.tail(0)
         for j, entry in enumerate(entries):
             leaf = (n << TILE_HEIGHT) + j
@@ -570,6 +564,17 @@ class Monitor:
                     f"{tile.path} hash {i} is {g.hex()}, the tiles below hash to {e.hex()}",
                     ((tile.index << TILE_HEIGHT) + i) << (TILE_HEIGHT * tile.level),
                 )
+
+
+def _decoded(
+    decode: Callable[[bytes, int], list[bytes]], data: bytes, tile: Tile, kind: ViolationKind
+) -> list[bytes]:
+    """A level-0 tile or entry bundle decoded; a malformed one is a Violation of `kind` at its
+    first leaf."""
+    try:
+        return decode(data, tile.width)
+    except TileError as exc:
+        raise Violation(kind, f"{tile.path}: {exc.message}", tile.index << TILE_HEIGHT) from exc
 
 
 __all__ = [
