@@ -17,17 +17,22 @@ from starter import consume_events, issue_ticket, issue_via_api, redeem_ticket
 SECRET = "hunter2-not-a-number"
 
 
+def assert_names_the_variable(code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's --json answer to GOLDEN_API_NICE=SECRET: usage, naming it, never its value."""
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert (code, doc["error"]["reason"]) == (2, "InvalidRequest"), doc
+    assert "GOLDEN_API_NICE" in doc["error"]["message"]
+    assert SECRET not in out + err
+
+
 async def test_the_cli_names_the_variable_not_its_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("GOLDEN_API_NICE", SECRET)
     capsys.readouterr()
     code = await cli.run(["get", "00000000-0000-0000-0000-000000000000", "--json"])
-    out, err = capsys.readouterr()
-    doc = json.loads(out)
-    assert (code, doc["error"]["reason"]) == (2, "InvalidRequest"), doc
-    assert "GOLDEN_API_NICE" in doc["error"]["message"]
-    assert SECRET not in out + err
+    assert_names_the_variable(code, capsys)
 
 
 async def test_the_api_starter_names_the_variable_not_its_value(
@@ -58,11 +63,7 @@ def test_the_stack_verbs_name_the_variable_not_its_value(
     monkeypatch.setenv("GOLDEN_API_NICE", SECRET)
     capsys.readouterr()
     code = cli.run_local(cli.parse([*argv, "--json"]), as_json=True)
-    out, err = capsys.readouterr()
-    doc = json.loads(out)
-    assert (code, doc["error"]["reason"]) == (2, "InvalidRequest"), doc
-    assert "GOLDEN_API_NICE" in doc["error"]["message"]
-    assert SECRET not in out + err
+    assert_names_the_variable(code, capsys)
 
 
 async def test_the_saga_starters_name_the_variable_not_its_value(
