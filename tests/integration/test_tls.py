@@ -137,6 +137,15 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     return await run_main(cli.run, capsys, *argv)
 
 
+def mtls_flags(ca: TestCA, client: Leaf) -> list[str]:
+    """The CLI's flags for mutual TLS: the CA to trust, and the client's certificate and key."""
+    return [
+        *("--ca-file", str(ca.cert_file)),
+        *("--cert-file", str(client.cert_file)),
+        *("--key-file", str(client.key_file)),
+    ]
+
+
 async def test_cli_over_mtls(
     mtls_api: str,
     ca: TestCA,
@@ -150,8 +159,7 @@ async def test_cli_over_mtls(
     monkeypatch.setenv("GOLDEN_PG_DSN", stack.settings.pg_dsn)
     client = ca.client()
     flags = ["--addr", mtls_api, "--token", TOKEN]
-    tls = ["--ca-file", str(ca.cert_file), "--cert-file", str(client.cert_file)]
-    tls += ["--key-file", str(client.key_file)]
+    tls = mtls_flags(ca, client)
     code, out, err = await run_cli(capsys, "issue", "--user", "tls-alice", *flags, *tls, "--json")
     assert code == 0, err
     ticket_id = json.loads(out)["ticket"]["ticket_id"]
@@ -273,8 +281,7 @@ async def test_monitor_reads_the_log_over_mtls(
     await stack.issue("tls-monitored")
     vkey = NoteVerifier(stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)).vkey
     client = ca.client()
-    tls = ["--ca-file", str(ca.cert_file), "--cert-file", str(client.cert_file)]
-    tls += ["--key-file", str(client.key_file)]
+    tls = mtls_flags(ca, client)
     argv = ["monitor", f"grpc://{mtls_api}", "--vkey", vkey, "--json"]
     code, out, err = await run_cli(capsys, *argv, *tls)
     assert code == 0, out + err
