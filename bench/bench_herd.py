@@ -17,7 +17,8 @@ with a bearer token, `--concurrency` in flight. Asserts exactly 5 tickets. Ends 
 bench, rate, floor_rate, rate_vs_floor, reject_p99_ms, floor_p99_ms, winner_p99_ms,
 idle_saga_p50_ms, vs_seed, tickets. Targets: rate_vs_floor >= 0.6, reject p99 <= 2x the floor's,
 winners' p99 <= 4x the idle saga p50, >= 2x the seed. GOLDEN_BENCH_PROFILE=FILE records the API
-with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times.
+with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times and
+the refusals' latencies by send time (100 ms steps).
 `--tracing off,on,sampled` runs golden-press once per mode (off: no OTEL_* variables; on: every
 call traced and exported over OTLP/gRPC to bench/otlp_sink.py; sampled: the same with
 `parentbased_traceidratio` 0.1); the JSON line then gains `tracing_api_cpu_ratio`, API CPU
@@ -383,6 +384,24 @@ async def idle_saga_ms(temporal_address: str, runs: int) -> tuple[list[float], b
     return out, rejection
 
 
+def print_refusal_timeline(run: Run, step_s: float = 0.1, until_s: float = 2.0) -> None:
+    """Refusal latencies by when they were sent, per `step_s` (the launch moment vs later)."""
+    print(f"refusals of {run.name} by send time (s: count, p50 / p99 ms):")
+    t = 0.0
+    while t < until_s:
+        xs = [
+            s.seconds for s in run.load.samples if s.outcome != "ok" and t <= s.sent_at < t + step_s
+        ]
+        if xs:
+            print(f"  {t:.1f}: {len(xs)}, {ms(pct(xs, 50))} / {ms(pct(xs, 99))}")
+        t += step_s
+
+
+def first_second(load: LoadResult) -> list[float]:
+    """Latencies of the refusals sent in the run's first second."""
+    return [s.seconds for s in load.samples if s.outcome != "ok" and s.sent_at < 1.0]
+
+
 def merged(runs: list[Run]) -> Run:
     """The floor measured before and after golden-press, as one run (other load on the box moves
     figures between runs; bracketing the measured run evens that out)."""
@@ -466,6 +485,9 @@ async def main_async(args: argparse.Namespace) -> int:
         headers,
         rows,
     )
+    if os.environ.get("GOLDEN_BENCH_TIMELINE"):
+        for r in [*runs, *floors]:
+            print_refusal_timeline(r)
     golden = runs[0]
     g = golden.load
     f = floor.load
@@ -485,6 +507,15 @@ async def main_async(args: argparse.Namespace) -> int:
         f"\nAPI processes: {args.api_processes}, nice {args.api_nice}; worker nice"
         f" {args.worker_nice}, Temporal nice {args.temporal_nice}; API RSS after the herd: "
         + ", ".join(f"{r.name} {r.rss_mib:.0f} MiB" for r in runs)
+    )
+    print(
+        "rejection p99 of the calls sent in the first second / after it (the launch moment,"
+        " until the winners hold every slot, vs the steady state): "
+        + ", ".join(
+            f"{r.name} {ms(pct(first_second(r.load), 99))}"
+            f" / {ms(pct(r.load.rejections_sent(1.0), 99))}"
+            for r in [*runs, *floors]
+        )
     )
     print(
         "targets: rate_vs_floor >= 0.6, reject p99 <= 2x floor p99, winner p99 <= 4x idle saga"

@@ -221,7 +221,7 @@ async def start_worker(
 #: `verbose-log` logs every RPC (DEBUG level), `pool-reset` restores asyncpg's reset round trip
 #: on every pool release, `durable-commits` flushes WAL for every rate-limit counter, `untuned`
 #: undoes all three (the API as first written).
-API_VARIANTS = ("stock", "verbose-log", "pool-reset", "durable-commits", "untuned")
+API_VARIANTS = ("stock", "verbose-log", "pool-reset", "durable-commits", "gate-after-db", "untuned")
 
 
 async def start_api(
@@ -400,10 +400,12 @@ def server_latencies(log_path: Path, method: str) -> list[tuple[str, float]]:
 
 @dataclass
 class Sample:
-    """One call: its outcome label ('ok' or the error reason) and latency in seconds."""
+    """One call: its outcome label ('ok' or the error reason), latency and start in seconds."""
 
     outcome: str
     seconds: float
+    #: When the call was sent, in seconds from the start of its load run.
+    sent_at: float = 0.0
 
 
 @dataclass
@@ -421,6 +423,10 @@ class LoadResult:
     def latencies(self, ok: bool | None = None) -> list[float]:
         """Latencies of successes (ok=True), failures (ok=False) or all."""
         return [s.seconds for s in self.samples if ok is None or (s.outcome == "ok") is ok]
+
+    def rejections_sent(self, after_s: float) -> list[float]:
+        """Latencies of failures sent at or after `after_s` into the run (the steady state)."""
+        return [s.seconds for s in self.samples if s.outcome != "ok" and s.sent_at >= after_s]
 
     def outcomes(self) -> Counter[str]:
         """How many calls ended each way."""
@@ -458,7 +464,7 @@ async def run_load(
                 outcome = "ok"
             except grpc.aio.AioRpcError as err:
                 outcome = rpc_outcome(err)
-            samples.append(Sample(outcome, time.perf_counter() - t0))
+            samples.append(Sample(outcome, time.perf_counter() - t0, t0 - start))
 
     start = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
@@ -500,6 +506,11 @@ def serve_api_variant(variant: str) -> None:
         return pool
 
     api.create_pool = create_pool  # type: ignore[assignment]
+    if variant in ("gate-after-db", "untuned"):
+        # Before issue 15's memory gate: a full gate refused only after the admission statement.
+        from service.sagas.admission import Admission
+
+        Admission._gate_refusal = lambda self, user_id: None  # type: ignore[method-assign]
     verbose = variant in ("verbose-log", "untuned")
     api.configure_logging(logging.DEBUG if verbose else logging.INFO)
     os.nice(Settings().api_nice)  # as `python -m service.api.server` does: only the fix differs

@@ -15,7 +15,12 @@ Order of an issuance request (each refusal is a typed GoldenError and costs no w
 5. in-flight gate: at most ceil((cap - settled tickets) / GOLDEN_API_PROCESSES) + margin
    issuance sagas of this process at once. A request beyond it is refused at once (CapReached,
    not queued), except a retry of a request already admitted somewhere: if its saga runs it is
-   joined, with the hash checked.
+   joined, with the hash checked. When this process is the only one admitting
+   (GOLDEN_API_PROCESSES=1) the gate is checked from memory BEFORE step 4: every request it could
+   join is then known here (its saga is in `_running`, kept until a snapshot read after its end;
+   its row, once reserved, in the snapshot), so a full gate refuses the launch herd without a
+   statement (issue 15: the herd's first second otherwise queued on PostgreSQL). With several
+   processes a retry may reach another process than its saga's, so step 4 runs first.
 6. start `issue-<request_id>` (conflict policy FAIL: a run that already exists is joined only
    after its request hash, kept in its memo, matches) and wait for its result.
 
@@ -35,7 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -110,6 +117,9 @@ class _Running:
     gated: bool
     #: Set once the workflow has started (or been joined): a no_wait caller answers then.
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: time.monotonic() when the saga's task ended: the entry stays until a snapshot read that
+    #: started later holds the saga's row, so a retry meanwhile gets the saga's own answer.
+    finished_at: float | None = None
 
 
 #: The no_wait caller's callback for the issue() call running in this context (see issue()).
@@ -145,6 +155,13 @@ def new_request_id() -> str:
 
 async def _ready(handle: WorkflowHandle[Any, IssueTicketResult]) -> WorkflowHandle[Any, Any]:
     return handle
+
+
+def _slots_claimed() -> GoldenError:
+    return GoldenError(
+        Reason.CAP_REACHED,
+        "every free slot is being claimed by an issuance in flight; try again shortly",
+    )
 
 
 def _key_reused(request_id: str) -> GoldenError:
@@ -209,7 +226,30 @@ class Admission:
     @property
     def in_flight(self) -> int:
         """Gated issuance sagas of this process now running."""
-        return sum(1 for r in self._running.values() if r.gated)
+        return sum(1 for r in self._running.values() if r.gated and r.finished_at is None)
+
+    def _gate_full(self, snap: Snapshot) -> bool:
+        """True when this process runs its share of the free slots' sagas (and the margin)."""
+        free = max(snap.cap - snap.settled, 0)
+        limit = -(-free // self._gate_share) + self._gate_margin  # ceil: one process fills all
+        return self.in_flight >= limit
+
+    def _gate_refusal(self, user_id: str) -> GoldenError | None:
+        """Step 5 from memory, for a sole admitting process: the refusal a full gate gives.
+
+        Only for GOLDEN_API_PROCESSES=1: every saga a request could join is then in `_running`
+        or, once reserved, in the snapshot; the request itself is not (the caller looked). The
+        deny-list and one-per-user come first, as on the database path. No rate-limit write:
+        the attempt could not win, so there is nothing to protect.
+        """
+        snap = self.snapshot
+        if self._gate_share != 1 or not self._gate_full(snap):
+            return None
+        if user_id in snap.denied:
+            return GoldenError(Reason.USER_DENIED, f"user {user_id!r} may not receive a ticket")
+        if user_id in snap.holders:
+            return GoldenError(Reason.ONE_PER_USER, f"user {user_id!r} already holds a ticket")
+        return _slots_claimed()
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -312,7 +352,14 @@ class Admission:
                 return self.snapshot
         async with self._refresh_lock:
             self.snapshot = await read_snapshot(self._pool)
+            self._forget_finished(self.snapshot.read_at)
             return self.snapshot
+
+    def _forget_finished(self, read_at: float) -> None:
+        """Drop sagas that ended before `read_at`: the snapshot read then holds their rows."""
+        for request_id, running in list(self._running.items()):
+            if running.finished_at is not None and running.finished_at < read_at:
+                del self._running[request_id]
 
     def request_refresh(self) -> None:
         """Ask the refresher for a re-read soon (after a saga changed the tickets)."""
@@ -358,6 +405,9 @@ class Admission:
                 decision = decide_known(fresh, request_id, request.request_hash)
         if decision.verdict is not Verdict.ASK_DATABASE:
             return await self._act(decision, request, workflow_id)
+        refusal = self._gate_refusal(user_id)
+        if refusal is not None:
+            raise refusal
 
         found = await admit(
             self._pool, request_id, user_id, self._rate_window_s, self._rate_attempts + 1
@@ -380,9 +430,7 @@ class Admission:
         if running is not None:
             return await self._await_running(running, request)
         snap = self.snapshot
-        free = max(snap.cap - snap.settled, 0)
-        limit = -(-free // self._gate_share) + self._gate_margin  # ceil: one process fills all
-        if snap.sold_out or self.in_flight >= limit:
+        if snap.sold_out or self._gate_full(snap):
             # A retry of a request admitted before (here or in another process) whose saga still
             # runs is joined, never refused: that saga may be a winner (issue 13.3).
             if found.seen:
@@ -394,10 +442,7 @@ class Admission:
                 raise GoldenError(
                     Reason.CAP_REACHED, f"all {snap.cap} golden tickets are taken ({snap.scope})"
                 )
-            raise GoldenError(
-                Reason.CAP_REACHED,
-                "every free slot is being claimed by an issuance in flight; try again shortly",
-            )
+            raise _slots_claimed()
         return await self._await_running(
             self._track(request, self._start_or_join(request, workflow_id), True), request
         )
@@ -443,10 +488,12 @@ class Admission:
         self._running[request.request_id] = running
 
         def done(finished: asyncio.Task[IssueOutcome]) -> None:
-            if self._running.get(request.request_id) is running:
-                del self._running[request.request_id]
-            if not finished.cancelled():
-                finished.exception()  # retrieved: callers that went away must not leave a warning
+            running.finished_at = time.monotonic()
+            error = None if finished.cancelled() else finished.exception()  # always retrieved
+            if finished.cancelled() or not isinstance(error, GoldenError | SagaFailed | None):
+                # Not the saga's answer (shut down, Temporal unreachable): a retry tries again.
+                if self._running.get(request.request_id) is running:
+                    del self._running[request.request_id]
             self.request_refresh()
 
         task.add_done_callback(done)
@@ -455,6 +502,9 @@ class Admission:
     async def _await_running(self, running: _Running, request: IssueTicketInput) -> IssueOutcome:
         if running.request_hash != request.request_hash:
             raise _key_reused(request.request_id)
+        if running.finished_at is not None and running.task.exception() is None:
+            # A retry after the saga's end, before the snapshot holds its row: its ticket.
+            return dataclasses.replace(running.task.result(), replayed=True)
         on_started = _ON_STARTED.get()
         watcher = None
         if on_started is not None:

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,79 @@ async def test_retry_of_a_running_saga_joins_it_before_the_gate(
     assert len({o.ticket.ticket_id for o in outcomes}) == 1
     attempts = await stack.pool.fetchval("SELECT attempts FROM rate_limit WHERE user_id = $1", user)
     assert attempts == 1
+
+
+async def test_a_full_gate_refuses_the_herd_from_memory(
+    idle_stack: Stack, admissions: Callable[..., Any]
+) -> None:
+    """Issue 15: with every free slot claimed by the sagas of the sole API process, a new request
+    is refused CapReached from memory (no rate-limit row, no workflow) while a retry of a running
+    saga still joins it; with GOLDEN_API_PROCESSES=2 a retry may reach another process than its
+    saga's, so the database path (which finds it) stays."""
+    stack = idle_stack
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+
+    async def refused(admission: Admission, user: str) -> Reason:
+        with pytest.raises(GoldenError) as info:
+            await asyncio.wait_for(admission.issue(user, uid("r")), 10)
+        return info.value.reason
+
+    async def attempts_of(user: str) -> int:
+        sql = "SELECT count(*) FROM rate_limit WHERE user_id = $1"
+        return int(await stack.pool.fetchval(sql, user))
+
+    for share, statements in ((1, 0), (2, 1)):
+        admission = await admissions(
+            stack, gate_margin=0, gate_share=share, refresh_interval_s=3600
+        )
+        user, rid = uid(), uid("r")
+        first = asyncio.create_task(admission.issue(user, rid))
+        await eventually(partial(_started, stack, rid), 30)  # the gate is full: 1 saga, 1 slot
+        loser = uid("loser")
+        assert await refused(admission, loser) is Reason.CAP_REACHED
+        assert await attempts_of(loser) == statements, f"GOLDEN_API_PROCESSES={share}"
+        retry = asyncio.create_task(admission.issue(user, rid))
+        await asyncio.sleep(0.2)
+        assert not retry.done(), retry  # joined the saga, waiting with it
+        await stack.pool.execute("INSERT INTO deny_list (user_id) VALUES ($1)", loser)
+        await admission.refresh()
+        assert await refused(admission, loser) is Reason.USER_DENIED  # the same order as SQL
+        for task in (first, retry):
+            task.cancel()
+        await admission.close()
+
+
+class _NoRereadPool:
+    """The stack's pool, but the snapshot can never be re-read (statements still run)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def acquire(self) -> Any:
+        raise RuntimeError("injected: the snapshot re-read is down")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+async def test_a_retry_after_its_saga_ended_gets_the_ticket_before_any_reread(
+    stack: Stack, admissions: Callable[..., Any]
+) -> None:
+    """Issue 15 / 13.3: a full gate refuses from memory, so a saga this process ran is kept until a
+    snapshot read after its end holds its row: a retry in between gets the ticket, never the
+    gate's CapReached (the snapshot here predates the saga and is never re-read)."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    admission = await admissions(gate_margin=0, refresh_interval_s=3600)
+    admission._pool = _NoRereadPool(stack.pool)  # type: ignore[assignment]
+    user, rid = uid(), uid("r")
+    won = await asyncio.wait_for(admission.issue(user, rid), 60)
+    assert not admission.snapshot.sold_out and rid not in admission.snapshot.by_request
+    admission._gate_margin = -2  # every free slot claimed: the gate refuses from memory
+    with pytest.raises(GoldenError) as info:
+        await admission.issue(uid(), uid("r"))
+    assert info.value.reason is Reason.CAP_REACHED
+    again = await asyncio.wait_for(admission.issue(user, rid), 10)
+    assert again.ticket.ticket_id == won.ticket.ticket_id and again.replayed
 
 
 async def test_joining_a_running_saga_needs_the_same_request(
