@@ -198,7 +198,7 @@ async def run(settings: Settings) -> int:
     runtime = metrics_runtime(settings.metrics_port)
     client = await connect_client(settings, runtime)
     pool = await create_pool(settings.pg_dsn, max_size=20)
-    nc = await connect_nats(settings)
+    nc = await connect_nats(settings, initial_attempts=None)  # sagas wait; events keep
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()

@@ -112,6 +112,22 @@ def test_a_starter_without_temporal() -> None:
     )
 
 
+def test_the_consumer_example_without_nats() -> None:
+    """It gives up after a bounded number of attempts: one warning line for all of them (not
+    nats-py's traceback twice a second, forever), then Unavailable, exit 3."""
+    done = run(
+        ["-m", "starter.consume_events", "--durable", "never", "--sink", os.devnull],
+        {"GOLDEN_NATS_URL": f"nats://golden:{SECRET}@{CLOSED}"},
+    )
+    assert done.returncode == 3, done.stderr
+    assert error_line(done) == (
+        f"error: Unavailable: cannot connect to NATS at nats://{CLOSED}: "
+        "nats: no servers available for connection"
+    )
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("NATS: ")]
+    assert len(warnings) == 1 and len(done.stderr.splitlines()) == 2, done.stderr
+
+
 def test_a_cli_verb_names_the_server_it_could_not_reach(pg_admin_dsn: str, tmp_path: Path) -> None:
     """`admin revoke` reaches PostgreSQL, then Temporal: an unreachable Temporal is named as
     such (it said `cannot use PostgreSQL (... Temporal ...)`)."""
