@@ -1,5 +1,6 @@
-"""NATS over TLS with a client certificate, and over TLS with nkey authentication, through the one
-connect function (settings only), against real nats-servers."""
+"""NATS over TLS with a client certificate, over TLS with nkey authentication, and over TLS with
+a decentralised-auth credentials file (operator mode), through the one connect function (settings
+only), against real nats-servers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nkeys
 import pytest
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
@@ -17,6 +19,7 @@ from nats.errors import NoServersError
 from golden_press.settings import Settings
 from service.devstack.servers import find_binary, free_port, port_in_use
 from service.store.nats_client import connect_nats
+from tests.helpers.nats_jwt import Identity, account_jwt, operator_jwt, user_jwt, write_creds
 from tests.helpers.tls import TestCA
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -86,8 +89,6 @@ async def test_nats_mutual_tls_from_settings(tls_nats: str, ca: TestCA) -> None:
 
 def nkey_seed_file(path: Path) -> str:
     """A fresh user nkey: its seed written to `path` (mode 0600); returns the public key."""
-    import nkeys
-
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     path.write_bytes(seed + b"\n")
     os.chmod(path, 0o600)
@@ -152,6 +153,80 @@ async def test_nats_nkey_over_tls_from_settings(
         settings.model_copy(update={"nats_nkey_seed_file": stranger}),
     ):
         with pytest.raises((NatsError, NoServersError, OSError, asyncio.TimeoutError)):
+            nc = await connect_nats(
+                refused, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
+            )
+            await nc.close()
+
+
+@pytest.fixture
+def operator_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
+    """A private nats-server in operator (decentralised JWT) mode over TLS: it trusts a fresh
+    operator and knows one account (MEMORY resolver); yields its URL and the `.creds` file of a
+    user that account signed. No system account: the server only warns without one."""
+    binary = find_binary("nats-server")
+    if binary is None:
+        pytest.skip("no nats-server binary")
+    leaf = ca.server("nats-operator")
+    operator = Identity.new(nkeys.PREFIX_BYTE_OPERATOR)
+    account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
+    user = Identity.new(nkeys.PREFIX_BYTE_USER)
+    creds = write_creds(tmp_path / "user.creds", user_jwt(user, account), user)
+    port = free_port()
+    config = tmp_path / "nats-operator.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n'
+        f"operator: {operator_jwt(operator)}\n"
+        "resolver: MEMORY\n"
+        f"resolver_preload: {{ {account.public_key}: {account_jwt(account, operator)} }}\n"
+    )
+    proc = subprocess.Popen(
+        [str(binary), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "nats-operator.log").open("wb"),
+    )
+    try:
+        for _ in range(200):
+            if port_in_use("127.0.0.1", port):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "nats-operator.log").read_text())
+            time.sleep(0.02)
+        yield f"tls://127.0.0.1:{port}", creds
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_nats_creds_file_in_operator_mode_from_settings(
+    operator_nats: tuple[str, Path], ca: TestCA, tmp_path: Path
+) -> None:
+    """GOLDEN_NATS_CREDS_FILE (user JWT + seed, what `nsc` writes) signs in to a server that
+    trusts only JWTs chained to its operator; no creds file, or a user whose account the operator
+    never signed, is refused."""
+    url, creds = operator_nats
+    assert creds.stat().st_mode & 0o777 == 0o600
+    settings = Settings(  # type: ignore[call-arg]
+        nats_url=url, nats_tls_ca_file=ca.cert_file, nats_creds_file=creds
+    )
+    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        sub = await nc.subscribe("golden.creds.check")
+        await nc.publish("golden.creds.check", b"by jwt")
+        assert (await sub.next_msg(timeout=5)).data == b"by jwt"
+    finally:
+        await nc.close()
+
+    rogue_account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
+    rogue = Identity.new(nkeys.PREFIX_BYTE_USER)
+    rogue_creds = write_creds(tmp_path / "rogue.creds", user_jwt(rogue, rogue_account), rogue)
+    for refused in (
+        settings.model_copy(update={"nats_creds_file": None}),
+        settings.model_copy(update={"nats_creds_file": rogue_creds}),
+    ):
+        # The server's own verdict (not a TLS or network failure): the JWT chain is checked.
+        with pytest.raises(NatsError, match="Authorization Violation"):
             nc = await connect_nats(
                 refused, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
             )
