@@ -5,6 +5,7 @@ only), against real nats-servers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -20,7 +21,7 @@ from golden_press.settings import Settings
 from service.devstack.servers import find_binary, free_port, port_in_use
 from service.store.nats_client import connect_nats
 from tests.helpers.nats_jwt import Identity, account_jwt, operator_jwt, user_jwt, write_creds
-from tests.helpers.tls import TestCA
+from tests.helpers.tls import Leaf, TestCA
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -104,29 +105,47 @@ def nkey_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
     leaf = ca.server("nats-nkey")
     seed = tmp_path / "user.nk"
     public = nkey_seed_file(seed)
+    auth = f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
+    with configured_nats(binary, tmp_path / "nats-nkey", leaf, auth) as url:
+        yield url, seed
+
+
+@contextlib.contextmanager
+def configured_nats(binary: Path, stem: Path, leaf: Leaf, auth: str) -> Iterator[str]:
+    """nats-server from a config file (`stem`.conf, its log `stem`.log): TLS with `leaf`, the
+    `auth` lines as given; yields its tls:// URL once it listens."""
     port = free_port()
-    config = tmp_path / "nats.conf"
+    config = stem.with_suffix(".conf")
     config.write_text(
         f"listen: 127.0.0.1:{port}\n"
-        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n'
-        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
+        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n' + auth
     )
+    log = stem.with_suffix(".log")
     proc = subprocess.Popen(
-        [str(binary), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "nats-nkey.log").open("wb"),
+        [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log.open("wb")
     )
     try:
         for _ in range(200):
             if port_in_use("127.0.0.1", port):
                 break
             if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "nats-nkey.log").read_text())
+                raise RuntimeError(log.read_text())
             time.sleep(0.02)
-        yield f"tls://127.0.0.1:{port}", seed
+        yield f"tls://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def round_trip(settings: Settings, subject: str) -> None:
+    """Connect as the settings say (no retry), publish one message and receive it back."""
+    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        sub = await nc.subscribe(subject)
+        await nc.publish(subject, b"signed in")
+        assert (await sub.next_msg(timeout=5)).data == b"signed in"
+    finally:
+        await nc.close()
 
 
 async def test_nats_nkey_over_tls_from_settings(
@@ -138,13 +157,7 @@ async def test_nats_nkey_over_tls_from_settings(
     settings = Settings(  # type: ignore[call-arg]
         nats_url=url, nats_tls_ca_file=ca.cert_file, nats_nkey_seed_file=seed
     )
-    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        sub = await nc.subscribe("golden.nkey.check")
-        await nc.publish("golden.nkey.check", b"signed in")
-        assert (await sub.next_msg(timeout=5)).data == b"signed in"
-    finally:
-        await nc.close()
+    await round_trip(settings, "golden.nkey.check")
 
     stranger = tmp_path / "stranger.nk"
     nkey_seed_file(stranger)
@@ -172,31 +185,13 @@ def operator_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
     account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
     user = Identity.new(nkeys.PREFIX_BYTE_USER)
     creds = write_creds(tmp_path / "user.creds", user_jwt(user, account), user)
-    port = free_port()
-    config = tmp_path / "nats-operator.conf"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n'
+    auth = (
         f"operator: {operator_jwt(operator)}\n"
         "resolver: MEMORY\n"
         f"resolver_preload: {{ {account.public_key}: {account_jwt(account, operator)} }}\n"
     )
-    proc = subprocess.Popen(
-        [str(binary), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "nats-operator.log").open("wb"),
-    )
-    try:
-        for _ in range(200):
-            if port_in_use("127.0.0.1", port):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "nats-operator.log").read_text())
-            time.sleep(0.02)
-        yield f"tls://127.0.0.1:{port}", creds
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with configured_nats(binary, tmp_path / "nats-operator", leaf, auth) as url:
+        yield url, creds
 
 
 async def test_nats_creds_file_in_operator_mode_from_settings(
@@ -210,13 +205,7 @@ async def test_nats_creds_file_in_operator_mode_from_settings(
     settings = Settings(  # type: ignore[call-arg]
         nats_url=url, nats_tls_ca_file=ca.cert_file, nats_creds_file=creds
     )
-    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        sub = await nc.subscribe("golden.creds.check")
-        await nc.publish("golden.creds.check", b"by jwt")
-        assert (await sub.next_msg(timeout=5)).data == b"by jwt"
-    finally:
-        await nc.close()
+    await round_trip(settings, "golden.creds.check")
 
     rogue_account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
     rogue = Identity.new(nkeys.PREFIX_BYTE_USER)
