@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +25,10 @@ TEMPORAL_FAST_FLAGS = [
     "--dynamic-config-value",
     "history.transferProcessorMaxPollRPS=1000",
 ]
+
+
+#: How long a test Temporal server may take to answer after its start.
+SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
 
 
 def temporal_binary() -> str:
@@ -42,6 +47,8 @@ async def start_local_temporal() -> WorkflowEnvironment:
         dev_server_existing_path=temporal_binary(),
         search_attributes=sa.ALL,
         dev_server_extra_args=TEMPORAL_FAST_FLAGS,
+        # The SDK waits 5 s by default: too short while other suites load this 2-core box.
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
     )
 
 

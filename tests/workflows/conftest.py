@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from golden_press import sagas as sa
+from tests.helpers.servers import SERVER_STARTUP_TIMEOUT
 
 
 def time_skipping_server() -> str:
@@ -36,6 +37,7 @@ async def start_test_server() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=time_skipping_server(),
+        test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
     )
     try:
         # Like a real server, it fails a workflow task that upserts an unregistered attribute.
