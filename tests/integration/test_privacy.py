@@ -22,8 +22,10 @@ from service.api.servicer import GoldenPressService
 from service.cli.client import Api, Endpoint
 from service.cli.keys import public_keys_json
 from service.store.outbox import events_pb2
+from tests.helpers.api import ServedApi as ApiHandle
+from tests.helpers.api import expect_error as expect
+from tests.helpers.api import served_api
 from tests.helpers.stack import Stack
-from tests.integration.test_api import ApiHandle, expect, served_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

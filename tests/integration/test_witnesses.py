@@ -25,9 +25,11 @@ from service.store.cosignatures import latest_cosigned_size
 from service.store.ledger import LedgerStore
 from service.store.tile_files import TilePublisher
 from service.witness.submitter import Submitter
+from tests.helpers.api import ServedApi as ApiHandle
+from tests.helpers.api import expect_error as expect
+from tests.helpers.api import served_api
 from tests.helpers.servers import Servers
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
-from tests.integration.test_api import ApiHandle, expect, served_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
