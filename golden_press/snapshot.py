@@ -1,6 +1,6 @@
 """What one API process knows of the cap, the tickets and the deny-list, and what it may decide.
 
-The snapshot is read in one query set (service/store/tickets.py) and replaced whole on every
+The snapshot is read by service/store/admission.py (read_snapshot) and replaced whole on every
 refresh; it is never authoritative. The cap is decided only by the reserve activity under the
 advisory lock. From memory an API process may only:
 

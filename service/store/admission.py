@@ -81,13 +81,14 @@ def stored_from_row(row: asyncpg.Record) -> StoredTicket:
 
 
 async def read_snapshot(pool: asyncpg.Pool) -> Snapshot:
-    """Cap, scope, deny-list and every ticket row.
+    """Cap, scope, deny-list and every ticket row, read in one REPEATABLE READ transaction.
 
     The counts are derived from the rows read in the same statement, so a snapshot that says
     "sold out" holds every counted ticket (winners included) as of that statement.
     """
     read_at = time.monotonic()
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot for both statements: the cap and the rows are of the same moment.
         config = await conn.fetchrow(_SNAPSHOT_CONFIG_SQL)
         rows = await conn.fetch(_SNAPSHOT_TICKETS_SQL)
     if config is None:
