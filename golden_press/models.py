@@ -105,6 +105,15 @@ class Ticket(Frozen):
     _check_user = field_validator("user_id")(validate_user_id_or_redacted)
 
 
+def as_shown(ticket: Ticket) -> Ticket:
+    """The ticket as every caller sees it: a finalised row whose `issued` ledger entry is not
+    written yet is still RESERVED, without its signature, since the saga may void it; only a
+    ticket in the ledger is issued to anyone (issue 13.4)."""
+    if ticket.state is TicketState.ISSUED and ticket.leaf_index is None:
+        return ticket.model_copy(update={"state": TicketState.RESERVED, "signature": ""})
+    return ticket
+
+
 #: Bounds of a proof bundle's caller-supplied fields. A bundle travels into a workflow input and
 #: into the `redeemed` event, so none may be unbounded: a checkpoint note padded with a megabyte
 #: of signature lines from unknown keys still verified, and its event could never be published.

@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from golden_press.bundle import TrustRoots, check_bundle_size, redact_bundle, redact_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
-from golden_press.models import ProofBundle, Ticket, validate_user_id
+from golden_press.models import ProofBundle, Ticket, as_shown, validate_user_id
 from golden_press.settings import Settings
 from service.api.auth import authenticate
 from service.api.convert import (
@@ -257,8 +257,10 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
         return True
 
     def _view(self, ticket: Ticket, holder: bool) -> golden_pb2.Ticket:
-        """The ticket as this caller may see it: without a token, no user id nor signature."""
-        return ticket_to_pb(ticket if holder else redact_ticket(ticket))
+        """The ticket as this caller may see it: without a token, no user id nor signature;
+        issued only once in the ledger (as_shown)."""
+        shown = as_shown(ticket)
+        return ticket_to_pb(shown if holder else redact_ticket(shown))
 
     @rpc(write=True)
     async def IssueTicket(

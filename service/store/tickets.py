@@ -60,7 +60,9 @@ async def list_tickets(
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     rows = await db.fetch(
         f"SELECT {_TICKET_COLUMNS} FROM tickets"
-        " WHERE serial > $1 AND ($2::text IS NULL OR state = $2)"
+        " WHERE serial > $1 AND ($2::text IS NULL OR"
+        # As callers see it (models.as_shown): issued only once its ledger entry exists.
+        "  CASE WHEN state = 'issued' AND issued_leaf IS NULL THEN 'reserved' ELSE state END = $2)"
         " AND ($3::text IS NULL OR user_id = $3)"
         " ORDER BY serial LIMIT $4",
         after_serial,

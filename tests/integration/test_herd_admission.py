@@ -252,7 +252,8 @@ async def test_joining_a_running_saga_needs_the_same_request(
 async def test_a_ticket_without_its_ledger_entry_is_nobodys_yet(
     stack: Stack, admissions: Callable[..., Any]
 ) -> None:
-    """13.4: a finalised row without its ledger entry is neither replayed nor verified valid."""
+    """13.4: a finalised row without its ledger entry is neither replayed nor verified valid,
+    and GetTicket/ListTickets show it RESERVED without its signature, even to its holder."""
     admission = await admissions()
     user, rid = uid(), uid("r")
     minted = await admission.issue(user, rid)
@@ -265,6 +266,18 @@ async def test_a_ticket_without_its_ledger_entry_is_nobodys_yet(
             stub = golden_pb2_grpc.GoldenPressStub(channel)
             resp = await stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=str(tid)))
             assert not resp.valid and resp.reason == Reason.TICKET_NOT_REDEEMABLE.value
+            got = await stub.GetTicket(
+                golden_pb2.GetTicketRequest(ticket_id=str(tid)), metadata=AUTH
+            )
+            assert got.ticket.state == golden_pb2.TICKET_STATE_RESERVED
+            assert got.ticket.signature == "" and got.ticket.user_id == user
+
+            async def listed(state: golden_pb2.TicketState) -> list[str]:
+                page = await stub.ListTickets(golden_pb2.ListTicketsRequest(state=state))
+                return [t.ticket_id for t in page.tickets]
+
+            assert str(tid) not in await listed(golden_pb2.TICKET_STATE_ISSUED)
+            assert str(tid) in await listed(golden_pb2.TICKET_STATE_RESERVED)
     finally:
         await shutdown(server, grace=None)
     await admission.refresh()
