@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from golden_press.errors import InvalidRequest
 from service.api.channel import add_tls_arguments, bearer, client_tls, first_token, open_channel
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
@@ -50,11 +51,12 @@ async def run(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_environment()
     if settings is None:
         return EXIT_USAGE
-    token = args.token or first_token(settings.api_tokens_file)
     try:
+        token = args.token or first_token(settings.api_tokens_file)
         channel = open_channel(args.addr or settings.grpc_addr, client_tls(args))
-    except TlsConfigError as err:
-        print(f"error: InvalidRequest: {err}", file=sys.stderr)
+    except (TlsConfigError, InvalidRequest) as err:
+        detail = err.message if isinstance(err, InvalidRequest) else str(err)
+        print(f"error: InvalidRequest: {detail}", file=sys.stderr)
         return EXIT_USAGE
     request = golden_pb2.IssueTicketRequest(
         user_id=args.user, request_id=args.request_id or f"starter-{uuid.uuid4()}"

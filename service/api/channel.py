@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from golden_press.errors import InvalidRequest
+from service.store.key_files import read_tokens
+
 if TYPE_CHECKING:  # grpc loads only when a channel opens: `--help` and offline verbs stay quick
     import grpc
 
@@ -85,14 +88,14 @@ def open_channel(address: str, tls: ClientTls) -> grpc.aio.Channel:
 
 
 def first_token(path: Path) -> str:
-    """The first token of a GOLDEN_API_TOKENS_FILE ("" when unreadable or empty)."""
+    """The token a client presents: the first of a GOLDEN_API_TOKENS_FILE, read by the API's
+    own reader ("" when the file is missing or empty; InvalidRequest when it cannot be read,
+    rather than calling unauthenticated and being told so)."""
     try:
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.strip().startswith("#"):
-                return line.strip()
-    except OSError:
-        pass
-    return ""
+        tokens = read_tokens(path)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the tokens file {path}: {exc.strerror or exc}") from exc
+    return tokens[0] if tokens else ""
 
 
 def bearer(token: str) -> list[tuple[str, str]]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncpg
 from pydantic import BaseModel
 
-from golden_press.models import COUNTED_STATES, CapScope
+from golden_press.models import CapScope
+from service.store.tickets import count_counted
 
 
 class OpsGauges(BaseModel):
@@ -70,10 +71,7 @@ async def read_gauges(pool: asyncpg.Pool) -> OpsGauges:
         schema = await conn.fetchrow(_SCHEMA)
         row = await conn.fetchrow(_read_sql(schema["has_parking"], schema["has_cosignatures"]))
         scope = CapScope(row["scope"])
-        counted = await conn.fetchval(
-            "SELECT count(*) FROM tickets WHERE state = ANY($1::text[])",
-            [s.value for s in COUNTED_STATES[scope]],
-        )
+        counted = await count_counted(conn, scope)
     return OpsGauges(
         outbox_backlog=row["backlog"],
         outbox_oldest_age_seconds=row["oldest"] or 0.0,
