@@ -19,6 +19,7 @@ ledger store answer proofs from stored complete-subtree hashes in O(log n) reads
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 
@@ -29,6 +30,13 @@ LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 #: MTH({}) = SHA-256 of the empty string (RFC 9162 2.1.1).
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def hash_b64(digest: bytes) -> str:
+    """A hash as golden-press writes it everywhere (checkpoint notes, CLI, API, messages):
+    standard base64, so a root in a message can be compared with the one in a note."""
+    return base64.b64encode(bytes(digest)).decode("ascii")
+
 
 #: A complete subtree: (level, index) covers leaves [index * 2**level, (index + 1) * 2**level).
 Node = tuple[int, int]
@@ -245,8 +253,8 @@ def verify_inclusion(
     computed = root_from_inclusion_proof(leaf_hash, index, tree_size, proof)
     if computed != root:
         raise MerkleError(
-            f"inclusion proof for leaf {index} of {tree_size} gives root {computed.hex()}, "
-            f"expected {bytes(root).hex()}"
+            f"inclusion proof for leaf {index} of {tree_size} gives root {hash_b64(computed)}, "
+            f"expected {hash_b64(root)}"
         )
 
 
@@ -268,8 +276,8 @@ def verify_consistency(
             raise MerkleError(f"equal sizes need an empty proof, got {len(proof)} hashes", bad)
         if root1 != root2:
             raise MerkleError(
-                f"equal sizes {size1} have different roots: {bytes(root1).hex()} "
-                f"and {bytes(root2).hex()}",
+                f"equal sizes {size1} have different roots: {hash_b64(root1)} "
+                f"and {hash_b64(root2)}",
                 bad,
             )
         return
@@ -307,11 +315,11 @@ def verify_consistency(
         raise MerkleError("consistency proof is shorter than the path", bad)
     if fr != root1:
         raise MerkleError(
-            f"consistency proof gives root1 {fr.hex()}, expected {bytes(root1).hex()}", bad
+            f"consistency proof gives root1 {hash_b64(fr)}, expected {hash_b64(root1)}", bad
         )
     if sr != root2:
         raise MerkleError(
-            f"consistency proof gives root2 {sr.hex()}, expected {bytes(root2).hex()}", bad
+            f"consistency proof gives root2 {hash_b64(sr)}, expected {hash_b64(root2)}", bad
         )
 
 

@@ -41,7 +41,7 @@ from golden_press.checkpoint import Checkpoint, CheckpointError, NoteVerifier, o
 from golden_press.cosignature import WitnessPolicy, verify_cosignatures
 from golden_press.errors import GoldenError
 from golden_press.ledger_entry import CapEntry, scan_entry
-from golden_press.merkle import leaf_hash
+from golden_press.merkle import hash_b64, leaf_hash
 from golden_press.models import CapScope
 from golden_press.ticket_table import (
     ISSUED,
@@ -362,7 +362,7 @@ class Monitor:
                 raise Violation(
                     ViolationKind.FORK,
                     f"two checkpoints of size {cp.size} with different roots: "
-                    f"{old.root.hex()} (seen before) and {cp.root.hex()}",
+                    f"{hash_b64(old.root)} (seen before) and {hash_b64(cp.root)}",
                 )
         if cp.size < self._tree.size:
             raise Violation(
@@ -374,8 +374,8 @@ class Monitor:
         if root != cp.root:
             raise Violation(
                 ViolationKind.ROOT_MISMATCH,
-                f"the tiles of size {cp.size} hash to {root.hex()}, "
-                f"the checkpoint says {cp.root.hex()}",
+                f"the tiles of size {cp.size} hash to {hash_b64(root)}, "
+                f"the checkpoint says {hash_b64(cp.root)}",
             )
         self.state = MonitorState.of(cp, note, cosigned_by)
         return self.state
@@ -497,8 +497,8 @@ class Monitor:
             if hashes is not None and hashes[j] != h:
                 raise Violation(
                     self._blame(level0, hashes, cp),
-                    f"{level0.path} hash {j} is {hashes[j].hex()}, but entry {leaf} in "
-                    f"{level0.bundle().path} hashes to {h.hex()}",
+                    f"{level0.path} hash {j} is {hash_b64(hashes[j])}, but entry {leaf} in "
+                    f"{level0.bundle().path} hashes to {hash_b64(h)}",
                     leaf,
                 )
             if leaf < start:
@@ -518,8 +518,8 @@ class Monitor:
                 if root != old.root:
                     raise Violation(
                         ViolationKind.FORK,
-                        f"the log's tree of size {fork_at} has root {root.hex()}, but the "
-                        f"checkpoint seen before says {old.root.hex()}",
+                        f"the log's tree of size {fork_at} has root {hash_b64(root)}, but the "
+                        f"checkpoint seen before says {hash_b64(old.root)}",
                         leaf,
                     )
             self.progress.entries += 1
@@ -561,7 +561,7 @@ class Monitor:
             if g != e:
                 raise Violation(
                     ViolationKind.TAMPERED_TILE,
-                    f"{tile.path} hash {i} is {g.hex()}, the tiles below hash to {e.hex()}",
+                    f"{tile.path} hash {i} is {hash_b64(g)}, the tiles below hash to {hash_b64(e)}",
                     ((tile.index << TILE_HEIGHT) + i) << (TILE_HEIGHT * tile.level),
                 )
 

@@ -8,6 +8,7 @@ current head). Run it on a quiet system: an in-flight saga may show up as a pend
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sys
 from collections import Counter, defaultdict
@@ -30,7 +31,7 @@ from golden_press.ledger_entry import (
     signature_digest,
     user_commitment,
 )
-from golden_press.merkle import leaf_hash, verify_consistency
+from golden_press.merkle import HASH_SIZE, hash_b64, leaf_hash, verify_consistency
 from golden_press.models import CapScope, TicketState
 from golden_press.monitor import SupplyState, Violation
 from golden_press.settings import Settings
@@ -96,9 +97,16 @@ class SeenCheckpoint(BaseModel):
     """What the state file keeps: the last checkpoint an audit verified."""
 
     size: int
-    root: str  # hex
+    root: str  # base64, as in the note (state files before it kept hex: still read)
     note: str = ""
     audited_at: datetime | None = None
+
+    @property
+    def root_bytes(self) -> bytes:
+        """The root hash, from base64 or (an older state file) 64 hex digits."""
+        if len(self.root) == 2 * HASH_SIZE:
+            return bytes.fromhex(self.root)
+        return base64.b64decode(self.root, validate=True)
 
 
 def load_seen(path: Path) -> SeenCheckpoint | None:
@@ -366,7 +374,8 @@ async def _check_checkpoint(
     if computed != head.root:
         report.add(
             "checkpoint",
-            f"checkpoint root {head.root.hex()} differs from the recomputed {computed.hex()}",
+            f"checkpoint root {hash_b64(head.root)} differs from the recomputed"
+            f" {hash_b64(computed)}",
         )
         return
     if head.size:
@@ -398,7 +407,7 @@ async def _check_checkpoint(
                 if head.size > seen.size
                 else []
             )
-            verify_consistency(seen.size, head.size, bytes.fromhex(seen.root), head.root, proof)
+            verify_consistency(seen.size, head.size, seen.root_bytes, head.root, proof)
         except GoldenError as err:
             report.add(
                 "checkpoint_consistency",
@@ -409,7 +418,7 @@ async def _check_checkpoint(
     save_seen(
         state_file,
         SeenCheckpoint(
-            size=head.size, root=head.root.hex(), note=head.note, audited_at=datetime.now(UTC)
+            size=head.size, root=hash_b64(head.root), note=head.note, audited_at=datetime.now(UTC)
         ),
     )
 

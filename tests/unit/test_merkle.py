@@ -13,6 +13,7 @@ from golden_press.merkle import (
     consistency_proof,
     consistency_ranges,
     fold_nodes,
+    hash_b64,
     inclusion_proof,
     inclusion_ranges,
     leaf_hash,
@@ -431,7 +432,7 @@ def test_errors_name_expected_and_actual() -> None:
     proof = inclusion_proof(REF_HASHES, 5, 8)
     with pytest.raises(MerkleError) as info:
         verify_inclusion(REF_HASHES[5], 5, 8, proof, ROOTS[6])
-    assert ROOTS[6].hex() in info.value.message and ROOTS[7].hex() in info.value.message
+    assert hash_b64(ROOTS[6]) in info.value.message and hash_b64(ROOTS[7]) in info.value.message
     with pytest.raises(MerkleError, match="must have 3 hashes, got 2"):
         verify_inclusion(REF_HASHES[5], 5, 8, proof[:2], ROOTS[7])
     assert isinstance(info.value, GoldenError)
