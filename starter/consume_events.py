@@ -13,6 +13,9 @@ What a downstream service needs, and nothing else:
 - **once**: a redelivered event whose leaf the sink already holds is acked and skipped. The sink
   records the leaf index with the event in one write, so "handled" and "remembered" cannot
   disagree. With a database, write the leaf index in the same transaction as your side effect.
+- **one trace**: with tracing configured (the OTEL_* variables, service/observability/tracing.py;
+  off and free without them) each event is handled in a CONSUMER span whose parent is the
+  event's W3C `traceparent` header, so the consumer's work shows in the saga that wrote the event.
 
 Routing needs no decoding: `ce-type` (the protobuf message name), `ce-id` (= `Nats-Msg-Id`, the
 event id), `ce-subject` (the ticket), `ce-time`, `ce-source`; `Content-Type` names the message
@@ -26,6 +29,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,11 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import propagate, trace
 
 from golden_press.settings import Settings
 from proto.events.monetization.v1 import golden_pb2 as events_pb2
+from service.observability import tracing as telemetry
 from service.store.nats_client import connect_nats
 from starter.environment import EXIT_USAGE, run_starter, settings_from_environment
 
@@ -124,6 +130,36 @@ def consumer_config(durable: str, subject: str, ack_wait_s: float) -> ConsumerCo
     )
 
 
+def process_span(
+    tracing: telemetry.Tracing | None, headers: dict[str, str], subject: str, durable: str
+) -> AbstractContextManager[object]:
+    """The span of handling one event, a child of the span its `traceparent` header names.
+
+    Why: without it the consumer's work starts a trace of its own, cut off from the saga that
+    wrote the event. Named and attributed per the OpenTelemetry messaging conventions (CONSUMER,
+    `process <subject>`, linked to the message's creation context as they ask). Tracing off:
+    nothing is extracted or created.
+    """
+    if tracing is None:
+        return nullcontext()
+    parent = propagate.extract(headers)
+    creation = trace.get_current_span(parent).get_span_context()
+    return tracing.tracer().start_as_current_span(
+        f"process {subject}",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        links=[trace.Link(creation)] if creation.is_valid else None,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": subject,
+            "messaging.consumer.group.name": durable,
+            "messaging.message.id": headers.get("ce-id", ""),
+        },
+    )
+
+
 async def consume(
     js: JetStreamContext,
     settings: Settings,
@@ -147,6 +183,7 @@ async def consume(
         stream=settings.stream_name,
         config=consumer_config(durable, subject, ack_wait_s),
     )
+    tracing = telemetry.active()
     handled = 0
     idle_since = asyncio.get_running_loop().time()
     try:
@@ -160,13 +197,15 @@ async def consume(
                 continue
             idle_since = asyncio.get_running_loop().time()
             for msg in batch:
-                event = decode(dict(msg.headers or {}), msg.data)
-                if event.leaf_index > sink.last_leaf:
-                    sink.record(event)
-                    if on_event is not None:
-                        on_event(event)
-                    handled += 1
-                await msg.ack_sync()
+                headers = dict(msg.headers or {})
+                with process_span(tracing, headers, msg.subject, durable):
+                    event = decode(headers, msg.data)
+                    if event.leaf_index > sink.last_leaf:
+                        sink.record(event)
+                        if on_event is not None:
+                            on_event(event)
+                        handled += 1
+                    await msg.ack_sync()
     finally:
         await sub.unsubscribe()
     return handled
@@ -177,6 +216,7 @@ async def main_async(args: argparse.Namespace) -> int:
     settings = settings_from_environment()
     if settings is None:
         return EXIT_USAGE
+    telemetry.setup_tracing("golden-press-consumer-example")
     nc = await connect_nats(settings)
     try:
         sink = JsonlSink(Path(args.sink))
@@ -191,6 +231,7 @@ async def main_async(args: argparse.Namespace) -> int:
         )
     finally:
         await nc.drain()
+        telemetry.shutdown_tracing()  # flush the last spans: run_starter ends with os._exit
     print(f"{count} new event(s); last leaf {sink.last_leaf}", file=sys.stderr)
     return 0
 

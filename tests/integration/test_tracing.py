@@ -3,7 +3,7 @@
 The SDK's in-memory exporter collects the spans: the gRPC server span, the Temporal client's
 StartWorkflow, the workflow, each activity, the asyncpg calls inside them and the outbox publish
 must all share one trace id, and the event carries that trace's `traceparent` both on its outbox
-row and in the message headers (so a consumer continues the trace).
+row and in the message headers; the consumer example continues that trace.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from temporalio.client import Client
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import bound_port, serve, shutdown
 from service.observability.tracing import disable_tracing, enable_tracing
+from starter.consume_events import JsonlSink, consume
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.tracing import in_memory_tracing
@@ -111,6 +112,54 @@ async def test_one_trace_from_issue_ticket_to_publish(
     header = (messages[0].headers or {}).get("traceparent")
     assert header is not None and trace_id_of(header) == trace_id
     assert int(header.split("-")[2], 16) == publish[0].context.span_id
+
+
+async def test_the_consumer_example_continues_the_trace_of_the_event_it_handles(
+    servers: Servers, session_dir: Path, client: Client, tmp_path: Path
+) -> None:
+    """A downstream team's span for an event belongs to the saga that wrote it: the consumer's
+    CONSUMER span is a child of the span the event's `traceparent` header names."""
+    provider, exporter = in_memory_tracing()
+    exporter.clear()
+    durable = f"traced-{uuid.uuid4().hex[:8]}"
+    tracing = enable_tracing(provider)
+    try:
+        config = client.config()
+        config["interceptors"] = tracing.temporal_interceptors()
+        traced = Client(**config)
+        async with golden_stack(servers, session_dir, traced) as stack:
+            await stack.issue("consumed")
+            [message] = await stack.stream_messages("issued")
+            handled = await consume(
+                stack.js,
+                stack.settings,
+                durable=durable,
+                sink=JsonlSink(tmp_path / "events.jsonl"),
+                max_events=1,
+                idle_timeout_s=10.0,
+            )
+    finally:
+        disable_tracing()
+        provider.force_flush()
+    assert handled == 1
+    headers = message.headers or {}
+    header = headers.get("traceparent")
+    assert header is not None, sorted(headers)
+    _version, trace_id, span_id, _flags = header.split("-")
+
+    [span] = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert span.name == f"process {message.subject}"
+    assert span.context.trace_id == int(trace_id, 16)
+    assert span.parent is not None and span.parent.span_id == int(span_id, 16)
+    assert [link.context.span_id for link in span.links] == [int(span_id, 16)]
+    assert dict(span.attributes or {}) == {
+        "messaging.system": "nats",
+        "messaging.operation.name": "process",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": message.subject,
+        "messaging.consumer.group.name": durable,
+        "messaging.message.id": headers["ce-id"],
+    }
 
 
 async def test_a_rejection_ends_its_span_with_its_status_not_a_traceback(
