@@ -266,11 +266,12 @@ class OutboxPublisher:
             )
         parent = propagate.extract({"traceparent": stored})
         with _tracer.start_as_current_span(
-            f"{subject} publish",
+            f"publish {subject}",  # OTel messaging spans: "{operation} {destination}"
             context=parent,
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
+                "messaging.operation.name": "publish",
                 "messaging.operation.type": "publish",
                 "messaging.destination.name": subject,
                 "messaging.message.id": str(row["event_id"]),
