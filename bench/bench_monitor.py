@@ -1,6 +1,6 @@
 """Monitor benchmark: verification rate over a large public log, tile fetches, peak memory.
 
-    .venv/bin/python bench/bench_monitor.py [--entries 1000000] [--http] [--parallel N]
+    .venv/bin/python -m bench.bench_monitor [--entries 1000000] [--http] [--parallel N]
         [--keep DIR]
 
 Writes a log of N entries as C2SP tlog-tiles files into a temporary directory (a realistic mix:
@@ -25,8 +25,6 @@ import uuid
 from pathlib import Path
 
 from nacl.signing import SigningKey
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from golden_press.checkpoint import Checkpoint, NoteVerifier, sign_checkpoint
 from golden_press.tiles import Tile, TreeBuilder, encode_bundle, encode_tile
