@@ -1,4 +1,4 @@
-"""The audit's state file keeps the root in base64, like the checkpoint note; older files kept hex."""
+"""The audit state file keeps the root in base64, like the note; older files kept hex."""
 
 from __future__ import annotations
 
