@@ -73,7 +73,9 @@ class TestCA:
             directory / "ca.pem", self._cert.public_bytes(serialization.Encoding.PEM)
         )
 
-    def _issue(self, stem: str, common_name: str, *, server: bool) -> Leaf:
+    def _issue(
+        self, stem: str, common_name: str, *, server: bool, dns_names: tuple[str, ...] = ()
+    ) -> Leaf:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         serial = x509.random_serial_number()
@@ -97,7 +99,7 @@ class TestCA:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
                     [
-                        x509.DNSName("localhost"),
+                        *(x509.DNSName(name) for name in dns_names),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     ]
                 ),
@@ -117,9 +119,9 @@ class TestCA:
             serial=serial,
         )
 
-    def server(self, stem: str = "server") -> Leaf:
-        """A server certificate for localhost and 127.0.0.1."""
-        return self._issue(stem, "golden-press api", server=True)
+    def server(self, stem: str = "server", dns_names: tuple[str, ...] = ("localhost",)) -> Leaf:
+        """A server certificate for these DNS names and 127.0.0.1."""
+        return self._issue(stem, "golden-press api", server=True, dns_names=dns_names)
 
     def client(self, stem: str = "client", common_name: str = "golden-press client") -> Leaf:
         """A client certificate (for mutual TLS)."""

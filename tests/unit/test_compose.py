@@ -320,6 +320,115 @@ def test_file_settings_come_from_private_secrets() -> None:
             assert not mode & (stat.S_IRWXG | stat.S_IRWXO), f"{name}: {var} mode {mode:o}"
 
 
+#: Where a container serves TLS from: GOLDEN_TLS_CERT_FILE and GOLDEN_TLS_KEY_FILE (both needed).
+TLS_SERVER_VARS = ("GOLDEN_TLS_CERT_FILE", "GOLDEN_TLS_KEY_FILE")
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]", "localhost"}
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, container port) of each port a service publishes; "" = every interface."""
+    found = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            found.append((str(port.get("host_ip", "")), int(port["target"])))
+            continue
+        # [HOST:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]; HOST may be an IPv6 address.
+        parts = str(port).split("/")[0].rsplit(":", 2)
+        found.append((parts[0] if len(parts) == 3 else "", int(parts[-1])))
+    return found
+
+
+def mounted_secret_files(doc: dict[str, Any], name: str) -> dict[str, str]:
+    """Path in the container -> host file, for each secret service `name` mounts from a file."""
+    top_level = doc.get("secrets") or {}
+    mounted = {}
+    for secret in doc["services"][name].get("secrets") or []:
+        secret = {"source": secret} if isinstance(secret, str) else secret
+        target = secret.get("target", secret["source"])
+        path = target if target.startswith("/") else f"/run/secrets/{target}"
+        mounted[path] = str((top_level.get(secret["source"]) or {}).get("file", ""))
+    return mounted
+
+
+def plaintext_api_problems(doc: dict[str, Any]) -> list[str]:
+    """Services serving the gRPC API without TLS, or publishing it in plaintext off loopback."""
+    problems = []
+    for name, svc in doc["services"].items():
+        env = env_of(svc)
+        if "GOLDEN_GRPC_ADDR" not in env:
+            continue
+        port = int(env["GOLDEN_GRPC_ADDR"].rsplit(":", 1)[1])
+        tls = all(env.get(var) for var in TLS_SERVER_VARS)
+        for host, target in published(svc):
+            if target == port and not tls and host not in LOOPBACK_HOSTS:
+                problems.append(f"{name} publishes plaintext gRPC on {host or '0.0.0.0'}:{port}")
+    return problems
+
+
+def api_tls_problems(doc: dict[str, Any]) -> list[str]:
+    """What keeps the compose API from serving TLS from mounted secret files, checked healthy."""
+    api = doc["services"]["api"]
+    env = env_of(api)
+    mounted = mounted_secret_files(doc, "api")
+    problems = []
+    # The server's pair, and the CA its healthcheck verifies it against.
+    for var in (*TLS_SERVER_VARS, "GOLDEN_TLS_CA_FILE"):
+        if mounted.get(env.get(var, ""), "") == "":
+            problems.append(f"api: {var} is not a secret mounted from a file")
+    test = " ".join(str(part) for part in (api.get("healthcheck") or {}).get("test") or [])
+    if "insecure_channel" in test or "secure_channel" not in test:
+        problems.append("api: the healthcheck does not dial TLS")
+    for needed in ("GOLDEN_TLS_CA_FILE", "GOLDEN_TLS_CLIENT_CERT_FILE", "HealthStub", "SERVING"):
+        if needed not in test:
+            problems.append(f"api: the healthcheck does not use {needed}")
+    # Whatever else dials the API (a CLI or demo container) verifies it with a CA.
+    addr_port = env.get("GOLDEN_GRPC_ADDR", ":50051").rsplit(":", 1)[1]
+    for name, svc in doc["services"].items():
+        text = " ".join([*env_of(svc).values(), *command_of(svc)])
+        if name != "api" and f"api:{addr_port}" in text:
+            ca = env_of(svc).get("GOLDEN_TLS_CA_FILE", "")
+            if mounted_secret_files(doc, name).get(ca, "") == "":
+                problems.append(f"{name} dials the API without GOLDEN_TLS_CA_FILE from a secret")
+    return problems
+
+
+def test_api_serves_tls_from_secrets_and_is_checked_over_tls() -> None:
+    """Bearer tokens cross the network: the API in compose serves TLS, never plaintext off
+    loopback, and its healthcheck speaks TLS (a plaintext one would mark a TLS API unhealthy)."""
+    doc = load_compose()
+    assert plaintext_api_problems(doc) == []
+    assert api_tls_problems(doc) == []
+
+
+def test_the_tls_checks_catch_a_plaintext_api() -> None:
+    """The checks can fail: the API without its TLS settings, with a plaintext healthcheck, or a
+    CLI container dialling it without a CA is reported; a loopback-only publish is not."""
+    doc = load_compose()
+    api = doc["services"]["api"]
+    for var in TLS_SERVER_VARS:
+        del api["environment"][var]
+    assert plaintext_api_problems(doc) == ["api publishes plaintext gRPC on 0.0.0.0:50051"]
+    api["ports"] = ["127.0.0.1:50051:50051", {"target": 50051, "host_ip": "::1"}]
+    assert plaintext_api_problems(doc) == []
+    api["ports"] = [{"target": 50051, "published": "50051"}]
+    assert plaintext_api_problems(doc) == ["api publishes plaintext gRPC on 0.0.0.0:50051"]
+    problems = api_tls_problems(doc)
+    assert all(
+        f"api: {var} is not a secret mounted from a file" in problems for var in TLS_SERVER_VARS
+    )
+
+    doc = load_compose()
+    doc["services"]["api"]["healthcheck"]["test"][-1] = (
+        "import grpc; grpc.insecure_channel('127.0.0.1:50051')"
+    )
+    doc["services"]["cli"] = {
+        "image": "golden-press:local",
+        "command": ["golden-press", "get", "x", "--addr", "api:50051"],
+    }
+    assert api_tls_problems(doc)[0] == "api: the healthcheck does not dial TLS"
+    assert "cli dials the API without GOLDEN_TLS_CA_FILE from a secret" in api_tls_problems(doc)
+
+
 def test_keys_only_where_they_sign() -> None:
     svcs = services()
     assert {"GOLDEN_SIGNING_KEY_FILE", "GOLDEN_LEDGER_KEY_FILE"} <= set(env_of(svcs["worker"]))
@@ -389,7 +498,14 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
         pytest.skip("no docker compose on this machine")
     # A copy beside dummy secret files, so validation never reads real key material.
     (tmp_path / "secrets").mkdir()
-    for name in ("issuer.key", "ledger.key", "api-tokens"):
+    for name in (
+        "issuer.key",
+        "ledger.key",
+        "api-tokens",
+        "api-tls.crt",
+        "api-tls.key",
+        "api-tls-ca.pem",
+    ):
         (tmp_path / "secrets" / name).write_text("dummy\n")
     shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
     env = {**os.environ, "POSTGRES_PASSWORD": "validation-only"}
