@@ -69,6 +69,7 @@ async def describe_saga(
     client: Any, workflow_id: str, run_id: str | None = None
 ) -> dict[str, Any] | None:
     """One saga run's status document (the latest run by default), or None when there is none."""
+    from temporalio.api.enums.v1 import PendingActivityState
     from temporalio.service import RPCError, RPCStatusCode
 
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
@@ -91,7 +92,9 @@ async def describe_saga(
         pending = {
             "activity": act.activity_type.name,
             "attempt": act.attempt,
-            "state": act.State.Name(act.state).removeprefix("PENDING_ACTIVITY_STATE_").lower(),
+            "state": PendingActivityState.Name(act.state)
+            .removeprefix("PENDING_ACTIVITY_STATE_")
+            .lower(),
             "last_failure": act.last_failure.message or None,
         }
     step = progress.current_step if progress else (attrs.get(sa.SAGA_STEP) or "")
