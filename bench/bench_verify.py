@@ -4,10 +4,12 @@
 
 Starts a private Temporal dev server, a fresh database, `python worker.py` and
 `python -m service.api.server`, issues five tickets through the API, then calls VerifyTicket
-(by ticket_id, and with the ticket itself) from this process over one grpc.aio channel. In the
-same run: the floor, a servicer with the same proto returning the response golden-press gave
-from memory, and raw nacl VerifyKey.verify of the same payloads (for scale). Ends with ONE JSON
-line: bench, rate (the slower of the two subjects), floor_rate, rate_vs_floor (target >= 0.75).
+(by ticket_id, with the ticket itself, and with the public proof bundle GetInclusionProof gives
+without a token) from this process over one grpc.aio channel. In the same run: the floor, a
+servicer with the same proto returning the response golden-press gave from memory, and raw nacl
+VerifyKey.verify of the same payloads (for scale). Ends with ONE JSON line: bench, rate (the
+slower of by ticket_id and by ticket), floor_rate, rate_vs_floor (target >= 0.75), and the
+public bundle's own bundle_rate and bundle_vs_floor (its requests are larger: its own floor).
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ from bench.common import (
 from golden_press.signing import canonical_payload, verify_payload
 from service.api.convert import ticket_from_pb
 from service.api.pb import golden_pb2, golden_pb2_grpc
+
+#: The subjects measured; the headline rate is the slower of the first two (as before the public
+#: bundle was measured), the bundle is reported beside it against its own floor.
+MODES = ("ticket_id", "ticket", "bundle")
+HEADLINE_MODES = ("ticket_id", "ticket")
+
+
+def verify_request(
+    mode: str, ticket: golden_pb2.Ticket, public_bundles: dict[str, str]
+) -> golden_pb2.VerifyTicketRequest:
+    """The VerifyTicket request of one subject for one ticket."""
+    if mode == "ticket_id":
+        return golden_pb2.VerifyTicketRequest(ticket_id=ticket.ticket_id)
+    if mode == "ticket":
+        return golden_pb2.VerifyTicketRequest(ticket=ticket)
+    return golden_pb2.VerifyTicketRequest(bundle_json=public_bundles[ticket.ticket_id])
 
 
 def raw_rate(keys: dict[str, bytes], tickets: list[golden_pb2.Ticket], seconds: float) -> dict:
@@ -89,7 +107,7 @@ def raw_rate(keys: dict[str, bytes], tickets: list[golden_pb2.Ticket], seconds: 
 
 async def main_async(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
-    api_rates: list[float] = []
+    api_rates: dict[str, float] = {}
     requests_by_mode: dict[str, list[golden_pb2.VerifyTicketRequest]] = {}
     sample = golden_pb2.VerifyTicketResponse()
     raw: dict[str, float] = {}
@@ -109,14 +127,18 @@ async def main_async(args: argparse.Namespace) -> int:
                         tickets.append(resp.ticket)
                     keys_resp = await stub.GetPublicKeys(golden_pb2.GetPublicKeysRequest())
                     keys = {k.key_id: k.public_key for k in keys_resp.keys}
+                    public_bundles = {}
+                    for t in tickets:  # without a token: the public (redacted) bundle
+                        proof = await stub.GetInclusionProof(
+                            golden_pb2.GetInclusionProofRequest(ticket_id=t.ticket_id)
+                        )
+                        public_bundles[t.ticket_id] = proof.bundle_json
                     if not raw:
                         raw = raw_rate(keys, tickets, args.seconds)
-                    for mode in ("ticket_id", "ticket"):
+                    for mode in MODES:
                         requests = [
-                            golden_pb2.VerifyTicketRequest(ticket_id=t.ticket_id)
-                            if mode == "ticket_id"
-                            else golden_pb2.VerifyTicketRequest(ticket=t)
-                            for t in (tickets[i % len(tickets)] for i in range(args.calls))
+                            verify_request(mode, tickets[i % len(tickets)], public_bundles)
+                            for i in range(args.calls)
                         ]
                         # Warm up (connections in the pool, code paths), then measure.
                         await run_load(
@@ -136,10 +158,13 @@ async def main_async(args: argparse.Namespace) -> int:
                         assert not bad, f"VerifyTicket failed: {bad}"
                         resp = await stub.VerifyTicket(requests[0])
                         assert resp.valid and resp.signature_valid, resp
-                        sample = resp
+                        if mode == "bundle":
+                            assert resp.proof_valid, resp
+                        else:
+                            sample = resp  # the floor's answer (a bundle's adds two fields)
                         requests_by_mode[mode] = requests
                         if variant == "stock":
-                            api_rates.append(result.rate)
+                            api_rates[mode] = result.rate
                         base = raw["raw nacl VerifyKey.verify"]
                         rows.append(
                             [
@@ -152,14 +177,14 @@ async def main_async(args: argparse.Namespace) -> int:
                                 f"client {client_cpu:.1f} / api {api_cpu:.1f}",
                             ]
                         )
-    floor_rates = []
+    floor_rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
         # The same responses golden-press gave, from memory: the transport floor of this run.
         child, addr = await start_floor_server(Path(tmp), verified=sample.SerializeToString())
         try:
             async with grpc.aio.insecure_channel(addr) as channel:
                 stub = golden_pb2_grpc.GoldenPressStub(channel)
-                for mode in ("ticket_id", "ticket"):
+                for mode in MODES:
                     requests = requests_by_mode[mode]
                     await run_load(
                         [lambda r=r, s=stub: s.VerifyTicket(r) for r in requests[:500]],
@@ -173,7 +198,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     now = os.times()
                     client_cpu = now.user - before.user + now.system - before.system
                     server_cpu = cpu_seconds(child.proc.pid) - cpu0
-                    floor_rates.append(result.rate)
+                    floor_rates[mode] = result.rate
                     base = raw["raw nacl VerifyKey.verify"]
                     rows.append(
                         [
@@ -196,13 +221,15 @@ async def main_async(args: argparse.Namespace) -> int:
         ["path", "verifications/s", "vs raw", "p50 ms", "p99 ms", "CPU s"],
         head + rows,
     )
-    rate = min(api_rates)  # the slower of by-id and by-ticket
-    floor_rate = sum(floor_rates) / len(floor_rates)
+    rate = min(api_rates[m] for m in HEADLINE_MODES)  # the slower of by-id and by-ticket
+    floor_rate = sum(floor_rates[m] for m in HEADLINE_MODES) / len(HEADLINE_MODES)
     figures = {
         "bench": "verify",
         "rate": round(rate),
         "floor_rate": round(floor_rate),
         "rate_vs_floor": round(rate / floor_rate, 2),
+        "bundle_rate": round(api_rates["bundle"]),
+        "bundle_vs_floor": round(api_rates["bundle"] / floor_rates["bundle"], 2),
     }
     print("\ntarget: rate_vs_floor >= 0.75 (rate: the slower of by ticket_id and by ticket)")
     print(json.dumps(figures))

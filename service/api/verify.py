@@ -8,12 +8,25 @@ unreachable, the refresher behind) is not used: VerifyTicket then reads PostgreS
 UNAVAILABLE rather than answer from stale memory. Redemption never relies on this cache: it
 decides under the advisory lock, so a stale "valid" can never let a revoked ticket be redeemed.
 
+A fresh snapshot holds every ticket row as of its read, so a ticket id it lacks is answered
+"not found" from memory too (VerifyTicket needs no token: random ids must not cost a statement
+each). A ticket written after that read is therefore "not found" until the snapshot is replaced,
+within the same bound; a ticket minted by a saga of this very process is read from PostgreSQL
+until a snapshot holds it (read-your-writes after IssueTicket). A public bundle takes its stored
+ticket from the snapshot likewise; an unsigned row there (finalise's NOTIFY still on the way) is
+re-read rather than answered "not found".
+
 What is memoised and why it is safe:
 - the response for a stored ticket, per snapshot (replaced with the snapshot);
 - a presented ticket whose signature verified, by its exact protobuf bytes, per trust roots
   (signature verification is a pure function of the bytes and the keys; failures are not kept);
 - an opened checkpoint note (ledger signature, witness cosignatures, quorum), by its exact text,
-  per trust roots (same reason): most bundles carry one of the few latest checkpoints.
+  per trust roots (same reason): most bundles carry one of the few latest checkpoints;
+- a presented checkpoint short of the witness quorum, completed with the cosignatures this log
+  stored for it, once that completion meets the quorum (per trust roots): checkpoints and
+  cosignature lines are append-only, so a later read could only add lines to a note that
+  already verifies. A completion still short of the quorum is not kept (a witness may yet
+  cosign), so such a bundle reads PostgreSQL on every call, as before.
 """
 
 from __future__ import annotations
@@ -145,6 +158,8 @@ class TicketVerifier:
         self._responses_of: Snapshot | None = None
         self._roots_of: TrustRoots | None = None
         self._presented: _Lru[bytes, UUID] = _Lru(memo_size)
+        #: Presented checkpoint note -> that note with the stored cosignatures, meeting the quorum.
+        self._completed: _Lru[str, str] = _Lru(256)
         self._policy: _RememberingPolicy | None = None
 
     def _fresh_snapshot(self) -> Snapshot | None:
@@ -163,10 +178,30 @@ class TicketVerifier:
         if roots != self._roots_of or self._policy is None:
             # Keys changed: memoised verifications no longer hold.
             self._presented.clear()
+            self._completed.clear()
             policy = self._base_policy or roots.witness_policy()
             self._policy = _RememberingPolicy(policy.witnesses, policy.quorum)
         self._roots_of = roots
         return roots
+
+    def _from_memory(self, snap: Snapshot | None, ticket_id: UUID) -> bool:
+        """True when memory may answer for this id: the snapshot is fresh and no saga of this
+        process may have written the row after it was read (read-your-writes)."""
+        return snap is not None and not self._admission.minting(ticket_id)
+
+    async def _stored_ticket(self, ticket_id: UUID) -> Ticket | None:
+        """The stored ticket for a public bundle: from a fresh snapshot (an id it lacks has no
+        row), else from PostgreSQL; an unsigned row in memory is re-read (it may be signed by
+        now, and a public bundle exists only for a signed ticket)."""
+        snap = self._fresh_snapshot()
+        if self._from_memory(snap, ticket_id):
+            assert snap is not None
+            known = snap.by_id.get(ticket_id)
+            if known is None:
+                return None
+            if not is_redacted(known.ticket):
+                return known.ticket
+        return await queries.get_ticket(self._pool, ticket_id)
 
     async def stored_response(self, ticket_id: UUID) -> golden_pb2.VerifyTicketResponse | None:
         """The answer for a stored ticket (its signature checked), or None if there is none."""
@@ -177,9 +212,11 @@ class TicketVerifier:
                 return cached
             known = snap.by_id.get(ticket_id)
             stored = known.ticket if known is not None else None
+            if stored is None and self._from_memory(snap, ticket_id):
+                return None  # the snapshot holds every row as of its read: no such ticket
         else:
             stored = None
-        if stored is None:  # newer than the snapshot, unknown, or the snapshot is too old
+        if stored is None:  # minted here after the snapshot's read, or the snapshot is too old
             stored = await queries.get_ticket(self._pool, ticket_id)
             if stored is None:
                 return None
@@ -226,7 +263,7 @@ class TicketVerifier:
                 # A public bundle: the proof is the bundle's; the issuer signature is the stored
                 # ticket's, bound to the same ledger entry by its signature digest.
                 checkpoint = verify_public_bundle(bundle, roots, self._policy)
-                stored = await queries.get_ticket(self._pool, bundle.ticket.ticket_id)
+                stored = await self._stored_ticket(bundle.ticket.ticket_id)
                 if stored is None or is_redacted(stored):
                     raise GoldenError(
                         Reason.TICKET_NOT_FOUND, f"no signed ticket {bundle.ticket.ticket_id}"
@@ -258,7 +295,14 @@ class TicketVerifier:
             return bundle  # verification says why
         if have >= policy.quorum:
             return bundle
-        note = await with_stored_cosignatures(self._pool, bundle.checkpoint)
+        note = self._completed.get(bundle.checkpoint)
+        if note is None:
+            note = await with_stored_cosignatures(self._pool, bundle.checkpoint)
+            try:
+                if len(verify_cosignatures(note, policy.witnesses)) >= policy.quorum:
+                    self._completed.put(bundle.checkpoint, note)
+            except CheckpointError:
+                pass  # not kept: verification says why
         return bundle.model_copy(update={"checkpoint": note})
 
     @staticmethod

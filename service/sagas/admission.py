@@ -228,6 +228,14 @@ class Admission:
         """Gated issuance sagas of this process now running."""
         return sum(1 for r in self._running.values() if r.gated and r.finished_at is None)
 
+    def minting(self, ticket_id: UUID) -> bool:
+        """True when a saga of this process may have written `ticket_id` after the snapshot was
+        read: its entry stays in `_running` until a snapshot read after its end (VerifyTicket
+        then reads the row instead of answering "not found" from memory)."""
+        return bool(self._running) and any(
+            sa.ticket_id_for(request_id) == ticket_id for request_id in self._running
+        )
+
     def _gate_full(self, snap: Snapshot) -> bool:
         """True when this process runs its share of the free slots' sagas (and the margin)."""
         free = max(snap.cap - snap.settled, 0)

@@ -32,45 +32,21 @@ from golden_press.models import (
     request_hash,
 )
 from golden_press.sagas import issue_workflow_id, ticket_id_for
-from service.store.db import GOLDEN_KEY, cap_transaction, learn_types, skip_pool_reset
+from service.store.db import GOLDEN_KEY, cap_transaction, skip_pool_reset
 from service.store.ledger import LedgerStore
 from tests.helpers.stack import Stack
+from tests.helpers.statements import Statements, counted_pool
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-class Statements:
-    """Every statement the pool's connections send (asyncpg's query logger), BEGIN and COMMIT
-    included."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __call__(self, record: asyncpg.connection.LoggedQuery) -> None:
-        self.sent.append(record.query)
-
-    async def init(self, conn: asyncpg.Connection) -> None:
-        await learn_types(conn)  # as the worker's pool does (service.store.db.create_pool)
-        conn.add_query_logger(self)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def counted(stack: Stack) -> AsyncIterator[tuple[IssuanceActivities, Statements]]:
     """The issuance activities over a one-connection pool whose statements are recorded."""
     statements = Statements()
-    pool = await asyncpg.create_pool(
-        stack.settings.pg_dsn,
-        min_size=1,
-        max_size=1,
-        init=statements.init,
-        reset=skip_pool_reset,  # as the worker's pool (service.store.db.create_pool)
-    )
-    assert pool is not None
-    try:
+    async with counted_pool(stack.settings.pg_dsn, statements) as pool:
         ledger = LedgerStore(stack.keys.ledger, stack.settings.ledger_origin)
         yield IssuanceActivities(pool, stack.keys.issuer, ledger, stack.settings), statements
-    finally:
-        await pool.close()
 
 
 async def finalised_ticket(acts: IssuanceActivities, statements: Statements) -> uuid.UUID:

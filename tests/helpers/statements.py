@@ -1,0 +1,46 @@
+"""Counting the statements a pool sends to PostgreSQL (asyncpg's query logger), for tests that
+assert round trips or their absence rather than time them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from service.store.db import learn_types, skip_pool_reset
+
+
+class Statements:
+    """Every statement the pool's connections send (asyncpg's query logger), BEGIN and COMMIT
+    included."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __call__(self, record: asyncpg.connection.LoggedQuery) -> None:
+        self.sent.append(record.query)
+
+    async def init(self, conn: asyncpg.Connection) -> None:
+        await learn_types(conn)  # as the service's pools do (service.store.db.create_pool)
+        conn.add_query_logger(self)
+
+
+@asynccontextmanager
+async def counted_pool(
+    dsn: str, statements: Statements, max_size: int = 1
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool whose every statement lands in `statements` (opening it sends none counted)."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        init=statements.init,
+        reset=skip_pool_reset,  # as the service's pools (service.store.db.create_pool)
+    )
+    assert pool is not None
+    try:
+        statements.sent.clear()
+        yield pool
+    finally:
+        await pool.close()

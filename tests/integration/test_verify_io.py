@@ -1,0 +1,224 @@
+"""VerifyTicket without I/O (issue 15): with a fresh admission snapshot, a public proof bundle and
+an unknown ticket id are answered without a PostgreSQL statement, with the very answer the
+database path gives; a stale snapshot still reads PostgreSQL.
+
+Counted, not timed (bench/bench_verify.py shows the speed): the verifier's pool logs every
+statement it sends. The admission's own pool (the snapshot re-reads) is not counted: it is the
+one read per refresh, shared by every call. Fresh vs stale is the verifier's max age, so the
+same snapshot serves both and the answers can be compared.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from golden_press.bundle import TrustRoots, dump_bundle, redact_bundle
+from golden_press.errors import GoldenError, Reason
+from service.api.pb import golden_pb2
+from service.api.server import make_ledger_store
+from service.api.verify import TicketVerifier
+from service.sagas.admission import Admission
+from service.store import keys as key_store
+from service.store.cosignatures import cosignature_lines
+from service.witness.submitter import start_submitter
+from tests.helpers.servers import Servers
+from tests.helpers.stack import Stack
+from tests.helpers.statements import Statements, counted_pool
+from tests.helpers.waiting import wait_until
+from tests.helpers.witness import stack_with_witness
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+#: A max age no test outlives (fresh) and one every snapshot exceeds (stale: read PostgreSQL).
+FRESH, STALE = 3600.0, 0.0
+
+
+class Verifiers:
+    """Verifiers over one admission snapshot, their statements counted."""
+
+    def __init__(
+        self, stack: Stack, admission: Admission, pool: asyncpg.Pool, statements: Statements
+    ) -> None:
+        self.stack = stack
+        self.admission = admission
+        self.pool = pool
+        self.statements = statements
+        self._roots: TrustRoots | None = None
+
+    async def trust_roots(self, _key_id: str) -> TrustRoots:
+        """Read once, as the servicer caches them (not what this test counts)."""
+        if self._roots is None:
+            self._roots = await key_store.trust_roots(
+                self.stack.pool, self.stack.settings.ledger_origin
+            )
+        return self._roots
+
+    def make(self, max_age_s: float) -> TicketVerifier:
+        return TicketVerifier(
+            self.admission,
+            self.pool,
+            self.trust_roots,
+            max_age_s=max_age_s,
+            policy=self.stack.settings.witness_policy(),  # as the servicer passes it
+        )
+
+    async def counted(self, call: Callable[[], Awaitable[Any]]) -> tuple[Any, list[str]]:
+        """The call's answer (or the GoldenError it raised) and the statements it sent."""
+        self.statements.sent.clear()
+        try:
+            answer = await call()
+        except GoldenError as err:
+            answer = (err.reason, str(err))
+        return answer, list(self.statements.sent)
+
+
+@asynccontextmanager
+async def verifiers_over(stack: Stack) -> AsyncIterator[Verifiers]:
+    """An admission over the stack's pool (re-read only when a test asks) and a counted pool."""
+    admission = Admission.from_settings(
+        stack.settings, stack.pool, stack.client, refresh_interval_s=3600
+    )
+    await admission.start()
+    statements = Statements()
+    try:
+        async with counted_pool(stack.settings.pg_dsn, statements) as pool:
+            yield Verifiers(stack, admission, pool, statements)
+    finally:
+        await admission.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def verifiers(stack: Stack) -> AsyncIterator[Verifiers]:
+    """Verifiers over this test's own stack."""
+    async with verifiers_over(stack) as handle:
+        yield handle
+
+
+async def _issued(v: Verifiers) -> uuid.UUID:
+    """A ticket issued through admission, then a snapshot read that holds it in the ledger."""
+    user = f"v-{uuid.uuid4().hex[:8]}"
+    outcome = await v.admission.issue(user, f"r-{user}")
+    snap = await v.admission.refresh()
+    tid = outcome.ticket.ticket_id
+    assert snap.by_id[tid].ticket.leaf_index is not None
+    return tid
+
+
+async def test_a_public_bundle_is_verified_without_a_statement(verifiers: Verifiers) -> None:
+    """A public (redacted) bundle takes its stored ticket from a fresh snapshot: no statement, and
+    the answer the database path gives (a stale snapshot still reads PostgreSQL)."""
+    v = verifiers
+    tid = await _issued(v)
+    public = dump_bundle(redact_bundle(await v.stack.bundle_for(tid)))
+    request = golden_pb2.VerifyTicketRequest(bundle_json=public)
+
+    fresh = v.make(FRESH)
+    for _ in range(2):  # the first call too: nothing to warm up
+        from_memory, sent = await v.counted(lambda: fresh.verify(request))
+        assert sent == []
+    from_database, sent = await v.counted(lambda: v.make(STALE).verify(request))
+    assert sent, "a stale snapshot must read PostgreSQL"
+    assert from_memory == from_database
+    assert from_memory.valid and from_memory.proof_valid and from_memory.signature_valid
+    assert from_memory.ticket.ticket_id == str(tid) and from_memory.ticket.user_id == ""
+
+
+async def test_an_unknown_ticket_id_is_not_found_without_a_statement(
+    verifiers: Verifiers,
+) -> None:
+    """VerifyTicket needs no token: an id a fresh snapshot lacks is TicketNotFound from memory
+    (random ids cost no statement), the same answer as the database path's."""
+    v = verifiers
+    await _issued(v)  # a snapshot with rows in it
+    request = golden_pb2.VerifyTicketRequest(ticket_id=str(uuid.uuid4()))
+
+    fresh = v.make(FRESH)
+    from_memory, sent = await v.counted(lambda: fresh.verify(request))
+    assert sent == []
+    from_database, sent = await v.counted(lambda: v.make(STALE).verify(request))
+    assert sent, "a stale snapshot must read PostgreSQL"
+    assert from_memory == from_database
+    assert from_memory[0] is Reason.TICKET_NOT_FOUND
+
+
+class _NoRereadPool:
+    """The stack's pool, but the snapshot can never be re-read (statements still run)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def acquire(self) -> Any:
+        raise RuntimeError("injected: the snapshot re-read is down")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+async def test_a_ticket_minted_here_after_the_snapshot_is_read_not_refused(
+    verifiers: Verifiers,
+) -> None:
+    """Read-your-writes: a ticket this process's saga minted after the snapshot's read is not
+    "not found" from memory; it is read from PostgreSQL until a snapshot holds it."""
+    v = verifiers
+    v.admission._pool = _NoRereadPool(v.stack.pool)  # type: ignore[assignment]
+    user = f"v-{uuid.uuid4().hex[:8]}"
+    minted = await v.admission.issue(user, f"r-{user}")
+    tid = minted.ticket.ticket_id
+    assert tid not in v.admission.snapshot.by_id
+
+    fresh = v.make(FRESH)
+    request = golden_pb2.VerifyTicketRequest(ticket_id=str(tid))
+    answer, sent = await v.counted(lambda: fresh.verify(request))
+    assert sent, "the row is newer than the snapshot: PostgreSQL must be read"
+    assert answer.valid and answer.signature_valid and answer.ticket.ticket_id == str(tid)
+    # Any other id the snapshot lacks is still answered from memory.
+    other = golden_pb2.VerifyTicketRequest(ticket_id=str(uuid.uuid4()))
+    answer, sent = await v.counted(lambda: fresh.verify(other))
+    assert sent == [] and answer[0] is Reason.TICKET_NOT_FOUND
+
+
+async def test_stored_cosignatures_completing_a_bundle_are_read_once(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """A bundle fetched before its witness cosigned is completed with the cosignatures the log
+    stored (quorum 1). Once that completion meets the quorum it is kept (checkpoints and
+    cosignature lines are append-only): the next call sends no statement and answers the same.
+    A completion still short of the quorum is not kept: the witness may yet cosign."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        async with verifiers_over(stack) as v:
+            tid = await _issued(v)  # the witness is not running: nothing cosigned yet
+            bundle = await stack.bundle_for(tid)
+            public = dump_bundle(redact_bundle(bundle))
+            request = golden_pb2.VerifyTicketRequest(bundle_json=public)
+            fresh = v.make(FRESH)
+            for _ in range(2):
+                refused, sent = await v.counted(lambda: fresh.verify(request))
+                assert refused[0] is Reason.BAD_CHECKPOINT and sent
+
+            witness.start()
+
+            async def cosigned() -> bool:
+                return bool(await cosignature_lines(stack.pool, bundle.tree_size))
+
+            # The API process collects cosignatures (service.api.server); here, its submitter.
+            ledger = make_ledger_store(stack.settings)
+            close = start_submitter(stack.settings.pg_dsn, ledger, stack.settings.witness_list())
+            try:
+                await wait_until(cosigned, 60)
+            finally:
+                await close()
+            first, sent = await v.counted(lambda: fresh.verify(request))
+            assert sent, "the stored cosignatures are read once"
+            assert first.valid and first.proof_valid
+            again, sent = await v.counted(lambda: fresh.verify(request))
+            assert sent == []
+            assert again == first
