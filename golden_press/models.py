@@ -211,6 +211,9 @@ class Progress(Frozen):
     steps_done: list[str] = Field(default_factory=list)
     current_step: str = ""
     last_error: str = ""
+    #: Attempts of the current step that failed in earlier retry rounds (a step past the point
+    #: of no return retries in rounds; its pending activity counts only the round in progress).
+    failed_attempts: int = 0
 
 
 # ---- activity inputs and outputs -------------------------------------------------------------

@@ -97,6 +97,7 @@ class SagaTracker:
         self.done: list[str] = []
         self.current = ""
         self.last_error = ""
+        self.failed_attempts = 0
         self._searchable = searchable
 
     def step(self, name: str) -> None:
@@ -104,6 +105,7 @@ class SagaTracker:
         if self.current:
             self.done.append(self.current)
         self.current = name
+        self.failed_attempts = 0
         if self._searchable:
             workflow.upsert_search_attributes([sa.SAGA_STEP.value_set(name)])
 
@@ -120,7 +122,10 @@ class SagaTracker:
     def progress(self) -> Progress:
         """Snapshot for the `progress` query."""
         return Progress(
-            steps_done=list(self.done), current_step=self.current, last_error=self.last_error
+            steps_done=list(self.done),
+            current_step=self.current,
+            last_error=self.last_error,
+            failed_attempts=self.failed_attempts,
         )
 
 
@@ -169,6 +174,8 @@ class SagaWorkflow:
                 if isinstance(cause, ApplicationError) and cause.non_retryable:
                     raise
                 self._saga.last_error = describe(err)
+                # Query state only (no command): replay-safe without a patch.
+                self._saga.failed_attempts += ROUND_RETRY.maximum_attempts
                 workflow.set_current_details(
                     f"{self._saga.current}: retrying after {self._saga.last_error}"
                 )

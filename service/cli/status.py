@@ -41,6 +41,14 @@ async def saga_ids(api: Api, subject: str) -> list[str]:
     return ids
 
 
+def _attempts(progress: Progress | None, pending: dict[str, Any] | None) -> int | None:
+    """Attempts of the current step so far: its earlier failed rounds (progress) plus the
+    pending activity's attempt; None when the step has not failed and nothing is pending."""
+    earlier = progress.failed_attempts if progress else 0
+    now = int(pending["attempt"]) if pending else 0
+    return earlier + now or None
+
+
 def _when(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -109,7 +117,7 @@ async def describe_saga(
         "current_step": step,
         "steps_done": progress.steps_done if progress else None,
         "last_error": last_error or None,
-        "attempts": pending["attempt"] if pending else None,
+        "attempts": _attempts(progress, pending),
         "pending_activity": pending,
         "outcome": attrs.get(sa.OUTCOME),
         "started_at": _when(desc.start_time),
@@ -146,6 +154,7 @@ async def cmd_status(api: Api, args: argparse.Namespace) -> int:
             ("steps done", ", ".join(doc["steps_done"] or []) or "-"),
             ("outcome", doc["outcome"] or "-"),
             ("last error", doc["last_error"] or "-"),
+            ("attempts", doc["attempts"] or "-"),
         ]
         if doc["pending_activity"]:
             act = doc["pending_activity"]
