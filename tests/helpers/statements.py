@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
@@ -44,3 +45,17 @@ async def counted_pool(
         yield pool
     finally:
         await pool.close()
+
+
+class NoRereadPool:
+    """A pool whose connections cannot be acquired (so admission's snapshot is never re-read)
+    while its one-statement calls (fetch, fetchrow, execute) still run."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def acquire(self) -> Any:
+        raise RuntimeError("injected: the snapshot re-read is down")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)

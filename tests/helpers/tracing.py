@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
 
 
 @cache
@@ -16,3 +18,11 @@ def in_memory_tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
+
+
+def traced_client(client: Client, interceptors: list[Any]) -> Client:
+    """The session's Temporal client with the tracing interceptors (what connect_client builds
+    when tracing is on)."""
+    config = client.config()
+    config["interceptors"] = interceptors
+    return Client(**config)

@@ -30,6 +30,7 @@ from service.sagas.runs import revoke_ticket
 from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
+from tests.helpers.statements import NoRereadPool
 from worker import golden_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -197,19 +198,6 @@ async def test_a_full_gate_refuses_the_herd_from_memory(
         await admission.close()
 
 
-class _NoRereadPool:
-    """The stack's pool, but the snapshot can never be re-read (statements still run)."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def acquire(self) -> Any:
-        raise RuntimeError("injected: the snapshot re-read is down")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-
 async def test_a_retry_after_its_saga_ended_gets_the_ticket_before_any_reread(
     stack: Stack, admissions: Callable[..., Any]
 ) -> None:
@@ -218,7 +206,7 @@ async def test_a_retry_after_its_saga_ended_gets_the_ticket_before_any_reread(
     gate's CapReached (the snapshot here predates the saga and is never re-read)."""
     await stack.pool.execute("UPDATE golden_config SET cap = 2")
     admission = await admissions(gate_margin=0, refresh_interval_s=3600)
-    admission._pool = _NoRereadPool(stack.pool)  # type: ignore[assignment]
+    admission._pool = NoRereadPool(stack.pool)  # type: ignore[assignment]
     user, rid = uid(), uid("r")
     won = await asyncio.wait_for(admission.issue(user, rid), 60)
     assert not admission.snapshot.sold_out and rid not in admission.snapshot.by_request

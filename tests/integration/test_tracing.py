@@ -24,7 +24,7 @@ from service.observability.tracing import disable_tracing, enable_tracing
 from starter.consume_events import JsonlSink, consume
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
-from tests.helpers.tracing import in_memory_tracing
+from tests.helpers.tracing import in_memory_tracing, traced_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -46,9 +46,7 @@ async def test_one_trace_from_issue_ticket_to_publish(
     exporter.clear()
     tracing = enable_tracing(provider)
     try:
-        config = client.config()
-        config["interceptors"] = tracing.temporal_interceptors()
-        traced = Client(**config)
+        traced = traced_client(client, tracing.temporal_interceptors())
         async with golden_stack(servers, session_dir, traced) as stack:
             tokens = stack.settings.api_tokens_file
             tokens.parent.mkdir(parents=True, exist_ok=True)
@@ -124,9 +122,7 @@ async def test_the_consumer_example_continues_the_trace_of_the_event_it_handles(
     durable = f"traced-{uuid.uuid4().hex[:8]}"
     tracing = enable_tracing(provider)
     try:
-        config = client.config()
-        config["interceptors"] = tracing.temporal_interceptors()
-        traced = Client(**config)
+        traced = traced_client(client, tracing.temporal_interceptors())
         async with golden_stack(servers, session_dir, traced) as stack:
             await stack.issue("consumed")
             [message] = await stack.stream_messages("issued")

@@ -32,7 +32,7 @@ from service.store.cosignatures import cosignature_lines
 from service.witness.submitter import start_submitter
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack
-from tests.helpers.statements import Statements, counted_pool
+from tests.helpers.statements import NoRereadPool, Statements, counted_pool
 from tests.helpers.waiting import wait_until
 from tests.helpers.witness import stack_with_witness
 
@@ -150,26 +150,13 @@ async def test_an_unknown_ticket_id_is_not_found_without_a_statement(
     assert from_memory[0] is Reason.TICKET_NOT_FOUND
 
 
-class _NoRereadPool:
-    """The stack's pool, but the snapshot can never be re-read (statements still run)."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def acquire(self) -> Any:
-        raise RuntimeError("injected: the snapshot re-read is down")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-
 async def test_a_ticket_minted_here_after_the_snapshot_is_read_not_refused(
     verifiers: Verifiers,
 ) -> None:
     """Read-your-writes: a ticket this process's saga minted after the snapshot's read is not
     "not found" from memory; it is read from PostgreSQL until a snapshot holds it."""
     v = verifiers
-    v.admission._pool = _NoRereadPool(v.stack.pool)  # type: ignore[assignment]
+    v.admission._pool = NoRereadPool(v.stack.pool)  # type: ignore[assignment]
     user = f"v-{uuid.uuid4().hex[:8]}"
     minted = await v.admission.issue(user, f"r-{user}")
     tid = minted.ticket.ticket_id
