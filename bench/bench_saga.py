@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench.bench_saga [--runs 200] [--warmup 10]
 
-In one process (no contention: the calls are sequential): a private Temporal dev server, a fresh
-database with the cap raised (golden_config) so no run meets CapReached, the real worker
-(worker.golden_worker) and a second worker running the floor: a sandboxed workflow with five
-no-op activities (pydantic in/out, same timeouts), i.e. what Temporal costs for the saga's shape.
-Rows, interleaved run by run so drift hits every row alike:
+Sequential calls (no contention): a private Temporal dev server, golden-press as it is deployed
+(`python worker.py` and `python -m service.api.server` processes on a fresh database, the cap
+raised so no run meets CapReached), and in this process a worker running the floor: a sandboxed
+workflow with five no-op activities (pydantic in/out, same timeouts), i.e. what Temporal costs
+for the saga's shape. Rows, interleaved run by run so drift hits every row alike:
 - issuance saga via the Temporal client (start IssueTicketWorkflow, wait for the result);
-- issuance via the gRPC API (admission + saga), served in this process;
+- issuance via the gRPC API (admission + saga);
 - the floor workflow; the seed's transaction (bench/baseline.py) on its own database.
 Target: the saga's p50 <= 1.5x the floor's.
 """
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
@@ -33,7 +31,6 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     import asyncpg
     import grpc
-    import nats
     from nacl.signing import SigningKey
     from temporalio.client import Client
     from temporalio.worker import Worker
@@ -42,10 +39,9 @@ with workflow.unsafe.imports_passed_through():
     from bench.baseline import issue as baseline_issue
     from bench.common import (
         auth_metadata,
-        bench_settings,
-        delete_stream,
         finish,
         fresh_database,
+        golden_processes,
         machine,
         ms,
         pct,
@@ -54,9 +50,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from golden_press.models import IssueTicketInput, IssueTicketResult, Outcome, request_hash
     from service.api.pb import golden_pb2, golden_pb2_grpc
-    from service.api.server import serve, shutdown
-    from service.store.db import create_pool
-    from worker import golden_worker, load_keys
 
 
 class Step(BaseModel):
@@ -90,53 +83,45 @@ class FloorWorkflow:
 
 async def main_async(args: argparse.Namespace) -> int:
     samples: dict[str, list[float]] = {}
-    async with temporal_dev() as env, fresh_database() as dsn:
+    async with temporal_dev() as env:
         client: Client = env.client  # type: ignore[attr-defined]
         address = client.service_client.config.target_host
-        with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
-            settings = bench_settings(dsn, address, Path(tmp))
-            pool = await create_pool(settings.pg_dsn, max_size=20)
-            await pool.execute("UPDATE golden_config SET cap = 1000000")
-            nc = await nats.connect(settings.nats_url)
-            floor_queue = f"floor-{uuid.uuid4().hex[:8]}"
-            floor_worker = Worker(
-                client,
-                task_queue=floor_queue,
-                workflows=[FloorWorkflow],
-                activities=[floor_noop],
-                max_concurrent_activities=50,
-            )
-            try:
-                async with (
-                    golden_worker(settings, client, pool, nc, load_keys(settings)),
-                    floor_worker,
-                    fresh_database("golden_bench_seed", migrate=False) as seed_dsn,
-                ):
-                    await create_schema(seed_dsn)
-                    seed_pool = await asyncpg.create_pool(seed_dsn, min_size=2, max_size=20)
-                    server = await serve(settings, pool=pool, client=client, address="127.0.0.1:0")
-                    port = server.golden_port  # type: ignore[attr-defined]
-                    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-                    stub = golden_pb2_grpc.GoldenPressStub(channel)
-                    seed_key = SigningKey.generate()
-                    try:
-                        samples = await measure(
-                            args,
-                            client,
-                            settings.task_queue,
-                            floor_queue,
-                            stub,
-                            seed_pool,
-                            seed_key,
-                        )
-                    finally:
-                        await channel.close()
-                        await shutdown(server, grace=None)
-                        await seed_pool.close()
+        floor_queue = f"floor-{uuid.uuid4().hex[:8]}"
+        floor_worker = Worker(
+            client,
+            task_queue=floor_queue,
+            workflows=[FloorWorkflow],
+            activities=[floor_noop],
+            max_concurrent_activities=50,
+        )
+        async with (
+            golden_processes(address) as stack,
+            floor_worker,
+            fresh_database("golden_bench_seed", migrate=False) as seed_dsn,
+        ):
+            conn = await asyncpg.connect(stack.settings.pg_dsn)
+            try:  # the API re-reads its snapshot on this NOTIFY, as after `admin set-cap`
+                await conn.execute("UPDATE golden_config SET cap = 1000000")
+                await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
             finally:
-                await nc.close()
-                await pool.close()
-                await delete_stream(settings)
+                await conn.close()
+            await create_schema(seed_dsn)
+            seed_pool = await asyncpg.create_pool(seed_dsn, min_size=2, max_size=20)
+            channel = grpc.aio.insecure_channel(stack.address)
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            try:
+                samples = await measure(
+                    args,
+                    client,
+                    stack.settings.task_queue,
+                    floor_queue,
+                    stub,
+                    seed_pool,
+                    SigningKey.generate(),
+                )
+            finally:
+                await channel.close()
+                await seed_pool.close()
     floor = pct(samples["floor"], 50)
     names = {
         "saga": "issuance saga (Temporal client)",
