@@ -22,6 +22,11 @@ What is memoised and why it is safe:
   (signature verification is a pure function of the bytes and the keys; failures are not kept);
 - an opened checkpoint note (ledger signature, witness cosignatures, quorum), by its exact text,
   per trust roots (same reason): most bundles carry one of the few latest checkpoints;
+- a proof bundle that verified, by the SHA-256 of its exact JSON text, per trust roots: its
+  ticket (as presented) and checkpoint size. Verifying a bundle is a pure function of its bytes,
+  the keys and, for a public bundle, the stored ticket's signature, which never changes once
+  written; the ticket's state is still read from the snapshot on every call. Failures are not
+  kept;
 - a presented checkpoint short of the witness quorum, completed with the cosignatures this log
   stored for it, once that completion meets the quorum (per trust roots): checkpoints and
   cosignature lines are append-only, so a later read could only add lines to a note that
@@ -31,6 +36,7 @@ What is memoised and why it is safe:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -158,6 +164,8 @@ class TicketVerifier:
         self._responses_of: Snapshot | None = None
         self._roots_of: TrustRoots | None = None
         self._presented: _Lru[bytes, UUID] = _Lru(memo_size)
+        #: SHA-256 of a bundle's JSON -> (its issuer key id, its ticket, its checkpoint's size).
+        self._bundles: _Lru[bytes, tuple[str, Ticket, int]] = _Lru(memo_size)
         #: Presented checkpoint note -> that note with the stored cosignatures, meeting the quorum.
         self._completed: _Lru[str, str] = _Lru(256)
         self._policy: _RememberingPolicy | None = None
@@ -178,6 +186,7 @@ class TicketVerifier:
         if roots != self._roots_of or self._policy is None:
             # Keys changed: memoised verifications no longer hold.
             self._presented.clear()
+            self._bundles.clear()
             self._completed.clear()
             policy = self._base_policy or roots.witness_policy()
             self._policy = _RememberingPolicy(policy.witnesses, policy.quorum)
@@ -256,6 +265,13 @@ class TicketVerifier:
             resp = await self.stored_response(verified)
             return resp if resp is not None else self._not_found(ticket_from_pb(request.ticket))
         if subject == "bundle_json":
+            digest = hashlib.sha256(request.bundle_json.encode()).digest()
+            memo = self._bundles.get(digest)
+            if memo is not None:
+                key_id, ticket, size = memo
+                await self._roots(key_id)  # keys that changed clear the memo
+                if self._bundles.get(digest) is not None:
+                    return await self._bundle_response(ticket, size)
             bundle = load_bundle(request.bundle_json)
             roots = await self._roots(bundle.ticket.key_id)
             bundle = await self._with_stored_cosignatures(bundle)
@@ -272,16 +288,23 @@ class TicketVerifier:
                 verify_public_bundle(full, roots, self._policy)
             else:
                 checkpoint = verify_bundle(bundle, roots, self._policy)
-            found = await self.stored_response(bundle.ticket.ticket_id)
-            out = golden_pb2.VerifyTicketResponse()
-            if found is None:
-                out = self._not_found(bundle.ticket)
-            else:
-                out.CopyFrom(found)
-            out.proof_valid = True
-            out.checkpoint_tree_size = checkpoint.size
-            return out
+            self._bundles.put(digest, (bundle.ticket.key_id, bundle.ticket, checkpoint.size))
+            return await self._bundle_response(bundle.ticket, checkpoint.size)
         raise InvalidRequest("give ticket_id, ticket or bundle_json")
+
+    async def _bundle_response(
+        self, ticket: Ticket, checkpoint_size: int
+    ) -> golden_pb2.VerifyTicketResponse:
+        """The answer for a bundle whose proof verified: the stored ticket's standing now."""
+        found = await self.stored_response(ticket.ticket_id)
+        out = golden_pb2.VerifyTicketResponse()
+        if found is None:
+            out = self._not_found(ticket)
+        else:
+            out.CopyFrom(found)
+        out.proof_valid = True
+        out.checkpoint_tree_size = checkpoint_size
+        return out
 
     async def _with_stored_cosignatures(self, bundle: ProofBundle) -> ProofBundle:
         """The bundle, its checkpoint completed with the cosignatures this log stored for it when

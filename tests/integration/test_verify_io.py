@@ -209,3 +209,44 @@ async def test_stored_cosignatures_completing_a_bundle_are_read_once(
             again, sent = await v.counted(lambda: fresh.verify(request))
             assert sent == []
             assert again == first
+
+
+async def test_a_verified_bundle_is_not_verified_again_but_its_state_is_current(
+    verifiers: Verifiers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proof of a bundle that verified is a pure function of its bytes and the keys: the
+    same bundle again skips the proof (memoised by its digest) yet answers with the ticket's
+    state now (a revocation shows at once); a tampered copy is not the same bytes: refused."""
+    import service.api.verify as verify_module
+
+    v = verifiers
+    tid = await _issued(v)
+    public = dump_bundle(redact_bundle(await v.stack.bundle_for(tid)))
+    request = golden_pb2.VerifyTicketRequest(bundle_json=public)
+    proofs: list[str] = []
+    original = verify_module.verify_public_bundle
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        proofs.append("checked")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "verify_public_bundle", counting)
+    verifier = v.make(FRESH)
+    first = await verifier.verify(request)
+    checked = len(proofs)
+    again = await verifier.verify(request)
+    assert len(proofs) == checked and again == first and first.valid
+
+    await v.stack.pool.execute(
+        "UPDATE tickets SET state = 'revoked', revoked_at = now(), revoke_reason = 'test'"
+        " WHERE ticket_id = $1",
+        tid,
+    )
+    await v.admission.refresh()
+    revoked = await verifier.verify(request)
+    assert len(proofs) == checked and revoked.proof_valid and not revoked.valid
+
+    head, key, tail = public.rpartition('"leaf_index": ')  # the bundle's, after the ticket's
+    tampered = f"{head}{key}9{tail}"
+    with pytest.raises(GoldenError):
+        await verifier.verify(golden_pb2.VerifyTicketRequest(bundle_json=tampered))
