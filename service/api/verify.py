@@ -8,13 +8,13 @@ unreachable, the refresher behind) is not used: VerifyTicket then reads PostgreS
 UNAVAILABLE rather than answer from stale memory. Redemption never relies on this cache: it
 decides under the advisory lock, so a stale "valid" can never let a revoked ticket be redeemed.
 
-A fresh snapshot holds every ticket row as of its read, so a ticket id it lacks is answered
-"not found" from memory too (VerifyTicket needs no token: random ids must not cost a statement
-each). A ticket written after that read is therefore "not found" until the snapshot is replaced,
-within the same bound; a ticket minted by a saga of this very process is read from PostgreSQL
-until a snapshot holds it (read-your-writes after IssueTicket). A public bundle takes its stored
-ticket from the snapshot likewise; an unsigned row there (finalise's NOTIFY still on the way) is
-re-read rather than answered "not found".
+A fresh snapshot holds every ticket row as of its read. A ticket id it lacks is answered "not
+found" only from a snapshot read that started after the question arrived (Admission.
+snapshot_since): a ticket written meanwhile, by any process, is found, and every miss shares
+that read (VerifyTicket needs no token: random ids cost one snapshot read at a time between
+them, never a statement each). A public bundle takes its stored ticket from the snapshot
+likewise; an unsigned row there (finalise's NOTIFY still on the way) is re-read rather than
+answered "not found".
 
 What is memoised and why it is safe:
 - the response for a stored ticket, per snapshot (replaced with the snapshot);
@@ -59,7 +59,7 @@ from golden_press.checkpoint import CheckpointError, NoteVerifier
 from golden_press.cosignature import CosignedCheckpoint, WitnessPolicy, verify_cosignatures
 from golden_press.errors import GoldenError, InvalidRequest, Reason
 from golden_press.models import ProofBundle, Ticket
-from golden_press.snapshot import Snapshot, standing
+from golden_press.snapshot import Snapshot, StoredTicket, standing
 from service.api.convert import _STATE_TO_PB, ticket_from_pb, ticket_to_pb
 from service.api.pb import golden_pb2
 from service.sagas.admission import Admission
@@ -193,19 +193,22 @@ class TicketVerifier:
         self._roots_of = roots
         return roots
 
-    def _from_memory(self, snap: Snapshot | None, ticket_id: UUID) -> bool:
-        """True when memory may answer for this id: the snapshot is fresh and no saga of this
-        process may have written the row after it was read (read-your-writes)."""
-        return snap is not None and not self._admission.minting(ticket_id)
+    async def _known(self, snap: Snapshot, ticket_id: UUID) -> tuple[Snapshot, StoredTicket | None]:
+        """The id's row in a fresh snapshot; for an id it lacks, in a snapshot read after now
+        (shared with every other miss), since the row may have been written after `snap`."""
+        known = snap.by_id.get(ticket_id)
+        if known is None:
+            snap = await self._admission.snapshot_since(time.monotonic())
+            known = snap.by_id.get(ticket_id)
+        return snap, known
 
     async def _stored_ticket(self, ticket_id: UUID) -> Ticket | None:
-        """The stored ticket for a public bundle: from a fresh snapshot (an id it lacks has no
-        row), else from PostgreSQL; an unsigned row in memory is re-read (it may be signed by
-        now, and a public bundle exists only for a signed ticket)."""
+        """The stored ticket for a public bundle: from a fresh snapshot (or the next read, for an
+        id it lacks), else from PostgreSQL; an unsigned row in memory is re-read (it may be signed
+        by now, and a public bundle exists only for a signed ticket)."""
         snap = self._fresh_snapshot()
-        if self._from_memory(snap, ticket_id):
-            assert snap is not None
-            known = snap.by_id.get(ticket_id)
+        if snap is not None:
+            _, known = await self._known(snap, ticket_id)
             if known is None:
                 return None
             if not is_redacted(known.ticket):
@@ -219,13 +222,15 @@ class TicketVerifier:
             cached = self._responses.get(ticket_id)
             if cached is not None:
                 return cached
-            known = snap.by_id.get(ticket_id)
-            stored = known.ticket if known is not None else None
-            if stored is None and self._from_memory(snap, ticket_id):
-                return None  # the snapshot holds every row as of its read: no such ticket
+            later, known = await self._known(snap, ticket_id)
+            if known is None:
+                return None  # a read that started after the question holds no such row
+            if later is not snap:
+                snap = self._fresh_snapshot()  # the memo follows the newer snapshot
+            stored = known.ticket
         else:
             stored = None
-        if stored is None:  # minted here after the snapshot's read, or the snapshot is too old
+        if stored is None:  # the snapshot is too old: PostgreSQL answers
             stored = await queries.get_ticket(self._pool, ticket_id)
             if stored is None:
                 return None

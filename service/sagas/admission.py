@@ -228,14 +228,6 @@ class Admission:
         """Gated issuance sagas of this process now running."""
         return sum(1 for r in self._running.values() if r.gated and r.finished_at is None)
 
-    def minting(self, ticket_id: UUID) -> bool:
-        """True when a saga of this process may have written `ticket_id` after the snapshot was
-        read: its entry stays in `_running` until a snapshot read after its end (VerifyTicket
-        then reads the row instead of answering "not found" from memory)."""
-        return bool(self._running) and any(
-            sa.ticket_id_for(request_id) == ticket_id for request_id in self._running
-        )
-
     def _gate_full(self, snap: Snapshot) -> bool:
         """True when this process runs its share of the free slots' sagas (and the margin)."""
         free = max(snap.cap - snap.settled, 0)
@@ -362,6 +354,19 @@ class Admission:
             self.snapshot = await read_snapshot(self._pool)
             self._forget_finished(self.snapshot.read_at)
             return self.snapshot
+
+    async def snapshot_since(self, moment: float) -> Snapshot:
+        """A snapshot whose read started at or after `moment` (time.monotonic()), so it holds
+        every row committed before then: what VerifyTicket reads before saying "no such ticket".
+        Callers share reads: one runs at a time, and a caller waits for at most the next one, so
+        a flood of unknown ids costs back-to-back snapshot reads, never a statement per call."""
+        while self.snapshot.read_at < moment:
+            async with self._refresh_lock:
+                if self.snapshot.read_at >= moment:
+                    break
+                self.snapshot = await read_snapshot(self._pool)
+                self._forget_finished(self.snapshot.read_at)
+        return self.snapshot
 
     def _forget_finished(self, read_at: float) -> None:
         """Drop sagas that ended before `read_at`: the snapshot read then holds their rows."""
