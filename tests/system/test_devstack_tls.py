@@ -105,3 +105,47 @@ def test_dev_up_serves_tls_and_passes_otel_on(state_dir: Path, tmp_path: Path) -
     finally:
         down = stack("down")
         assert down.returncode == 0, down.stderr
+
+
+@needs_postgres
+def test_the_real_stack_serves_tls_to_the_cli(state_dir: Path, tmp_path: Path) -> None:
+    """The real API under `dev up` with GOLDEN_TLS_*: the CLI reaches it over TLS (the CA from
+    the environment), a plaintext client is refused, and `dev down` stops it all."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ca = TestCA(tmp_path / "pki")
+    leaf = ca.server()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
+    env.update(
+        GOLDEN_STATE_DIR=str(state_dir),
+        GOLDEN_TLS_CERT_FILE=str(leaf.cert_file),
+        GOLDEN_TLS_KEY_FILE=str(leaf.key_file),
+        GOLDEN_TLS_CA_FILE=str(ca.cert_file),
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "golden-press"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+
+    up = cli("dev", "up", "--detach")
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout.strip().splitlines()[-1])
+        assert info["tls"] is True
+        checkpoint = cli("checkpoint", "--json")
+        assert checkpoint.returncode == 0, checkpoint.stdout + checkpoint.stderr
+        assert json.loads(checkpoint.stdout)["ok"] is True
+        with grpc.insecure_channel(info["grpc"]) as plain:
+            with pytest.raises(grpc.RpcError):
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        down = cli("dev", "down")
+        assert down.returncode == 0, down.stderr
