@@ -31,7 +31,7 @@ from nacl.signing import SigningKey, VerifyKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from golden_press.errors import GoldenError, Reason
-from golden_press.merkle import HASH_SIZE
+from golden_press.merkle import HASH_SIZE, hash_b64
 
 ED25519_TYPE = b"\x01"
 SIG_PREFIX = "\u2014 "
@@ -92,8 +92,7 @@ class Checkpoint(BaseModel):
 
     def body(self) -> str:
         """The C2SP tlog-checkpoint note text (what gets signed)."""
-        root = base64.b64encode(self.root).decode("ascii")
-        return f"{self.origin}\n{self.size}\n{root}\n"
+        return f"{self.origin}\n{self.size}\n{hash_b64(self.root)}\n"
 
 
 def parse_checkpoint_body(text: str) -> Checkpoint:

@@ -143,7 +143,7 @@ class MonitorState(BaseModel):
         return cls(
             origin=cp.origin,
             size=cp.size,
-            root_b64=base64.b64encode(cp.root).decode("ascii"),
+            root_b64=hash_b64(cp.root),
             note=note,
             cosigned_by=cosigned_by or {},
         )

@@ -39,7 +39,13 @@ from golden_press.checkpoint import (
     parse_note,
 )
 from golden_press.cosignature import cosign
-from golden_press.merkle import EMPTY_ROOT, HASH_SIZE, MerkleError, verify_consistency
+from golden_press.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    MerkleError,
+    hash_b64,
+    verify_consistency,
+)
 
 MAX_PROOF_LINES = 63
 MAX_REQUEST_BYTES = 1 << 20
@@ -176,7 +182,7 @@ def add_checkpoint(
     record = WitnessRecord(
         origin=origin,
         size=checkpoint.size,
-        root=base64.b64encode(checkpoint.root).decode("ascii"),
+        root=hash_b64(checkpoint.root),
         note=request.note,
     )
     return WitnessAnswer(200, line, record=record)
@@ -208,7 +214,7 @@ def _consistency_problem(
 
 def add_checkpoint_body(old_size: int, proof: Sequence[bytes], note: str) -> bytes:
     """The request body a log sends (the client side of add-checkpoint)."""
-    lines = [f"old {old_size}", *(base64.b64encode(h).decode("ascii") for h in proof)]
+    lines = [f"old {old_size}", *(hash_b64(h) for h in proof)]
     return ("\n".join(lines) + "\n\n" + note).encode("utf-8")
 
 

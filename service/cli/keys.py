@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from golden_press.errors import one_line
+from golden_press.merkle import hash_b64
 from service.cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -19,7 +20,6 @@ from service.cli.client import (
     write_text,
 )
 from service.cli.output import (
-    b64,
     colour,
     emit_json,
     verification,
@@ -171,7 +171,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
                     checkpoint={
                         "origin": checkpoint.origin,
                         "tree_size": checkpoint.size,
-                        "root_hash": b64(checkpoint.root),
+                        "root_hash": hash_b64(checkpoint.root),
                     },
                     leaf_index=bundle.leaf_index,
                     offline=True,

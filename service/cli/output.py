@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
@@ -56,11 +55,6 @@ def emit_json(value: dict[str, Any]) -> None:
     verb's nouns; errors are {"ok": false, "error": {...}} (service.cli.client.report).
     """
     print(json.dumps({"ok": True, **value}, indent=2, sort_keys=False, default=str))
-
-
-def b64(raw: bytes) -> str:
-    """Hashes and keys in CLI JSON: standard padded base64, as in notes, bundles and the API."""
-    return base64.b64encode(bytes(raw)).decode("ascii")
 
 
 def verification(

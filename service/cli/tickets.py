@@ -12,6 +12,7 @@ from typing import Any
 
 from golden_press.checkpoint import CheckpointError
 from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, verify_cosignatures
+from golden_press.merkle import hash_b64
 from golden_press.sagas import issue_workflow_id, redeem_workflow_id
 from service.cli.client import (
     EXIT_USAGE,
@@ -23,7 +24,6 @@ from service.cli.client import (
     write_text,
 )
 from service.cli.output import (
-    b64,
     bundle_checkpoint,
     colour,
     emit_json,
@@ -264,7 +264,7 @@ async def cmd_checkpoint(api: Api, args: argparse.Namespace) -> int:
                 "checkpoint": {
                     "origin": resp.origin,
                     "tree_size": resp.tree_size,
-                    "root_hash": b64(resp.root_hash),
+                    "root_hash": hash_b64(resp.root_hash),
                     "note": resp.checkpoint,
                 }
             }

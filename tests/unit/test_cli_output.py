@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from service.cli.output import b64, sagas_view_url
+from golden_press.merkle import hash_b64 as b64
+from service.cli.output import sagas_view_url
 
 
 def test_sagas_view_hides_the_reconciler_runs() -> None:
