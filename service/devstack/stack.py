@@ -129,6 +129,18 @@ class _Stack:
     def add(self, name: str, part: Any) -> None:
         self.parts.append((name, part))
 
+    def start(self, proc: ChildProcess, ready: Callable[[], bool], timeout: float) -> ChildProcess:
+        """Spawn a part and wait until `ready`; one that never gets there is stopped and is no
+        part of the stack (with_fresh_ports may start it again on other ports)."""
+        proc.spawn()
+        self.add(proc.component, proc)
+        try:
+            proc.wait_ready(ready, timeout)
+        except ServerError:
+            self.parts.remove((proc.component, proc))
+            raise
+        return proc
+
     def procs(self) -> list[_Proc]:
         found = []
         for name, part in self.parts:
@@ -657,17 +669,11 @@ def _bring_up(settings: Settings, state_dir: Path, progress: bool) -> _Stack:
         def api_serving() -> None:
             env["GOLDEN_GRPC_ADDR"] = grpc_given or f"{HOST}:{free_port()}"
             env["GOLDEN_HTTP_ADDR"] = http_given or f"{HOST}:{free_port()}"
-            api = ChildProcess("api", API_CMD, logs / "api.log", {**child_env, **env}, REPO_ROOT)
-            api.spawn()
-            stack.add("api", api)
-            try:
-                api.wait_ready(
-                    lambda: _grpc_serving(env["GOLDEN_GRPC_ADDR"], health_credentials),
-                    API_READY_TIMEOUT_S,
-                )
-            except ServerError:
-                stack.parts.remove(("api", api))
-                raise
+            stack.start(
+                ChildProcess("api", API_CMD, logs / "api.log", {**child_env, **env}, REPO_ROOT),
+                lambda: _grpc_serving(env["GOLDEN_GRPC_ADDR"], health_credentials),
+                API_READY_TIMEOUT_S,
+            )
 
         def worker_polling() -> bool:
             now = run_async(lambda: _poller_identities(address, namespace, task_queue))
@@ -724,14 +730,11 @@ def _start_witness(
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     began = time.monotonic()
-    proc = ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT)
-    proc.spawn()
-    stack.add("witness", proc)
-    try:
-        proc.wait_ready(lambda: port_in_use(HOST, port), WITNESS_READY_TIMEOUT_S)
-    except ServerError:
-        stack.parts.remove(("witness", proc))
-        raise
+    stack.start(
+        ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT),
+        lambda: port_in_use(HOST, port),
+        WITNESS_READY_TIMEOUT_S,
+    )
     _say(progress, f"  {'witness':<9} {url}  ({time.monotonic() - began:.1f} s)")
     return url, format_witnesses([Witness(witness, url)])
 
