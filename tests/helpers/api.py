@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -80,3 +81,16 @@ async def expect_error(
     err = info.value
     assert (err.code(), error_reason(err)) == (code, str(reason)), (err.details() or "")[:300]
     return err
+
+
+def point_cli_at(
+    monkeypatch: pytest.MonkeyPatch, stack: Stack, api_address: str, state_dir: Path
+) -> None:
+    """The environment of a CLI run in this process that talks to this stack: its API (with
+    the token), its database, Temporal and task queue, and a state dir of its own."""
+    monkeypatch.setenv("GOLDEN_GRPC_ADDR", api_address)
+    monkeypatch.setenv("GOLDEN_API_TOKENS_FILE", str(stack.settings.api_tokens_file))
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("GOLDEN_PG_DSN", stack.settings.pg_dsn)
+    monkeypatch.setenv("TEMPORAL_ADDRESS", stack.settings.temporal_address)
+    monkeypatch.setenv("GOLDEN_TASK_QUEUE", stack.settings.task_queue)

@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowFailureError
 from activities.faults import Faults
 from service.cli.app import run
 from service.cli.client import EXIT_STILL_RUNNING
-from tests.helpers.api import served_api
+from tests.helpers.api import point_cli_at, served_api
 from tests.helpers.servers import Servers
 from tests.helpers.stack import golden_stack
 
@@ -35,9 +35,7 @@ async def test_issue_past_its_deadline_says_still_running(
         golden_stack(servers, session_dir, client, faults=faults) as stack,
         served_api(stack) as api,
     ):
-        monkeypatch.setenv("GOLDEN_GRPC_ADDR", api.address)
-        monkeypatch.setenv("GOLDEN_API_TOKENS_FILE", str(stack.settings.api_tokens_file))
-        monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))
+        point_cli_at(monkeypatch, stack, api.address, tmp_path)
         capsys.readouterr()
         code = await run(
             ["issue", "--user", "slowpoke", "--request-id", "slow-1", "--timeout", "2"]

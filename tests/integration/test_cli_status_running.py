@@ -31,7 +31,7 @@ from temporalio.client import Client
 from golden_press.sagas import issue_workflow_id, redeem_workflow_id, ticket_id_for
 from service.cli.app import run
 from service.cli.client import EXIT_REJECTED, EXIT_STILL_RUNNING
-from tests.helpers.api import served_api
+from tests.helpers.api import point_cli_at, served_api
 from tests.helpers.envelope import envelope
 from tests.helpers.faults import OUTAGE, OutageFaults, outage_message
 from tests.helpers.servers import Servers
@@ -55,12 +55,7 @@ async def cli_stack(
         golden_stack(servers, session_dir, client, faults=faults) as stack,
         served_api(stack) as api,
     ):
-        monkeypatch.setenv("GOLDEN_GRPC_ADDR", api.address)
-        monkeypatch.setenv("GOLDEN_API_TOKENS_FILE", str(stack.settings.api_tokens_file))
-        monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))
-        monkeypatch.setenv("GOLDEN_PG_DSN", stack.settings.pg_dsn)
-        monkeypatch.setenv("TEMPORAL_ADDRESS", stack.settings.temporal_address)
-        monkeypatch.setenv("GOLDEN_TASK_QUEUE", stack.settings.task_queue)
+        point_cli_at(monkeypatch, stack, api.address, tmp_path)
         try:
             yield stack, faults
         finally:

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import shutil
 import sys
 import urllib.error
@@ -35,6 +34,7 @@ from service.api.server import serve, shutdown, tiles_url
 from service.cli import app as cli
 from service.store.config import set_cap
 from service.store.tile_files import TilePublisher, published_size
+from tests.helpers.cli_process import unconfigured_env
 from tests.helpers.ledger import populated
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
@@ -443,8 +443,7 @@ async def test_monitor_follow_verifies_appends_over_http_then_exits_1_on_a_fork(
         stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
     )
     state = tmp_path / "follow-state.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env = unconfigured_env(PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     argv = ["monitor", str(tiles_url(server)), "--vkey", vkey_of(stack), "--follow"]
     argv += ["--interval", "0.1", "--state", str(state), "--json"]
     follower = await asyncio.create_subprocess_exec(

@@ -74,6 +74,17 @@ async def connect_and_call(proxy: RecordingProxy, namespace: str) -> None:
     assert response.namespace_info.name == namespace  # the proxy reached the real server
 
 
+async def authorizations_sent(
+    servers: Servers, namespace: str, ca: TestCA, key: ApiKey | None
+) -> list[tuple[str, str]]:
+    """(method, what its authorization header was) of every call connect_client and one
+    namespace call made through the recording proxy."""
+    async with recording_grpc_proxy(servers.temporal_address, ca.server("temporal")) as proxy:
+        await connect_and_call(proxy, namespace)
+    assert {GET_SYSTEM_INFO, DESCRIBE_NAMESPACE} <= proxy.methods()
+    return [(call.method, authorization(call, key)) for call in proxy.calls]
+
+
 async def test_api_key_is_sent_as_bearer_on_every_call(
     servers: Servers,
     client: Client,
@@ -82,12 +93,8 @@ async def test_api_key_is_sent_as_bearer_on_every_call(
 ) -> None:
     key = ApiKey()
     monkeypatch.setenv("TEMPORAL_API_KEY", key.value)
-    leaf = temporal_environment.server("temporal")
-    async with recording_grpc_proxy(servers.temporal_address, leaf) as proxy:
-        await connect_and_call(proxy, client.namespace)
-    assert {GET_SYSTEM_INFO, DESCRIBE_NAMESPACE} <= proxy.methods()
-    seen = [(call.method, authorization(call, key)) for call in proxy.calls]
-    assert seen == [(call.method, "bearer-key") for call in proxy.calls]
+    seen = await authorizations_sent(servers, client.namespace, temporal_environment, key)
+    assert seen == [(method, "bearer-key") for method, _ in seen]
 
 
 async def test_without_api_key_no_authorization_is_sent(
@@ -95,9 +102,5 @@ async def test_without_api_key_no_authorization_is_sent(
     client: Client,
     temporal_environment: TestCA,
 ) -> None:
-    leaf = temporal_environment.server("temporal")
-    async with recording_grpc_proxy(servers.temporal_address, leaf) as proxy:
-        await connect_and_call(proxy, client.namespace)
-    assert {GET_SYSTEM_INFO, DESCRIBE_NAMESPACE} <= proxy.methods()
-    seen = [(call.method, authorization(call, None)) for call in proxy.calls]
-    assert seen == [(call.method, "absent") for call in proxy.calls]
+    seen = await authorizations_sent(servers, client.namespace, temporal_environment, None)
+    assert seen == [(method, "absent") for method, _ in seen]

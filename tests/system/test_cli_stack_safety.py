@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,26 +20,9 @@ from pathlib import Path
 import pytest
 
 from service.devstack.servers import find_postgres_bin_dir, pid_alive, process_start_time
+from tests.helpers.cli_process import CLI, ROOT, run_cli
 from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER
 from tests.helpers.envelope import envelope
-
-ROOT = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "golden-press")
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="golden-cli-safety-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def bare_env(state_dir: Path) -> dict[str, str]:
-    """A user's environment naming nothing but the state dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    env["GOLDEN_STATE_DIR"] = str(state_dir)
-    return env
 
 
 @pytest.fixture
@@ -86,26 +67,14 @@ def half_dead_stack(state_dir: Path) -> Iterator[dict[str, subprocess.Popen[byte
             p.wait()
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("verb", [["list"], ["get", "6f1d5a4e-1111-4222-8333-444455556666"]])
 def test_a_read_only_verb_leaves_a_half_dead_stack_alone(
     half_dead_stack: dict[str, subprocess.Popen[bytes]],
-    bare_env: dict[str, str],
+    stack_env: dict[str, str],
     state_dir: Path,
     verb: list[str],
 ) -> None:
-    done = cli(bare_env, *verb)
+    done = run_cli(stack_env, *verb)
     for name, proc in half_dead_stack.items():
         assert pid_alive(proc.pid), f"{name} was stopped by `golden-press {verb[0]}`"
     assert (state_dir / "stack.json").exists()
@@ -115,34 +84,34 @@ def test_a_read_only_verb_leaves_a_half_dead_stack_alone(
 
 
 def test_dev_status_names_each_part(
-    half_dead_stack: dict[str, subprocess.Popen[bytes]], bare_env: dict[str, str]
+    half_dead_stack: dict[str, subprocess.Popen[bytes]], stack_env: dict[str, str]
 ) -> None:
-    done = cli(bare_env, "dev", "status", "--json")
+    done = run_cli(stack_env, "dev", "status", "--json")
     assert "Traceback" not in done.stderr
     assert done.returncode == 3  # not all of it runs
     doc = envelope(done.stdout, done.returncode)  # the envelope of every verb
     assert doc["error"]["reason"] == "Unavailable" and "api" in doc["error"]["message"]
     parts = {p["name"]: p["alive"] for p in doc["parts"]}
     assert parts == {"postgres": True, "worker": True, "api": False}
-    human = cli(bare_env, "dev", "status")
+    human = run_cli(stack_env, "dev", "status")
     assert "api" in human.stdout and "worker" in human.stdout
     for proc in half_dead_stack.values():
         assert pid_alive(proc.pid)
 
 
-def test_dev_status_without_a_stack(bare_env: dict[str, str]) -> None:
-    done = cli(bare_env, "dev", "status")
+def test_dev_status_without_a_stack(stack_env: dict[str, str]) -> None:
+    done = run_cli(stack_env, "dev", "status")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "no dev stack" in (done.stdout + done.stderr)
-    done = cli(bare_env, "dev", "status", "--json")
+    done = run_cli(stack_env, "dev", "status", "--json")
     doc = envelope(done.stdout, done.returncode)
     assert (doc["error"]["reason"], doc["parts"]) == ("Unavailable", [])
     assert "no dev stack" in doc["error"]["message"]
 
 
-def test_dev_down_without_a_stack(bare_env: dict[str, str], state_dir: Path) -> None:
-    done = cli(bare_env, "dev", "down", "--json")
+def test_dev_down_without_a_stack(stack_env: dict[str, str], state_dir: Path) -> None:
+    done = run_cli(stack_env, "dev", "down", "--json")
     doc = envelope(done.stdout, done.returncode)
     assert doc == {"ok": True, "stopped": False, "state_dir": str(state_dir.resolve())}
 
@@ -156,9 +125,9 @@ def test_dev_down_without_a_stack(bare_env: dict[str, str], state_dir: Path) -> 
     ],
 )
 def test_no_verb_falls_back_to_a_database_nobody_named(
-    bare_env: dict[str, str], verb: list[str]
+    stack_env: dict[str, str], verb: list[str]
 ) -> None:
-    done = cli(bare_env, *verb)
+    done = run_cli(stack_env, *verb)
     assert done.returncode == 3, done
     assert "Traceback" not in done.stderr
     assert "GOLDEN_PG_DSN" in done.stderr, done.stderr
@@ -166,7 +135,7 @@ def test_no_verb_falls_back_to_a_database_nobody_named(
 
 @pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
 def test_dev_up_restarts_only_the_missing_part(
-    bare_env: dict[str, str], state_dir: Path, tmp_path: Path
+    stack_env: dict[str, str], state_dir: Path, tmp_path: Path
 ) -> None:
     state_dir.chmod(0o755)  # the postgres user must reach the data dir
     worker, api, runner = tmp_path / "worker.py", tmp_path / "api.py", tmp_path / "run.py"
@@ -179,7 +148,7 @@ def test_dev_up_restarts_only_the_missing_part(
             [sys.executable, str(runner), str(worker), str(api), *args],
             capture_output=True,
             text=True,
-            env=bare_env,
+            env=stack_env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             timeout=240,
@@ -194,7 +163,7 @@ def test_dev_up_restarts_only_the_missing_part(
         }
         os.kill(before["api"], signal.SIGKILL)
         assert wait_gone(before["api"])
-        status = json.loads(cli(bare_env, "dev", "status", "--json").stdout)
+        status = json.loads(run_cli(stack_env, "dev", "status", "--json").stdout)
         assert {p["name"]: p["alive"] for p in status["parts"]}["api"] is False
         again = stub("up", "--detach")
         assert again.returncode == 0, again.stderr
@@ -207,7 +176,7 @@ def test_dev_up_restarts_only_the_missing_part(
         assert {k: v for k, v in after.items() if k != "api"} == {
             k: v for k, v in before.items() if k != "api"
         }
-        assert cli(bare_env, "dev", "status").returncode == 0
+        assert run_cli(stack_env, "dev", "status").returncode == 0
     finally:
         down = stub("down")
         assert down.returncode == 0, down.stderr
@@ -233,7 +202,7 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     ],
 )
 def test_a_reader_that_left_gets_no_traceback(
-    bare_env: dict[str, str], args: list[str], code: int
+    stack_env: dict[str, str], args: list[str], code: int
 ) -> None:
     """`golden-press ... | head -1`: when the reader closes the pipe first, the CLI ends quietly
     with the shell's SIGPIPE code, not a BrokenPipeError traceback on stderr."""
@@ -245,7 +214,7 @@ def test_a_reader_that_left_gets_no_traceback(
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
-            env=bare_env,
+            env=stack_env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             timeout=60,

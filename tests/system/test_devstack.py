@@ -7,16 +7,13 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ import pytest
 from service.devstack import servers
 from service.devstack import stack as devstack
 from service.devstack.servers import pid_alive, port_in_use
+from tests.helpers.cli_process import run_cli
 from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER, needs_postgres
 from tests.helpers.envelope import envelope
 
@@ -41,23 +39,6 @@ KEYS = (
     "tiles",
     "witness",
 )
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """A fresh state dir the `postgres` user can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="golden-devstack-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def stack_env(state_dir: Path) -> dict[str, str]:
-    """The environment of a user with nothing configured: the stack starts every server itself."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    env["GOLDEN_STATE_DIR"] = str(state_dir)
-    return env
 
 
 @pytest.fixture
@@ -130,19 +111,6 @@ def recorded_stack(state_dir: Path, started: subprocess.CompletedProcess[str]) -
             f"no stack.json (exit {started.returncode})\nstdout:\n{started.stdout}\n"
             f"stderr:\n{started.stderr}{tails}"
         )
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`golden-press ARGS` as a user would run it, with no stdin."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "golden-press"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
 
 
 def one_line_error(stderr: str) -> str:

@@ -7,16 +7,13 @@ GOLDEN_TLS_* files it is given; the certificates come from a CA made at test tim
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.cli_process import run_cli
 from tests.helpers.devstack_stubs import STUB_RUNNER, STUB_WORKER, needs_postgres
 from tests.helpers.tls import TestCA
 
@@ -43,12 +40,17 @@ server.wait_for_termination()
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """A fresh state dir the `postgres` user can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="golden-devstack-tls-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def tls_env(stack_env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], TestCA]:
+    """A user's environment naming the API's certificate, key and CA (made at test time)."""
+    ca = TestCA(tmp_path / "pki")
+    leaf = ca.server()
+    env = {
+        **stack_env,
+        "GOLDEN_TLS_CERT_FILE": str(leaf.cert_file),
+        "GOLDEN_TLS_KEY_FILE": str(leaf.key_file),
+        "GOLDEN_TLS_CA_FILE": str(ca.cert_file),
+    }
+    return env, ca
 
 
 def environ_of(pid: int) -> dict[str, str]:
@@ -59,19 +61,15 @@ def environ_of(pid: int) -> dict[str, str]:
 
 
 @needs_postgres
-def test_dev_up_serves_tls_and_passes_otel_on(state_dir: Path, tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "pki")
-    leaf = ca.server()
+def test_dev_up_serves_tls_and_passes_otel_on(
+    state_dir: Path, tmp_path: Path, tls_env: tuple[dict[str, str], TestCA]
+) -> None:
+    env, ca = tls_env
     runner, worker, api = tmp_path / "run.py", tmp_path / "worker.py", tmp_path / "api.py"
     runner.write_text(STUB_RUNNER)
     worker.write_text(STUB_WORKER)
     api.write_text(STUB_TLS_API)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
     env.update(
-        GOLDEN_STATE_DIR=str(state_dir),
-        GOLDEN_TLS_CERT_FILE=str(leaf.cert_file),
-        GOLDEN_TLS_KEY_FILE=str(leaf.key_file),
-        GOLDEN_TLS_CA_FILE=str(ca.cert_file),
         # Nothing listens there: the stand-ins never export, they only must be given it.
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
         OTEL_SERVICE_NAME="golden-press-devstack-test",
@@ -108,32 +106,18 @@ def test_dev_up_serves_tls_and_passes_otel_on(state_dir: Path, tmp_path: Path) -
 
 
 @needs_postgres
-def test_the_real_stack_serves_tls_to_the_cli(state_dir: Path, tmp_path: Path) -> None:
+def test_the_real_stack_serves_tls_to_the_cli(
+    tls_env: tuple[dict[str, str], TestCA],
+) -> None:
     """The real API under `dev up` with GOLDEN_TLS_*: the CLI reaches it over TLS (the CA from
     the environment), a plaintext client is refused, and `dev down` stops it all."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    ca = TestCA(tmp_path / "pki")
-    leaf = ca.server()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    env.update(
-        GOLDEN_STATE_DIR=str(state_dir),
-        GOLDEN_TLS_CERT_FILE=str(leaf.cert_file),
-        GOLDEN_TLS_KEY_FILE=str(leaf.key_file),
-        GOLDEN_TLS_CA_FILE=str(ca.cert_file),
-    )
+    env, _ = tls_env
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "golden-press"), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-        )
+        return run_cli(env, *args)
 
     up = cli("dev", "up", "--detach")
     try:

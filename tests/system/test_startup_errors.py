@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.store.key_files import ensure_key_file
+from tests.helpers.cli_process import unconfigured_env
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1
@@ -24,10 +25,9 @@ DEAD_DSN = f"postgresql://golden:{SECRET}@{CLOSED}/golden"
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
     return subprocess.run(
         [sys.executable, *args],
-        env={**clean, **env},
+        env=unconfigured_env(**env),
         cwd=ROOT,
         capture_output=True,
         text=True,
