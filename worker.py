@@ -246,7 +246,7 @@ def main() -> None:
     set_priority(settings.worker_nice)
     try:
         code = asyncio.run(run(settings))
-    except Unreachable as err:  # started before its database, Temporal or NATS: one line
+    except Unreachable as err:  # started before its database or Temporal: one line (NATS: waits)
         log.error("%s", err)
         code = EXIT_UNAVAILABLE
     sys.stdout.flush()

@@ -85,6 +85,10 @@ class Snapshot:
     by_id: Mapping[UUID, StoredTicket] = field(init=False, repr=False)
     holders: frozenset[str] = field(init=False, repr=False)
     counts: Mapping[TicketState, int] = field(init=False, repr=False)
+    #: Tickets that count against the cap under the scope (computed once: every request asks).
+    used: int = field(init=False, repr=False)
+    #: Counted tickets that can no longer be voided (in the ledger).
+    settled: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_request = {t.ticket.request_id: t for t in self.tickets}
@@ -99,6 +103,10 @@ class Snapshot:
         object.__setattr__(self, "by_id", by_id)
         object.__setattr__(self, "holders", holders)
         object.__setattr__(self, "counts", counts)
+        counted = COUNTED_STATES[self.scope]
+        object.__setattr__(self, "used", sum(counts.get(st, 0) for st in counted))
+        settled = sum(1 for t in self.tickets if t.state in counted and t.in_ledger)
+        object.__setattr__(self, "settled", settled)
 
     @classmethod
     def of(
@@ -119,16 +127,6 @@ class Snapshot:
             read_at=read_at,
             loaded=True,
         )
-
-    @property
-    def used(self) -> int:
-        """Tickets that count against the cap under the scope."""
-        return sum(self.counts.get(s, 0) for s in COUNTED_STATES[self.scope])
-
-    @property
-    def settled(self) -> int:
-        """Counted tickets that can no longer be voided (in the ledger)."""
-        return sum(1 for t in self.tickets if t.state in COUNTED_STATES[self.scope] and t.in_ledger)
 
     @property
     def sold_out(self) -> bool:
