@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
-from golden_press.errors import Unreachable
+from golden_press.errors import InvalidRequest, Unreachable
 from service.api.channel import add_tls_arguments
 from service.cli.admin import cmd_admin, cmd_audit
 from service.cli.client import (
@@ -393,12 +393,15 @@ API_VERBS: dict[str, ApiVerb] = {
 
 
 async def run_async(args: argparse.Namespace) -> int:
-    """Run one parsed verb that needs no subprocess management; CliError propagates, and a
-    server a verb could not connect to is Unavailable naming that server, whichever verb."""
+    """Run one parsed verb that needs no subprocess management; CliError propagates, a server
+    a verb could not connect to is Unavailable naming that server, and input the verb cannot
+    use (a tokens file it cannot read, ...) is InvalidRequest, exit 2, whichever verb."""
     try:
         return await _run_verb(args)
     except Unreachable as exc:
         raise CliError("Unavailable", str(exc), EXIT_UNAVAILABLE) from exc
+    except InvalidRequest as exc:
+        raise CliError("InvalidRequest", exc.message, EXIT_USAGE) from exc
 
 
 async def _run_verb(args: argparse.Namespace) -> int:

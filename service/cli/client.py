@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from golden_press import errors
-from golden_press.errors import InvalidRequest
 from golden_press.settings import Settings, settings_problem
 from service.api.channel import ClientTls, bearer, client_tls, first_token, open_channel
 
@@ -115,20 +114,12 @@ def require_dsn(dsn: str) -> str:
     return dsn
 
 
-def token_from(path: Path) -> str:
-    """first_token, with a tokens file that cannot be read reported as a usage error."""
-    try:
-        return first_token(path)
-    except InvalidRequest as exc:
-        raise CliError("InvalidRequest", exc.message, EXIT_USAGE) from exc
-
-
 def resolve_endpoint(args: argparse.Namespace, *, needs_dsn: bool = False) -> Endpoint:
     """--addr/--token flags, else the environment, else the running dev stack, else (the API
     address only) the defaults. The database is never a default: see require_dsn."""
     s = settings()
     address = getattr(args, "addr", None) or os.environ.get("GOLDEN_GRPC_ADDR", "")
-    token = token_from(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
+    token = first_token(s.api_tokens_file) if os.environ.get("GOLDEN_API_TOKENS_FILE") else ""
     dsn = os.environ.get("GOLDEN_PG_DSN", "")
     temporal = task_queue = ""
     stack_env: dict[str, str] = {}
@@ -145,7 +136,7 @@ def resolve_endpoint(args: argparse.Namespace, *, needs_dsn: bool = False) -> En
     tls = client_tls(args, stack_env)
     return Endpoint(
         address=address or s.grpc_addr,
-        token=getattr(args, "token", None) or token or token_from(s.api_tokens_file),
+        token=getattr(args, "token", None) or token or first_token(s.api_tokens_file),
         dsn=dsn,
         temporal=temporal,
         task_queue=task_queue,
