@@ -389,17 +389,10 @@ def print_refusal_timeline(run: Run, step_s: float = 0.1, until_s: float = 2.0) 
     print(f"refusals of {run.name} by send time (s: count, p50 / p99 ms):")
     t = 0.0
     while t < until_s:
-        xs = [
-            s.seconds for s in run.load.samples if s.outcome != "ok" and t <= s.sent_at < t + step_s
-        ]
+        xs = run.load.rejections_sent(t, t + step_s)
         if xs:
             print(f"  {t:.1f}: {len(xs)}, {ms(pct(xs, 50))} / {ms(pct(xs, 99))}")
         t += step_s
-
-
-def first_second(load: LoadResult) -> list[float]:
-    """Latencies of the refusals sent in the run's first second."""
-    return [s.seconds for s in load.samples if s.outcome != "ok" and s.sent_at < 1.0]
 
 
 def merged(runs: list[Run]) -> Run:
@@ -512,8 +505,8 @@ async def main_async(args: argparse.Namespace) -> int:
         "rejection p99 of the calls sent in the first second / after it (the launch moment,"
         " until the winners hold every slot, vs the steady state): "
         + ", ".join(
-            f"{r.name} {ms(pct(first_second(r.load), 99))}"
-            f" / {ms(pct(r.load.rejections_sent(1.0), 99))}"
+            f"{r.name} {ms(pct(r.load.rejections_sent(to_s=1.0), 99))}"
+            f" / {ms(pct(r.load.rejections_sent(from_s=1.0), 99))}"
             for r in [*runs, *floors]
         )
     )

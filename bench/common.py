@@ -424,9 +424,9 @@ class LoadResult:
         """Latencies of successes (ok=True), failures (ok=False) or all."""
         return [s.seconds for s in self.samples if ok is None or (s.outcome == "ok") is ok]
 
-    def rejections_sent(self, after_s: float) -> list[float]:
-        """Latencies of failures sent at or after `after_s` into the run (the steady state)."""
-        return [s.seconds for s in self.samples if s.outcome != "ok" and s.sent_at >= after_s]
+    def rejections_sent(self, from_s: float = 0.0, to_s: float = float("inf")) -> list[float]:
+        """Latencies of the failures sent between `from_s` and `to_s` into the run."""
+        return [s.seconds for s in self.samples if s.outcome != "ok" and from_s <= s.sent_at < to_s]
 
     def outcomes(self) -> Counter[str]:
         """How many calls ended each way."""
