@@ -1,17 +1,24 @@
-"""Worker metrics on a Prometheus endpoint (SDK, counters, gauges, process), JSON logs with the
-saga's ids as top-level keys and never key material."""
+"""Worker and API metrics on their Prometheus endpoints (SDK, counters, gauges, process), JSON
+logs with the saga's ids as top-level keys and never key material."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from golden_press.models import Outcome
+from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.devstack.servers import free_port
 from service.ops.metrics import GAUGES, PROCESS_SAMPLES
 from service.store.cosignatures import latest_cosigned_size
@@ -19,10 +26,10 @@ from service.store.gauges import read_gauges
 from tests.helpers.api import served_api
 from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
-from tests.helpers.stack import golden_stack
+from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.waiting import wait_until
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
-from tests.helpers.worker import WorkerProcess
+from tests.helpers.worker import REPO_ROOT, WorkerProcess, settings_env
 
 
 def scrape(port: int) -> str:
@@ -138,3 +145,72 @@ async def test_scrape_shows_parked_events_and_the_witness_cosignature_age(
     assert reading.witness_cosignature_age_seconds is not None
     age = sample(text, "golden_witness_cosignature_age_seconds")
     assert age is not None and 0 <= age < 60
+
+
+async def test_api_metrics_endpoint(stack: Stack, tmp_path: Path) -> None:
+    """`python -m service.api.server` with GOLDEN_METRICS_PORT serves prometheus_client's
+    endpoint: each call counted by method and code, its latency histogram, process metrics."""
+    metrics_port = free_port()
+    address = f"127.0.0.1:{free_port()}"
+    stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    stack.settings.api_tokens_file.write_text(f"t-{uuid.uuid4().hex}\n")
+    os.chmod(stack.settings.api_tokens_file, 0o600)
+    env = settings_env(
+        stack.settings, GOLDEN_GRPC_ADDR=address, GOLDEN_METRICS_PORT=str(metrics_port)
+    )
+    log_path = tmp_path / "api.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.api.server"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def listening() -> bool:
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
+            return "gRPC API listening" in log_path.read_text(errors="replace")
+
+        await wait_until(listening, timeout=60)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            await stub.ListTickets(golden_pb2.ListTicketsRequest(), timeout=10)
+            await stub.ListTickets(golden_pb2.ListTicketsRequest(), timeout=10)
+        text = await asyncio.to_thread(scrape, metrics_port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+
+    def values(family: str, sample_name: str, **labels: str) -> dict[str, float]:
+        """The family's samples of that name with these labels, by their `le` (or "")."""
+        return {
+            s.labels.get("le", ""): s.value
+            for s in families[family].samples
+            if s.name == sample_name and labels.items() <= s.labels.items()
+        }
+
+    # Two calls of the method, counted under its status code.
+    assert families["golden_rpc"].type == "counter"
+    assert values("golden_rpc", "golden_rpc_total", method="ListTickets", code="OK") == {"": 2}
+    # Their latency: a histogram in seconds, every bucket present, +Inf holding both calls.
+    assert families["golden_rpc_seconds"].type == "histogram"
+    ok = {"method": "ListTickets", "outcome": "ok"}
+    buckets = values("golden_rpc_seconds", "golden_rpc_seconds_bucket", **ok)
+    assert list(buckets) == [
+        "0.002", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
+        "10.0", "+Inf",
+    ], buckets  # fmt: skip
+    assert buckets["+Inf"] == 2
+    assert values("golden_rpc_seconds", "golden_rpc_seconds_count", **ok) == {"": 2}
+    # The process's own metrics; CPU seconds are a counter (a `_total` name is one).
+    assert families["process_resident_memory_bytes"].samples[0].value > 10e6
+    assert families["process_cpu_seconds"].type == "counter"
+    assert families["process_cpu_seconds"].samples[0].name == "process_cpu_seconds_total"
+    assert families["process_cpu_seconds"].samples[0].value > 0
