@@ -3,7 +3,8 @@
 One endpoint per worker (GOLDEN_METRICS_PORT), served by the SDK's runtime: its durations in
 seconds (Prometheus conventions), the activities' counters (`golden_tickets_issued_total`, ...),
 and what this module adds every GOLDEN_GAUGES_INTERVAL_S: the deployment gauges read from
-PostgreSQL (service/store/gauges.py) and this process's CPU, memory and file descriptors.
+PostgreSQL (service/store/gauges.py) and this process's CPU (a counter), memory and file
+descriptors (gauges).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 import asyncpg
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
-from temporalio.common import MetricGaugeFloat, MetricMeter
+from temporalio.common import MetricCounter, MetricGaugeFloat, MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from service.store.gauges import OpsGauges, read_gauges
@@ -46,9 +47,11 @@ GAUGES: Mapping[str, tuple[str, str]] = {
     ),
 }
 
-#: prometheus_client's process collector samples re-exported through the SDK's meter.
+#: prometheus_client's process collector samples re-exported through the SDK's meter: CPU
+#: seconds as a counter (Prometheus conventions: a `_total` name is a counter), the rest gauges.
+PROCESS_CPU = "process_cpu_seconds_total"
 PROCESS_SAMPLES = (
-    "process_cpu_seconds_total",
+    PROCESS_CPU,
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
     "process_open_fds",
@@ -80,7 +83,15 @@ class GaugePublisher:
         self._process: dict[str, MetricGaugeFloat] = {
             name: meter.create_gauge_float(name, "this process (as prometheus_client reports it)")
             for name in PROCESS_SAMPLES
+            if name != PROCESS_CPU
         }
+        # The SDK's counters take integers: the counter carries the whole seconds of CPU time
+        # (never ahead, less than a second behind), enough for rate() over minutes.
+        self._cpu: MetricCounter = meter.create_counter(
+            PROCESS_CPU, "CPU time of this process, user and system, in whole seconds", "s"
+        )
+        self._cpu.add(0)  # the series exists from the start
+        self._cpu_counted = 0
         registry = CollectorRegistry(auto_describe=False)
         self._collector = ProcessCollector(registry=registry)
         self._failing = False
@@ -96,6 +107,12 @@ class GaugePublisher:
         """CPU seconds, memory, fds of this process."""
         for family in self._collector.collect():
             for sample in family.samples:
+                if sample.name == PROCESS_CPU:
+                    whole = int(sample.value)
+                    if whole > self._cpu_counted:
+                        self._cpu.add(whole - self._cpu_counted)
+                        self._cpu_counted = whole
+                    continue
                 gauge = self._process.get(sample.name)
                 if gauge is not None:
                     gauge.set(float(sample.value))

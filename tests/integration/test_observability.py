@@ -91,6 +91,7 @@ async def test_worker_metrics_and_logs(servers: Servers, session_dir: Path, clie
         # This process's own metrics.
         for name in PROCESS_SAMPLES:
             assert sample(text, name) is not None, name
+        assert "# TYPE process_cpu_seconds_total counter" in text
         resident = sample(text, "process_resident_memory_bytes")
         assert resident is not None and resident > 10e6
 
