@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import opentelemetry.environment_variables
+import opentelemetry.sdk.environment_variables
 import pytest
 import yaml
 
 from golden_press.sagas import SEARCH_ATTRIBUTES
 from golden_press.settings import Settings
+from service.observability import tracing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -30,6 +33,13 @@ NATS_NODES = ("nats-1", "nats-2", "nats-3")
 NEEDS_HEALTHCHECK = {"postgresql", "temporal", "temporal-ui", *NATS_NODES, "worker", "api"}
 #: Temporal's own variable names; the Settings aliases already use them, listed for clarity.
 TEMPORAL_NAMES = {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"}
+#: The OTEL_* names OpenTelemetry's API and SDK read (a misspelt one is read by nobody).
+OTEL_NAMES = {
+    value
+    for module in (opentelemetry.environment_variables, opentelemetry.sdk.environment_variables)
+    for key, value in vars(module).items()
+    if key.startswith("OTEL_") and isinstance(value, str)
+}
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 INTERPOLATED = re.compile(r"(?<!\$)\$\{[^}]*\}")
 
@@ -243,7 +253,7 @@ def test_ports() -> None:
 
 
 def test_app_env_names_are_read_by_the_code() -> None:
-    known = settings_env_names() | TEMPORAL_NAMES
+    known = settings_env_names() | TEMPORAL_NAMES | OTEL_NAMES
     unknown = {
         f"{name}: {var}"
         for name in APP_SERVICES
@@ -427,6 +437,47 @@ def test_the_tls_checks_catch_a_plaintext_api() -> None:
     }
     assert api_tls_problems(doc)[0] == "api: the healthcheck does not dial TLS"
     assert "cli dials the API without GOLDEN_TLS_CA_FILE from a secret" in api_tls_problems(doc)
+
+
+#: `${NAME:-default}` (compose interpolation with a default).
+WITH_DEFAULT = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}$")
+
+
+def otel_env(service: str, shell: dict[str, str]) -> dict[str, str]:
+    """The OTEL_* environment compose gives a service when `docker compose up` runs in a shell
+    with these variables (each entry must pass the shell's value through, with a default)."""
+    resolved = {}
+    for name, value in env_of(services()[service]).items():
+        if name.startswith("OTEL_"):
+            found = WITH_DEFAULT.match(value)
+            assert found and found.group(1) == name, f"{service}: {name}={value!r}"
+            resolved[name] = shell.get(name) or found.group(2)
+    return resolved
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_tracing_is_off_in_compose_until_the_shell_turns_it_on(service: str) -> None:
+    """Worker and API pass the standard OTEL_* variables through from the shell: off by default
+    (the defaults are the SDK's own, so an unset variable behaves as unset), on with an
+    endpoint, over HTTP too, or on the console. No OTEL_SERVICE_NAME: each process names itself."""
+    assert "OTEL_SERVICE_NAME" not in env_of(services()[service])
+    off = otel_env(service, {})
+    assert tracing.exporter_choice(off) == tracing.ExporterChoice((), "grpc", ())
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317"}
+    assert tracing.exporter_choice(otel_env(service, endpoint)).exporters == ("otlp",)
+    http = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    assert tracing.exporter_choice(otel_env(service, http)).protocol == "http/protobuf"
+    console = tracing.exporter_choice(otel_env(service, {"OTEL_TRACES_EXPORTER": "console"}))
+    assert console.exporters == ("console",)
+    sampled = otel_env(
+        service,
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    )
+    assert sampled["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+    assert {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_RESOURCE_ATTRIBUTES"} <= set(off)
 
 
 def test_keys_only_where_they_sign() -> None:
