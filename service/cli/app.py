@@ -106,6 +106,19 @@ def _verb(
     )
 
 
+def _group(verbs: Any, name: str, help: str, example: str, dest: str) -> Any:
+    """A verb that groups sub-verbs (`dev`, `ledger`, ...): like _verb, a one-line help that is
+    also its description and an example; its --help lists each sub-verb with its one line."""
+    group = verbs.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}\n\n`golden-press {name} VERB --help` describes each verb.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return group.add_subparsers(dest=dest, required=True, metavar="VERB", title="verbs")
+
+
 #: --timeout of the verbs that wait for a saga.
 TIMEOUT_HELP = (
     "seconds to wait for the saga (default 120); past it the saga goes on and the call says"
@@ -154,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    dev = verbs.add_parser("dev", help="the embedded dev stack (up, down, status)")
-    dev_verbs = dev.add_subparsers(dest="dev_verb", required=True, metavar="VERB")
+    dev_verbs = _group(
+        verbs,
+        "dev",
+        "run the embedded dev stack on this machine (up, down, status)",
+        "golden-press dev up --detach",
+        "dev_verb",
+    )
     up = _verb(
         dev_verbs,
         "up",
@@ -273,8 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a ticket id (every saga of that ticket) or a workflow id",
     )
 
-    ledger = verbs.add_parser("ledger", help="offline ledger tools (verify)")
-    ledger_verbs = ledger.add_subparsers(dest="ledger_verb", required=True, metavar="VERB")
+    ledger_verbs = _group(
+        verbs,
+        "ledger",
+        "check the ledger offline, with pinned public keys only (verify)",
+        "golden-press ledger verify ticket.bundle.json --keys public-keys.json",
+        "ledger_verb",
+    )
     lv = _verb(
         ledger_verbs,
         "verify",
@@ -307,8 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
-    admin = verbs.add_parser("admin", help="operator verbs, straight to PostgreSQL")
-    admin_verbs = admin.add_subparsers(dest="admin_verb", required=True, metavar="VERB")
+    admin_verbs = _group(
+        verbs,
+        "admin",
+        "operator verbs, straight to PostgreSQL (set-cap, deny, revoke)",
+        "golden-press admin set-cap --cap 5 --scope lifetime",
+        "admin_verb",
+    )
     sc = _verb(
         admin_verbs,
         "set-cap",
@@ -342,8 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("ticket_id", metavar="ID", help="the ticket id")
     rv.add_argument("--reason", required=True, help="why (in the ledger entry and the event)")
 
-    keys = verbs.add_parser("keys", help="key files and public keys (generate, export)")
-    key_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
+    key_verbs = _group(
+        verbs,
+        "keys",
+        "create the key files or export the public keys (generate, export)",
+        "golden-press keys export -o public-keys.json",
+        "keys_verb",
+    )
     _verb(
         key_verbs,
         "generate",
@@ -365,8 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write them (default: STATE_DIR/public-keys.json)",
     )
 
-    witness = verbs.add_parser("witness", help="a C2SP tlog-witness (serve)")
-    witness_verbs = witness.add_subparsers(dest="witness_verb", required=True, metavar="VERB")
+    witness_verbs = _group(
+        verbs,
+        "witness",
+        "run a C2SP tlog-witness that cosigns the ledger's checkpoints (serve)",
+        "golden-press witness serve --log 'golden-press.local/ledger+1a2b3c4d+AT...'",
+        "witness_verb",
+    )
     add_witness_arguments(
         _verb(
             witness_verbs,

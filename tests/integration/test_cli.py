@@ -193,6 +193,35 @@ async def test_help_of_every_verb_describes_each_option_and_gives_an_example(
     assert "--addr" in offline["issue"].format_help()
 
 
+def group_verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """'ledger' -> its parser, for every verb that only groups sub-verbs (dev, ledger, ...)."""
+    groups: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    groups[name] = sub
+    return groups
+
+
+async def test_help_of_every_group_describes_it_lists_its_verbs_and_gives_an_example() -> None:
+    """`golden-press dev --help` (and ledger, admin, keys, witness): a one-line description, each
+    sub-verb with its one-line help, and an example that runs one of them."""
+    groups = group_verbs(cli.build_parser())
+    assert set(groups) == {"dev", "ledger", "admin", "keys", "witness"}
+    for name, parser in groups.items():
+        description = parser.description or ""
+        assert description and "\n" not in description, f"{name}: no one-line description"
+        text = parser.format_help()
+        assert description in text, name
+        [subs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        flat = " ".join(text.split())  # help lines wrap with the terminal's width
+        for verb in subs._choices_actions:
+            assert verb.help and f"{verb.dest} {verb.help}" in flat, f"{name} {verb.dest}"
+        examples = re.findall(r"^example:\n  golden-press (\S+) (\S+)", text, re.MULTILINE)
+        assert examples and examples[0][0] == name and examples[0][1] in subs.choices, text
+
+
 async def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert await cli.run(["--version"]) == 0
