@@ -110,6 +110,9 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     )
     from golden_press.errors import GoldenError
 
+    # The file the user named first: a missing bundle is FileNotFound (like `verify PATH`), not
+    # a complaint about the trust roots it would be checked against.
+    bundle_text = read_text(args.bundle)
     keys_path = Path(args.keys) if args.keys else default_keys_file()
     if not keys_path.is_file():
         raise CliError(
@@ -126,7 +129,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         ) from exc
     bundle = None
     try:
-        bundle = load_bundle(read_text(args.bundle))
+        bundle = load_bundle(bundle_text)
         holder = not is_redacted(bundle.ticket) and bool(bundle.user_salt)
         verify = verify_bundle if holder else verify_public_bundle
         checkpoint = verify(bundle, roots)

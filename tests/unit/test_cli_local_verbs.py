@@ -65,6 +65,27 @@ def test_a_trust_roots_file_that_is_not_one_is_a_usage_error_in_one_line(
     assert str(keys) in doc["error"]["message"] and "\n" not in doc["error"]["message"]
 
 
+def test_ledger_verify_of_a_missing_bundle_says_so_before_asking_for_trust_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ledger verify <missing file>` with no trust roots either: the file the user named is
+    missing (FileNotFound, exit 2, like `verify PATH`), not "no trust roots" (it used to be)."""
+    monkeypatch.setenv("GOLDEN_STATE_DIR", str(tmp_path))  # no public-keys.json in it
+    missing = tmp_path / "missing.bundle.json"
+    code = cli.run_local(cli.parse(["ledger", "verify", str(missing), "--json"]), as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert (code, doc["ok"], doc["error"]["reason"]) == (2, False, "FileNotFound"), doc
+    assert doc["error"] == {
+        "reason": "FileNotFound",
+        "message": f"no such file: {missing}",
+        "exit_code": 2,
+    }
+    code = cli.run_local(cli.parse(["ledger", "verify", str(missing)]), as_json=False)
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == f"error: FileNotFound: no such file: {missing}\n"
+
+
 def test_witness_serve_that_cannot_start_keeps_the_json_promise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
