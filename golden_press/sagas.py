@@ -18,6 +18,10 @@ REDEEM_WORKFLOW = "RedeemTicketWorkflow"
 REVOKE_WORKFLOW = "RevokeTicketWorkflow"
 RECONCILE_WORKFLOW = "ReconcileReservationsWorkflow"
 
+#: Temporal visibility query of the golden sagas (issue, redeem, revoke) without the reconciler's
+#: runs, which its Schedule starts every 30 s: the Web UI view the demo links to.
+SAGAS_VIEW_QUERY = f'WorkflowType != "{RECONCILE_WORKFLOW}"'
+
 #: The reconciler's Temporal Schedule id (suffixed with the task queue it serves).
 RECONCILE_SCHEDULE_ID = "golden-press-reconciler"
 

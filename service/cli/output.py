@@ -131,7 +131,7 @@ def sagas_view_url(ui: str, namespace: str = "default") -> str:
     """
     from urllib.parse import quote
 
-    from golden_press.sagas import RECONCILE_WORKFLOW
+    from golden_press.sagas import SAGAS_VIEW_QUERY
 
-    query = f'WorkflowType != "{RECONCILE_WORKFLOW}"'
-    return f"{ui.rstrip('/')}/namespaces/{quote(namespace)}/workflows?query={quote(query)}"
+    query = quote(SAGAS_VIEW_QUERY)
+    return f"{ui.rstrip('/')}/namespaces/{quote(namespace)}/workflows?query={query}"
