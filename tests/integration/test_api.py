@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
@@ -139,6 +140,20 @@ async def test_every_rpc_happy_path(api: ApiHandle) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         Reason.ALREADY_REDEEMED,
     )
+
+
+async def test_leaf_zero_is_present_in_the_json_of_the_proof_response(api: ApiHandle) -> None:
+    """The first ticket of a fresh ledger is leaf 0: GetInclusionProof's leaf_index must still
+    show in its JSON rendering, and in the ticket it carries, for the holder and the public."""
+    issued = await api.issue(uid(), uid("r"))
+    request = golden_pb2.GetInclusionProofRequest(ticket_id=issued.ticket.ticket_id)
+    for metadata in (api.auth, None):
+        proof = await api.stub.GetInclusionProof(request, metadata=metadata)
+        assert proof.HasField("leaf_index") and proof.leaf_index == 0
+        rendered = json.loads(json_format.MessageToJson(proof))
+        assert rendered["leafIndex"] == "0", rendered
+        assert rendered["ticket"]["leafIndex"] == "0", rendered
+        assert json.loads(proof.bundle_json)["leaf_index"] == 0
 
 
 async def test_unauthenticated_writes_refused(api: ApiHandle) -> None:
