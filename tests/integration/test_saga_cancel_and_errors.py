@@ -19,13 +19,14 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from activities.faults import Faults
-from golden_press.errors import InvalidRequest
-from golden_press.models import RevokeTicketInput, TicketState
+from golden_press.errors import InvalidRequest, Reason
+from golden_press.models import Outcome, RevokeTicketInput, TicketState
 from service.sagas.runs import revoke_ticket
 from service.store.db import GOLDEN_KEY
+from tests.helpers.faults import VALUE_ERROR, OutageFaults, value_error_message
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, assert_audit_clean, golden_stack
 from tests.helpers.waiting import wait_until
@@ -124,3 +125,46 @@ async def test_revoke_reason_with_a_control_character_is_refused_at_once(stack: 
     result = await asyncio.wait_for(revoke_ticket(stack.settings, issued.ticket_id, "fraud"), 30)
     assert result.outcome == "revoked"
     await assert_audit_clean(stack)
+
+
+async def test_a_value_error_in_a_bounded_step_compensates_at_once(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """sign raises a plain ValueError (input it can never process): the StepGuard makes it a
+    non-retryable InvalidRequest, so sign runs once and the saga compensates, instead of sign
+    running BOUNDED_RETRY's 6 attempts (~6 s) and compensating with reason ValueError."""
+    faults = OutageFaults(plan={"sign": VALUE_ERROR})
+    async with golden_stack(servers, session_dir, client, faults=faults) as stack:
+        handle = await stack.start_issue("bad-input-sign")
+        result = await asyncio.wait_for(handle.result(), 20)
+        assert result.outcome == Outcome.COMPENSATED, result
+        assert result.reason == Reason.INVALID_REQUEST.value, result
+        assert value_error_message("sign") in result.message, result
+        assert faults.attempts["sign"] == 1, faults.attempts
+        rows = await stack.pool.fetch("SELECT state FROM tickets")
+        assert [r["state"] for r in rows] == [TicketState.VOIDED]
+        await assert_audit_clean(stack)
+
+
+async def test_a_value_error_in_a_forward_step_fails_the_saga_at_once(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """ledger_append (past the point of no return, retried forever) raises a plain ValueError:
+    the saga fails at once with InvalidRequest after one attempt instead of retrying forever."""
+    faults = OutageFaults(plan={"ledger_append": VALUE_ERROR})
+    async with golden_stack(servers, session_dir, client, faults=faults) as stack:
+        handle = await stack.start_issue("bad-input-ledger")
+        try:
+            with pytest.raises(WorkflowFailureError) as caught:
+                await asyncio.wait_for(handle.result(), 20)
+        finally:
+            faults.plan.clear()  # a saga that retries after all must not go on forever
+        activity_error = caught.value.cause
+        assert isinstance(activity_error, ActivityError), caught.value
+        cause = activity_error.cause
+        assert isinstance(cause, ApplicationError), activity_error
+        assert cause.type == Reason.INVALID_REQUEST.value and cause.non_retryable, cause
+        assert value_error_message("ledger_append") in str(cause), cause
+        assert faults.attempts["ledger_append"] == 1, faults.attempts
+        assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+        assert await stack.pool.fetchval("SELECT count(*) FROM ledger_entries") == 0
