@@ -6,6 +6,7 @@ Black box where it can be: through a served gRPC API or Admission.issue, as the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -156,6 +157,40 @@ async def test_retry_of_a_running_saga_joins_it_before_the_gate(
     assert len({o.ticket.ticket_id for o in outcomes}) == 1
     attempts = await stack.pool.fetchval("SELECT attempts FROM rate_limit WHERE user_id = $1", user)
     assert attempts == 1
+
+
+async def test_a_retry_reaching_another_process_joins_its_saga(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """13.3 with GOLDEN_API_PROCESSES=2: a retry that reaches another API process than its saga's
+    cannot join from memory; the database's answer must make it a join (`seen`) when that
+    process's gate is full, and not a new rate-limit attempt (`recent_requests`). With one
+    attempt allowed, a retry counted as an attempt is RateLimited, and one not seen is
+    CapReached ("every free slot is being claimed")."""
+    stack = dataclasses.replace(
+        idle_stack, settings=idle_stack.settings.model_copy(update={"rate_limit_attempts": 1})
+    )
+    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    # Two processes' worth: each admits ceil(2 free / 2) = 1 saga at once.
+    first_process = await admissions(stack, gate_margin=0, gate_share=2, refresh_interval_s=0.2)
+    other_process = await admissions(stack, gate_margin=0, gate_share=2, refresh_interval_s=0.2)
+    user, rid = uid(), uid("r")
+    first = asyncio.create_task(first_process.issue(user, rid))
+    await eventually(partial(_started, stack, rid), 30)
+    own_rid = uid("r")  # the other process's own saga: its gate is full too
+    own = asyncio.create_task(other_process.issue(uid(), own_rid))
+    await eventually(partial(_started, stack, own_rid), 30)
+    assert other_process.in_flight == 1 and rid not in other_process._running
+    retry = asyncio.create_task(other_process.issue(user, rid))
+    await asyncio.sleep(0.5)
+    if retry.done():  # refused: show why
+        await retry
+    sql = "SELECT attempts FROM rate_limit WHERE user_id = $1"
+    assert await stack.pool.fetchval(sql, user) == 1
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys):
+        won, again, _ = await asyncio.wait_for(asyncio.gather(first, retry, own), 60)
+    assert again.ticket.ticket_id == won.ticket.ticket_id
+    assert await stack.pool.fetchval(sql, user) == 1
 
 
 async def test_a_full_gate_refuses_the_herd_from_memory(
