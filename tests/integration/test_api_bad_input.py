@@ -165,13 +165,31 @@ async def test_corrupt_protobuf_is_invalid_argument_without_a_traceback(
     assert len(loud) <= 1, [r.getMessage() for r in loud]  # rate-limited: one line
 
 
+#: The request size limit (service.api.decode.MAX_REQUEST_BYTES), stated here on purpose: the
+#: biggest request any RPC needs is a bundle at its bound (64 KiB) and change.
+REQUEST_LIMIT = 128 * 1024
+
+
 async def test_big_public_request_is_refused_by_size(api: ApiHandle) -> None:
+    """A public request over 128 KiB is refused by its size before anything parses it.
+
+    Not a bundle (a ticket id padded to one byte over the limit), so the bundle's own bound
+    cannot refuse it first, and the refusal must name the request's size: raising the limit
+    makes this a "not a ticket id" refusal, and fails here. A 4 MiB bundle (what stalled the
+    event loop) is refused the same way, by size, not by the bundle's bound after parsing.
+    """
+    over = REQUEST_LIMIT + 1
+    # Field 1's tag is one byte and a length of ~128 KiB a three-byte varint.
+    request = golden_pb2.VerifyTicketRequest(ticket_id="x" * (over - 4))
+    assert request.ByteSize() == over
+    err = await expect(api.stub.VerifyTicket(request, timeout=30), INVALID, Reason.INVALID_REQUEST)
+    assert err.details() == f"request is {over} bytes, at most {REQUEST_LIMIT}", err.details()
+
     bundle = json.dumps({"version": 1, "junk": "z" * ((4 << 20) - 1000)})
-    await expect(
-        api.stub.VerifyTicket(golden_pb2.VerifyTicketRequest(bundle_json=bundle), timeout=30),
-        INVALID,
-        Reason.INVALID_REQUEST,
-    )
+    request = golden_pb2.VerifyTicketRequest(bundle_json=bundle)
+    err = await expect(api.stub.VerifyTicket(request, timeout=30), INVALID, Reason.INVALID_REQUEST)
+    size = request.ByteSize()
+    assert err.details() == f"request is {size} bytes, at most {REQUEST_LIMIT}", err.details()
 
 
 async def test_two_authorization_headers_are_refused(api: ApiHandle) -> None:
