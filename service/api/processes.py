@@ -2,7 +2,8 @@
 
 Python runs one core per process, and a sold-out refusal or a verification costs only CPU, so
 more processes use more cores. Every child binds GOLDEN_GRPC_ADDR with `grpc.so_reuseport`
-(SO_REUSEPORT): the kernel spreads new connections over the children. Each child has its own
+(SO_REUSEPORT), and GOLDEN_HTTP_ADDR (the tiles) the same way: the kernel spreads new
+connections over the children. Each child has its own
 admission snapshot (LISTEN/NOTIFY and the periodic re-read keep each one current) and its own
 in-flight gate; the cap is still decided only under the advisory lock, so N processes can never
 issue more than the cap.

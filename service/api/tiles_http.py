@@ -121,13 +121,19 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # The GOLDEN_API_PROCESSES children all bind GOLDEN_HTTP_ADDR, as they share
+    # GOLDEN_GRPC_ADDR (grpc.so_reuseport): the kernel spreads connections over them. Without
+    # it every child but the first fails to bind and the supervisor restarts it forever.
+    allow_reuse_port = True
 
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], max_connections: int
     ) -> None:
-        super().__init__(address, handler)
+        # Before super().__init__: a failed bind calls server_close, which uses the queue, and
+        # must surface as the bind's OSError.
         self._slots = threading.BoundedSemaphore(max_connections)
         self._refusals: queue.Queue[socket.socket | None] = queue.Queue(_REFUSALS_QUEUED)
+        super().__init__(address, handler)
         self._refuser = threading.Thread(target=self._refuse_all, name="tiles-busy", daemon=True)
         self._refuser.start()
 

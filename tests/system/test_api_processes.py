@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -44,13 +45,17 @@ async def wait_gone(pids: list[int], within_s: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def start_supervisor(stack: Stack, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+async def start_supervisor(
+    stack: Stack, log: Path, **extra_env: str
+) -> tuple[subprocess.Popen[bytes], str, str]:
     token = f"t-{uuid.uuid4().hex}"
     stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
     stack.settings.api_tokens_file.write_text(f"{token}\n")
     os.chmod(stack.settings.api_tokens_file, 0o600)
     address = f"127.0.0.1:{free_port()}"
-    env = settings_env(stack.settings, GOLDEN_API_PROCESSES="2", GOLDEN_GRPC_ADDR=address)
+    env = settings_env(
+        stack.settings, GOLDEN_API_PROCESSES="2", GOLDEN_GRPC_ADDR=address, **extra_env
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.api.server"],
@@ -61,6 +66,7 @@ async def start_supervisor(stack: Stack, log: Path) -> tuple[subprocess.Popen[by
         )
     deadline = time.monotonic() + 60
     while log.read_text(errors="replace").count("gRPC API listening") < 2:
+        assert "restarting it" not in log.read_text(errors="replace"), log.read_text()[-3000:]
         assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
         assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
         await asyncio.sleep(0.1)
@@ -120,3 +126,41 @@ async def test_two_processes_share_one_port_and_leave_nothing_behind(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_every_process_serves_the_tiles_on_one_http_port(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """GOLDEN_HTTP_ADDR is shared like GOLDEN_GRPC_ADDR: no child dies binding it."""
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    note = "example.com/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n"
+    (tiles / "checkpoint").write_text(note)
+    http = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "api.log"
+    proc, _, _ = await start_supervisor(
+        stack, log, GOLDEN_HTTP_ADDR=http, GOLDEN_TILES_DIR=str(tiles)
+    )
+    try:
+        children = children_of(proc.pid)
+        assert len(children) == 2
+
+        # Several fresh connections (the kernel spreads them over both children).
+        def fetch() -> str:
+            with urllib.request.urlopen(f"http://{http}/checkpoint", timeout=10) as answer:
+                return str(answer.read().decode())
+
+        for _ in range(8):
+            assert await asyncio.to_thread(fetch) == note
+        await asyncio.sleep(2)  # a child that failed to bind would have been restarted by now
+        text = log.read_text(errors="replace")
+        assert "restarting it" not in text, text[-3000:]
+        assert text.count("tiles over HTTP") == 2, text[-3000:]
+        assert sorted(children_of(proc.pid)) == sorted(children)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

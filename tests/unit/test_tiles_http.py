@@ -7,6 +7,7 @@ again instead of calling the log broken.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -104,3 +105,28 @@ def test_a_server_that_stays_busy_is_an_error_not_a_hang(small_server: TilesServ
     finally:
         for conn in held:
             conn.close()
+
+
+def test_api_processes_share_the_tiles_port(tiles_dir: Path) -> None:
+    """GOLDEN_API_PROCESSES children all serve tiles on one GOLDEN_HTTP_ADDR (SO_REUSEPORT)."""
+    first = TilesServer(tiles_dir, "127.0.0.1", 0).start()
+    try:
+        second = TilesServer(tiles_dir, "127.0.0.1", first.port).start()
+        try:
+            assert second.port == first.port
+            assert get_checkpoint(second).endswith(NOTE.encode())
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_a_port_taken_by_another_program_is_an_os_error(tiles_dir: Path) -> None:
+    """A failed bind reports the bind's OSError, not an error from the half-built server."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as raised:
+            TilesServer(tiles_dir, "127.0.0.1", taken.getsockname()[1])
+    assert raised.type is not AttributeError
+    assert raised.value.errno == errno.EADDRINUSE
