@@ -415,6 +415,17 @@ class LedgerStore:
             return self.sign(0, EMPTY_ROOT)
         return stored.note if stored is not None else None
 
+    async def checkpoint_sizes(self, conn: asyncpg.Connection, after: int, upto: int) -> list[int]:
+        """Tree sizes with a stored checkpoint in (after, upto], ascending (the tile publisher:
+        each one's partial tiles must be published)."""
+        rows = await conn.fetch(
+            "SELECT tree_size FROM ledger_checkpoints WHERE tree_size > $1 AND tree_size <= $2"
+            " ORDER BY tree_size",
+            after,
+            upto,
+        )
+        return [int(r["tree_size"]) for r in rows]
+
     async def root_at(self, conn: asyncpg.Connection, size: int) -> bytes:
         """MTH of the first `size` leaves, from stored subtrees (any size, checkpointed or not)."""
         if size < 0:

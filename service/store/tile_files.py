@@ -5,7 +5,9 @@ CDN can serve (docs/operations.md). `TilePublisher.catch_up` is idempotent and c
 
 - it reads the size of the `checkpoint` file already published (0 when none) and the newest
   checkpoint in the database, and writes only the tiles the growth between them needs
-  (golden_press.tiles.tiles_to_write);
+  (golden_press.tiles.tiles_to_write), walking every checkpoint stored in between: c2sp.org/
+  tlog-tiles requires the partial tiles of every tree size that got a checkpoint, and several
+  appends (each with its checkpoint) may land between two catch-ups;
 - every file is written to a temporary name and renamed into place, so a reader (or a crash)
   never sees half a file; a full tile or bundle that exists is never rewritten (immutable);
 - the `checkpoint` file is replaced last, so every tile a published checkpoint needs exists
@@ -104,6 +106,16 @@ def _write_tile(
     _write_atomic(directory / tile.path, encode_tile(hashes))
 
 
+def _growth(old: int, sizes: list[int]) -> list[Tile]:
+    """The tiles a log published at `old` must write to publish each checkpointed size in
+    `sizes` (ascending) in turn: every one's partial tiles, each full tile once."""
+    out: list[Tile] = []
+    for size in sizes:
+        out.extend(tiles_to_write(old, size))
+        old = size
+    return out
+
+
 class TilePublisher:
     """Keeps one tiles directory up to date with the ledger tables."""
 
@@ -134,17 +146,44 @@ class TilePublisher:
                     # after it was written (same body, so the checkpoint never moves).
                     await asyncio.to_thread(_add_cosignatures, directory, head.note)
                     return old
-                for tile in tiles_to_write(old, head.size):
-                    if await asyncio.to_thread(_complete, directory, tile):
-                        continue  # immutable: written by an earlier, interrupted catch-up
-                    hashes, entries = await self._tile_data(conn, tile)
-                    await asyncio.to_thread(_write_tile, directory, tile, hashes, entries)
+                sizes = await self.ledger.checkpoint_sizes(conn, old, head.size)
+                if not sizes or sizes[-1] != head.size:
+                    sizes.append(head.size)
+                await self._write_tiles(conn, directory, _growth(old, sizes))
                 note = head.note.encode("utf-8")
                 await asyncio.to_thread(_write_atomic, directory / CHECKPOINT_FILE, note)
             finally:
                 os.close(fd)  # releases the lock
         log.info("tiles published", extra={"tree_size": head.size, "from": old})
         return head.size
+
+    async def _write_tiles(
+        self, conn: asyncpg.Connection, directory: Path, tiles: list[Tile]
+    ) -> None:
+        """Write `tiles` (in order) that are not on disk yet. The tiles at one position only
+        widen along the walk, so each position is read from the database once, at the widest
+        width the walk needs, and the narrower ones are its prefixes."""
+        widest: dict[tuple[int, int], int] = {}
+        for tile in tiles:
+            key = (tile.level, tile.index)
+            widest[key] = max(widest.get(key, 0), tile.width)
+        read: dict[int, tuple[int, list[bytes], list[bytes] | None]] = {}  # one per level
+        for tile in tiles:
+            if await asyncio.to_thread(_complete, directory, tile):
+                continue  # immutable: written by an earlier, interrupted catch-up
+            cached = read.get(tile.level)
+            if cached is None or cached[0] != tile.index:
+                width = widest[(tile.level, tile.index)]
+                hashes, entries = await self._tile_data(conn, Tile(tile.level, tile.index, width))
+                cached = read[tile.level] = (tile.index, hashes, entries)
+            _, hashes, entries = cached
+            await asyncio.to_thread(
+                _write_tile,
+                directory,
+                tile,
+                hashes[: tile.width],
+                None if entries is None else entries[: tile.width],
+            )
 
     async def _tile_data(
         self, conn: asyncpg.Connection, tile: Tile

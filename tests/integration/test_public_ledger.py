@@ -415,6 +415,78 @@ async def test_publisher_catches_up_idempotently_and_never_rewrites_full_tiles(
     assert (code, doc["tree_size"]) == (0, 301), doc
 
 
+def _tiles_of(directory: Path, size: int, leaves: list[bytes], entries: list[bytes]) -> None:
+    """Every tile and bundle of a tree of `size` is on disk and holds what the spec says: at
+    level l, hash i of tile n is the MTH of leaves [(256n + i) 256^l, (256n + i + 1) 256^l)."""
+    level = 0
+    while size >> (8 * level):
+        span = 256**level
+        count = size >> (8 * level)  # hashes at this level
+        for n in range((count + 255) // 256):
+            width = min(256, count - 256 * n)
+            suffix = "" if width == 256 else f".p/{width}"
+            path = directory / f"tile/{level}/{_index_path(n)}{suffix}"
+            assert path.exists(), f"size {size}: no {path.relative_to(directory)}"
+            want = [
+                _mth(leaves[(256 * n + i) * span : (256 * n + i + 1) * span]) for i in range(width)
+            ]
+            assert path.read_bytes() == b"".join(want), f"size {size}: {path} hashes wrong"
+            if level == 0:
+                bundle = directory / f"tile/entries/{_index_path(n)}{suffix}"
+                assert bundle.exists(), f"size {size}: no {bundle.relative_to(directory)}"
+                assert bundle.read_bytes() == b"".join(
+                    len(e).to_bytes(2, "big") + e for e in entries[256 * n :][:width]
+                )
+        level += 1
+
+
+async def test_publisher_writes_the_partial_tiles_of_every_checkpointed_size(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """tlog-tiles: a log MUST serve the partial tiles of every tree size it made a checkpoint
+    for, not only the newest. Several appends (each with its checkpoint) between two catch-ups:
+    after the second, every checkpointed size's tiles and bundles exist and hash to its root."""
+    directory = tmp_path / "tiles"
+    publisher = TilePublisher(directory, stack.ledger)
+
+    def voided(count: int) -> list[LedgerEntry]:
+        return [
+            LedgerEntry(
+                kind=EntryKind.VOIDED,
+                ticket_id=uuid.uuid4(),
+                serial=i,
+                user_commitment="cd" * 32,
+                at=datetime.now(UTC),
+                reason="test",
+            )
+            for i in range(1, count + 1)
+        ]
+
+    async def append(count: int) -> None:
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await stack.ledger.append_many(conn, voided(count))
+
+    base = await stack.pool.fetchval("SELECT count(*) FROM ledger_entries")
+    await append(3)
+    assert await publisher.catch_up(stack.pool) == base + 3
+    for count in (4, 250, 2, 261):  # crosses a full level-0 tile and grows level 1
+        await append(count)
+    size = await publisher.catch_up(stack.pool)
+    assert size == base + 520
+    rows = await stack.pool.fetch(
+        "SELECT tree_size, root FROM ledger_checkpoints WHERE tree_size > 0 ORDER BY tree_size"
+    )
+    assert [r["tree_size"] - base for r in rows if r["tree_size"] > base] == [3, 7, 257, 259, 520]
+    stored = await stack.pool.fetch("SELECT entry FROM ledger_entries ORDER BY leaf_index")
+    entries = [bytes(r["entry"]) for r in stored]
+    leaves = [hashlib.sha256(b"\x00" + e).digest() for e in entries]
+    for row in rows:
+        checkpointed = row["tree_size"]
+        _tiles_of(directory, checkpointed, leaves[:checkpointed], entries[:checkpointed])
+        assert _mth(leaves[:checkpointed]) == bytes(row["root"])
+    assert published_size(directory) == size
+
+
 # ---- monitor --follow on a live log --------------------------------------------------------------
 
 
