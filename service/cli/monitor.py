@@ -28,8 +28,13 @@ from typing import Any
 import grpc
 
 from golden_press.bundle import TrustRoots, load_trust_roots
-from golden_press.checkpoint import NoteVerifier
-from golden_press.cosignature import CosignatureVerifier, WitnessPolicy, parse_quorum
+from golden_press.checkpoint import ED25519_TYPE, NoteVerifier, parse_vkey
+from golden_press.cosignature import (
+    COSIGNATURE_TYPE,
+    CosignatureVerifier,
+    WitnessPolicy,
+    parse_quorum,
+)
 from golden_press.errors import GoldenError
 from golden_press.monitor import (
     LogSource,
@@ -159,8 +164,11 @@ def load_verifiers(
     """The log's key(s) and origin: --vkey, else the trust roots file."""
     try:
         if args.vkey:
-            verifier = NoteVerifier.from_vkey(_vkey_text(args.vkey))
-            return [verifier], verifier.name
+            verifiers = [NoteVerifier.from_vkey(v) for v in _vkeys(args.vkey, ED25519_TYPE)]
+            origins = sorted({v.name for v in verifiers})
+            if len(origins) != 1:
+                raise ValueError(f"--vkey names keys of several logs: {', '.join(origins)}")
+            return verifiers, origins[0]
         roots = roots or _trust_roots(args)
         assert roots is not None
         return roots.ledger_verifiers(), roots.ledger_origin
@@ -178,7 +186,11 @@ def load_witness_policy(args: argparse.Namespace, roots: TrustRoots | None) -> W
     try:
         quorum: str | int | None
         if args.witness:
-            verifiers = tuple(CosignatureVerifier.from_vkey(_vkey_text(v)) for v in args.witness)
+            verifiers = tuple(
+                CosignatureVerifier.from_vkey(v)
+                for value in args.witness
+                for v in _vkeys(value, COSIGNATURE_TYPE)
+            )
             quorum = os.environ.get("GOLDEN_WITNESS_QUORUM")
         elif os.environ.get("GOLDEN_WITNESSES", "").strip():
             configured = settings()
@@ -196,10 +208,20 @@ def load_witness_policy(args: argparse.Namespace, roots: TrustRoots | None) -> W
         raise CliError("InvalidRequest", f"witnesses: {exc}".splitlines()[0], EXIT_USAGE) from exc
 
 
-def _vkey_text(value: str) -> str:
-    """A vkey given inline or as a file holding it."""
+def _vkeys(value: str, key_type: bytes) -> list[str]:
+    """The vkeys a --vkey or --witness value names: itself, or the lines of a file holding one
+    or more. A file of several (`keys export`'s `.vkeys`: ledger keys, then witness keys) gives
+    those of `key_type`; the others are for the other flag."""
     candidate = Path(value)
-    return candidate.read_text("utf-8").strip() if candidate.is_file() else value
+    if not candidate.is_file():
+        return [value]
+    lines = [line.strip() for line in candidate.read_text("utf-8").splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines or [""]  # one key (or none): its parser names what is wrong with it
+    picked = [line for line in lines if parse_vkey(line).key_type == key_type]
+    if not picked:
+        raise ValueError(f"{value}: none of its {len(lines)} vkeys has type 0x{key_type.hex()}")
+    return picked
 
 
 def _load_state(path: Path | None) -> MonitorState | None:
@@ -365,7 +387,11 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
     )
     mon.add_argument("--state", metavar="FILE", help="last verified checkpoint (read, updated)")
     add_tls_arguments(mon)  # a grpc:// source dials TLS like every verb that calls the API
-    mon.add_argument("--vkey", help="the log's C2SP verifier key (or a file holding it)")
+    mon.add_argument(
+        "--vkey",
+        help="the log's C2SP verifier key, or a file of vkeys (`keys export`'s .vkeys: its "
+        "ledger keys)",
+    )
     mon.add_argument(
         "--keys",
         metavar="FILE",
@@ -375,7 +401,8 @@ def add_monitor_arguments(mon: argparse.ArgumentParser) -> None:
         "--witness",
         action="append",
         metavar="VKEY",
-        help="a witness's C2SP vkey (name+id+key, or a file); repeatable. Default: "
+        help="a witness's C2SP vkey (name+id+key), or a file of vkeys (`keys export`'s "
+        ".vkeys: its witness keys); repeatable. Default: "
         "GOLDEN_WITNESSES, else the trust roots' witnesses",
     )
     mon.add_argument(

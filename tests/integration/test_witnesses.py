@@ -270,3 +270,42 @@ async def test_the_monitor_holds_a_real_log_to_its_witness_quorum(
         (tiles / "checkpoint").write_text(published.replace(line, altered))
         code, doc = await monitor()
         assert code == 1 and doc["violation"]["kind"] == "bad-cosignature", doc
+
+
+async def test_the_monitor_takes_the_vkeys_file_keys_export_writes(
+    servers: Servers,
+    session_dir: Path,
+    client: Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`keys export` writes `<output>.vkeys`: the ledger's and the witness's C2SP vkeys, one a
+    line. That file given to `monitor --vkey` (and to `--witness`) is all the monitor needs."""
+    async with stack_with_witness(servers, session_dir, client, "1") as (stack, witness):
+        witness.start()
+        async with served_api(stack) as api:
+            issued = await api.issue("joy")
+            await cosigned_checkpoint(api, issued.ticket.leaf_index + 1)
+            keys = tmp_path / "public-keys.json"
+            export = ["keys", "export", "-o", str(keys), "--addr", api.address]
+            assert await cli.run(export) == 0
+        vkeys = keys.with_suffix(".vkeys")
+        lines = vkeys.read_text().splitlines()
+        ledger = NoteVerifier(stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key))
+        assert lines == [ledger.vkey, witness.verifier.vkey]
+        tiles = tmp_path / "tiles"
+        size = await TilePublisher(tiles, stack.ledger).catch_up(stack.pool)
+
+        async def monitor(*flags: str) -> tuple[int, dict[str, Any]]:
+            capsys.readouterr()
+            code = await cli.run(["monitor", str(tiles), *flags, "--json"])
+            doc = json.loads(capsys.readouterr().out)
+            assert "monitor" in doc, doc  # not a usage error
+            return code, doc["monitor"]
+
+        code, doc = await monitor("--vkey", str(vkeys))
+        assert (code, doc["tree_size"], doc["violation"]) == (0, size, None), doc
+        code, doc = await monitor("--vkey", str(vkeys), "--witness", str(vkeys))
+        assert (code, doc["cosigned_by"]) == (0, [WITNESS_NAME]), doc
+        code, doc = await monitor("--vkey", lines[0], "--witness", lines[1])  # inline, as before
+        assert (code, doc["cosigned_by"]) == (0, [WITNESS_NAME]), doc
