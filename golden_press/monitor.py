@@ -101,6 +101,17 @@ class Violation(Exception):
         return f"{self.kind.value}{where}: {self.message}"
 
 
+class SourceUnreachable(OSError):
+    """The source could not be reached at all: connection refused, a name that does not
+    resolve, no answer within the timeout, a server error or a server that stays busy.
+
+    Nothing was read, so it says nothing about the log: not a Violation (the CLI's exit 3,
+    Unavailable; `--follow` polls again). A source raises it for those failures only; a read
+    that got an answer and found it wrong (missing, too large, too slow) is a plain OSError,
+    an UNREADABLE violation.
+    """
+
+
 class LogSource(Protocol):
     """Where a monitor reads a log; tiles are optional (the gRPC API serves entries only).
 
@@ -321,6 +332,8 @@ class Monitor:
         self.progress.fetches += 1
         try:
             data = self.source.read(tile)
+        except SourceUnreachable:
+            raise
         except OSError as exc:
             raise Violation(ViolationKind.UNREADABLE, f"{tile.path}: {exc}") from exc
         if data is None and required:
@@ -331,6 +344,8 @@ class Monitor:
         """Fetch and verify the current checkpoint and everything new under it; the new state."""
         try:
             note = self.source.checkpoint()
+        except SourceUnreachable:
+            raise
         except OSError as exc:
             raise Violation(ViolationKind.UNREADABLE, f"checkpoint: {exc}") from exc
         except UnicodeDecodeError as exc:  # a source decodes the note; the log's bytes are no text
@@ -454,6 +469,8 @@ class Monitor:
                     data = next(results)
                 except StopIteration:
                     return
+                except SourceUnreachable:
+                    raise
                 except OSError as exc:
                     raise Violation(ViolationKind.UNREADABLE, f"{order[0].path}: {exc}") from exc
                 tile = order.popleft()
@@ -584,6 +601,7 @@ __all__ = [
     "Monitor",
     "MonitorState",
     "Progress",
+    "SourceUnreachable",
     "SupplyState",
     "Violation",
     "ViolationKind",

@@ -368,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         local,
     )
     rv.add_argument("ticket_id", metavar="ID", help="the ticket id")
-    rv.add_argument("--reason", required=True, help="why (in the ledger entry and the event)")
+    rv.add_argument(
+        "--reason",
+        required=True,
+        help="why, e.g. 'fraud' (written to the PUBLIC ledger entry for ever, and the event: "
+        "never a user id or personal data; docs/privacy.md)",
+    )
 
     key_verbs = _group(
         verbs,

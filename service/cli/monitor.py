@@ -41,12 +41,13 @@ from golden_press.monitor import (
     Monitor,
     MonitorState,
     Progress,
+    SourceUnreachable,
     Violation,
     ViolationKind,
 )
 from golden_press.tiles import Tile, encode_bundle
 from service.api.channel import ClientTls, add_tls_arguments, client_tls
-from service.cli.client import EXIT_REJECTED, EXIT_USAGE, CliError, settings
+from service.cli.client import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, settings
 from service.cli.keys import default_keys_file
 from service.cli.output import emit_json
 from service.cli.tiles_client import HttpSource
@@ -101,7 +102,7 @@ class GrpcSource:
             )
             return str(answer.checkpoint)
         except grpc.RpcError as exc:
-            raise OSError(f"GetCheckpoint: {exc.code().name}: {exc.details()}") from exc
+            raise _rpc_error("GetCheckpoint", exc) from exc
 
     def read(self, tile: Tile) -> bytes | None:
         """An entry bundle built from GetEntries; hash tiles are not served (None)."""
@@ -114,12 +115,23 @@ class GrpcSource:
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise OSError(f"GetEntries: {exc.code().name}: {exc.details()}") from exc
+            raise _rpc_error("GetEntries", exc) from exc
         return encode_bundle(list(resp.entries))
 
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
+
+
+#: gRPC codes that mean no answer came from the API (down, unresolvable, silent past the deadline).
+_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _rpc_error(method: str, exc: grpc.RpcError) -> OSError:
+    """SourceUnreachable when the API could not be reached, else an unreadable answer."""
+    code = exc.code()
+    error = SourceUnreachable if code in _UNREACHABLE_CODES else OSError
+    return error(f"{method}: {code.name}: {exc.details()}")
 
 
 def open_source(spec: str, parallel: int = 4, tls: ClientTls | None = None) -> LogSource:
@@ -293,6 +305,13 @@ def _follow(
     while True:
         try:
             state = monitor.check()
+        except SourceUnreachable as exc:
+            message = f"monitor source {args.source} unreachable: {exc}".splitlines()[0]
+            if not args.follow:
+                raise CliError("Unavailable", message, EXIT_UNAVAILABLE) from exc
+            print(f"monitor: {message}; retrying", file=sys.stderr, flush=True)
+            time.sleep(args.interval)
+            continue
         except Violation as found:
             if not args.follow or found.kind not in _RETRIED:
                 return _report(args, monitor, found, started)

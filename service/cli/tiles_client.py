@@ -14,6 +14,11 @@ within the timeout.
 A busy server (503, or 429 from a CDN's rate limit) is asked again after its Retry-After
 (at most `MAX_RETRY_AFTER_S`; 1 s when it names none), up to `BUSY_ATTEMPTS` times in all:
 a monitor mirroring a log should ride out a crowd, not report it as a broken log.
+
+A GET that gets no answer (connection refused, a name that does not resolve, no status line
+within the timeout), a 5xx or a server still busy after those attempts raises SourceUnreachable:
+the monitor reached no log (exit 3), which is not the log breaking a rule. Once an answer
+arrives, anything wrong with it (a 404, too large, too slow) is a plain OSError: unreadable.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from urllib.parse import urlsplit
 from golden_press.answers import read_body
 from golden_press.checkpoint import MAX_NOTE_BYTES
 from golden_press.merkle import HASH_SIZE
+from golden_press.monitor import SourceUnreachable
 from golden_press.tiles import MAX_ENTRY_LEN, Tile
 
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": "golden-press"}
@@ -96,7 +102,9 @@ class HttpSource:
                 return self._get_direct(path, limit)
             except _Busy as busy:
                 if attempt == BUSY_ATTEMPTS:
-                    raise OSError(f"{busy} for {self.base + path} ({attempt} times)") from None
+                    raise SourceUnreachable(
+                        f"{busy} for {self.base + path} ({attempt} times)"
+                    ) from None
                 time.sleep(busy.retry_after)
         raise AssertionError("unreachable")
 
@@ -104,19 +112,26 @@ class HttpSource:
         for attempt in (1, 2):
             conn = self._connection()
             deadline = time.monotonic() + self.timeout
+            answered = False  # no status line yet: a failure so far is the source unreachable
             try:
                 conn.request("GET", self._prefix + path, headers=_HEADERS)
                 sock = conn.sock  # the response may outlive the connection's hold on it
                 if sock is not None:
                     sock.settimeout(self.timeout)
                 resp = conn.getresponse()
+                answered = True
                 body = read_body(resp, limit, deadline, sock)
             except _STALE as exc:
                 self._drop()
                 if attempt == 2:
-                    raise OSError(f"{self.base + path}: {exc}") from exc
+                    error = SourceUnreachable if not answered else OSError
+                    raise error(f"{self.base + path}: {exc}") from exc
                 continue
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
+                self._drop()
+                error = SourceUnreachable if not answered else OSError
+                raise error(f"{self.base + path}: {exc}") from exc
+            except http.client.HTTPException as exc:  # an answer, but not HTTP
                 self._drop()
                 raise OSError(f"{self.base + path}: {exc}") from exc
             if resp.will_close:
@@ -126,6 +141,8 @@ class HttpSource:
             if resp.status in _BUSY_STATUSES:
                 self._drop()
                 raise _Busy(resp.status, resp.getheader("Retry-After"))
+            if resp.status >= 500:
+                raise SourceUnreachable(f"HTTP {resp.status} for {self.base + path}")
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status} for {self.base + path}")
             return body
@@ -135,14 +152,19 @@ class HttpSource:
         req = urllib.request.Request(self.base + path, headers=_HEADERS)
         deadline = time.monotonic() + self.timeout
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return read_body(resp, limit, deadline)
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             if exc.code in _BUSY_STATUSES:
                 raise _Busy(exc.code, exc.headers.get("Retry-After")) from None
-            raise OSError(f"HTTP {exc.code} for {self.base + path}") from exc
+            error = SourceUnreachable if exc.code >= 500 else OSError
+            raise error(f"HTTP {exc.code} for {self.base + path}") from exc
         except urllib.error.URLError as exc:
-            raise OSError(f"{self.base + path}: {exc.reason}") from exc
+            raise SourceUnreachable(f"{self.base + path}: {exc.reason}") from exc
+        except OSError as exc:
+            raise SourceUnreachable(f"{self.base + path}: {exc}") from exc
+        try:
+            with resp:
+                return read_body(resp, limit, deadline)
         except OSError as exc:
             raise OSError(f"{self.base + path}: {exc}") from exc
 

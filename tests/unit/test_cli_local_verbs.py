@@ -112,3 +112,14 @@ def test_dev_up_help_names_every_part_and_where_its_state_goes(
     text = " ".join(capsys.readouterr().out.split())
     assert "PostgreSQL, NATS, Temporal, a witness, the worker and the API" in text, text
     assert "GOLDEN_STATE_DIR, default .golden/" in text, text
+
+
+def test_admin_revoke_help_says_the_reason_is_public(capsys: pytest.CaptureFixture[str]) -> None:
+    """The revoke reason is written to the public, append-only ledger (docs/privacy.md): the
+    operator is told before typing one, not after."""
+    with pytest.raises(SystemExit):
+        cli.parse(["admin", "revoke", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "PUBLIC ledger" in help_text and "never a user id or personal data" in help_text, (
+        help_text
+    )

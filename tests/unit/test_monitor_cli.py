@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +341,68 @@ async def test_the_source_is_closed_when_the_monitor_ends(
     monkeypatch.setattr(monitor_cli, "open_source", lambda spec, parallel, tls: Closing(Path(spec)))
     code, _ = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
     assert code == 0 and closed == [True]
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(lambda: f"http://127.0.0.1:{_closed_port()}/", id="connection-refused"),
+        pytest.param(lambda: "http://tiles.invalid/", id="dns"),
+        pytest.param(lambda: f"grpc://127.0.0.1:{_closed_port()}", id="grpc-unavailable"),
+    ],
+)
+async def test_an_unreachable_source_is_exit_3_in_one_line_not_a_violation(
+    capsys: pytest.CaptureFixture[str], source: Callable[[], str]
+) -> None:
+    """Exit 1 means the log breaks a rule. A source the monitor cannot reach at all says nothing
+    about the log: the CLI's Unavailable (exit 3), one line, as every verb whose server is down."""
+    url = source()
+    capsys.readouterr()
+    code = await cli.run(["monitor", url, "--vkey", VERIFIER.vkey, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert (code, doc["ok"], doc["error"]["reason"]) == (3, False, "Unavailable"), doc
+    assert "unreachable" in doc["error"]["message"], doc
+    code = await cli.run(["monitor", url, "--vkey", VERIFIER.vkey])
+    err = capsys.readouterr().err
+    assert code == 3 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: Unavailable: ") and "Traceback" not in err, err
+
+
+async def test_follow_waits_out_an_unreachable_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under --follow an unreachable source is polled again (it comes back), not an exit."""
+    log = MemLog(entries(20))
+    directory = publish(tmp_path, log)
+    port = _closed_port()
+    servers = []
+
+    def comes_back_then_rolls_back() -> None:
+        time.sleep(0.5)
+        servers.append(start_tiles_server(directory, f"127.0.0.1:{port}"))
+        time.sleep(0.5)
+        publish(directory, MemLog(log.entries[:10]))  # a rollback ends the follower
+
+    mover = threading.Thread(target=comes_back_then_rolls_back)
+    mover.start()
+    args = [f"http://127.0.0.1:{port}/", "--vkey", VERIFIER.vkey, "--follow"]
+    capsys.readouterr()
+    try:
+        code = await cli.run(["monitor", *args, "--interval", "0.05", "--json"])
+    finally:
+        mover.join()
+        for server in servers:
+            server.stop()
+    out = capsys.readouterr()
+    docs = json_documents(out.out)
+    assert code == 1, out
+    assert next(d["monitor"]["tree_size"] for d in docs if d["ok"]) == 20, docs
+    assert docs[-1]["monitor"]["violation"]["kind"] == "rollback", docs
+    assert "unreachable" in out.err and "retrying" in out.err, out.err

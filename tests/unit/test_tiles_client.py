@@ -181,3 +181,54 @@ def test_through_a_proxy_the_answer_is_bounded_too(
     source = HttpSource("http://tiles.invalid/", timeout=5)
     exc = _finishes_within(10, source.checkpoint)
     assert isinstance(exc, OSError) and "at most" in str(exc), exc
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_source_that_cannot_be_reached_is_unreachable_not_unreadable(
+    hostile: Callable[[Behaviour], str],
+) -> None:
+    """Connection refused, a name that does not resolve, no answer within the timeout, a server
+    error: the monitor reached no log (SourceUnreachable, the CLI's exit 3). An answer that is
+    wrong (too large, dripping, a 404) stays an unreadable tile: the log's fault (exit 1)."""
+    from golden_press.monitor import SourceUnreachable
+
+    def silent(conn: socket.socket) -> None:
+        time.sleep(3)
+
+    def server_error(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    def not_found(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    def oversized(conn: socket.socket) -> None:
+        _headers(conn, "Content-Length: 9000\r\n")
+        conn.sendall(b"\0" * 9000)
+
+    def dripping(conn: socket.socket) -> None:
+        _headers(conn, "Content-Length: 8192\r\n")
+        for _ in range(100):
+            conn.sendall(b"\0")
+            time.sleep(0.05)
+
+    unreachable = {
+        "refused": HttpSource(f"http://127.0.0.1:{_closed_port()}/", timeout=2),
+        "dns": HttpSource("http://tiles.invalid/", timeout=2),
+        "silent": HttpSource(hostile(silent), timeout=0.5),
+        "502": HttpSource(hostile(server_error), timeout=2),
+    }
+    for name, source in unreachable.items():
+        exc = _finishes_within(10, source.checkpoint)
+        assert isinstance(exc, SourceUnreachable), (name, exc)
+    for name, source in {
+        "404": HttpSource(hostile(not_found), timeout=2),
+        "oversized": HttpSource(hostile(oversized), timeout=5),
+        "dripping": HttpSource(hostile(dripping), timeout=1),
+    }.items():
+        exc = _finishes_within(10, lambda s=source: s.read(Tile(0, 0)))  # type: ignore[misc]
+        assert isinstance(exc, OSError) and not isinstance(exc, SourceUnreachable), (name, exc)
