@@ -1,4 +1,5 @@
-"""`golden-press dev up/down`: the embedded dev stack (PostgreSQL, NATS, Temporal, worker, API).
+"""`golden-press dev up/down`: the embedded dev stack (PostgreSQL, NATS, Temporal, witness, worker,
+API).
 
 Each server comes from the environment when its variable is set (GOLDEN_PG_DSN, GOLDEN_NATS_URL,
 TEMPORAL_ADDRESS), else it is started privately with its state under GOLDEN_STATE_DIR. What was
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,18 +144,7 @@ class _Stack:
         return proc
 
     def procs(self) -> list[_Proc]:
-        found = []
-        for name, part in self.parts:
-            if isinstance(part, ChildProcess):
-                pid = part.proc.pid if part.proc else None
-                pgid, first = pid, signal.SIGTERM
-            elif isinstance(part, PostgresCluster):
-                pid, pgid, first = part.pid, None, signal.SIGINT  # SIGINT = fast shutdown
-            else:
-                pid, pgid, first = part.pid, part.pid, signal.SIGTERM
-            if pid is not None:
-                found.append(_Proc(name, pid, process_start_time(pid), pgid, first))
-        return found
+        return [p for name, part in self.parts if (p := _proc_of(name, part)) is not None]
 
     def first_exit(self) -> str | None:
         """A one-line reason when a part of the stack has stopped on its own."""
@@ -181,16 +172,40 @@ class _Stack:
 
     def save(self, supervisor: int | None) -> None:
         assert self.info is not None
-        state = {
-            "version": 1,
-            "info": self.info.model_dump(),
-            "env": self.info.env,
-            "processes": [vars(p) for p in self.procs()],
-            "supervisor": None
+        sup = (
+            None
             if supervisor is None
-            else {"pid": supervisor, "start_time": process_start_time(supervisor)},
-        }
-        _write_private(self.state_dir / STACK_FILE, json.dumps(state, indent=2) + "\n")
+            else _Proc("supervisor", supervisor, process_start_time(supervisor), None)
+        )
+        _record(self.state_dir, self.info, self.procs(), sup)
+
+
+def _proc_of(name: str, part: Any) -> _Proc | None:
+    """How stack.json records a started part (None: it has no process)."""
+    if isinstance(part, ChildProcess):
+        pid = part.proc.pid if part.proc else None
+        pgid, first = pid, signal.SIGTERM
+    elif isinstance(part, PostgresCluster):
+        pid, pgid, first = part.pid, None, signal.SIGINT  # SIGINT = fast shutdown
+    else:
+        pid, pgid, first = part.pid, part.pid, signal.SIGTERM
+    if pid is None:
+        return None
+    return _Proc(name, pid, process_start_time(pid), pgid, first)
+
+
+def _record(state_dir: Path, info: StackInfo, procs: list[_Proc], supervisor: _Proc | None) -> None:
+    """Write stack.json: what `dev down`, `dev status` and later CLI calls know of the stack."""
+    state = {
+        "version": 1,
+        "info": info.model_dump(),
+        "env": info.env,
+        "processes": [vars(p) for p in procs],
+        "supervisor": None
+        if supervisor is None
+        else {"pid": supervisor.pid, "start_time": supervisor.start_time},
+    }
+    _write_private(state_dir / STACK_FILE, json.dumps(state, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- state dir
@@ -303,53 +318,80 @@ def _port(address: str | None) -> int | None:
 
 
 def _restart_missing(state_dir: Path, recorded: _Recorded) -> list[str]:
-    """Start again, on their recorded ports and data, only the parts that are not running."""
+    """Start again, on their recorded ports and data, only the parts that are not running.
+
+    stack.json is written again as soon as each part has a process (and whatever happens): a
+    part restarted before a later one fails stays recorded, so `dev down` stops it and the next
+    `dev up` does not start it twice on a port it already holds.
+    """
     info, logs = recorded.info, state_dir / "logs"
     child_env = {**os.environ, **info.env, "PYTHONUNBUFFERED": "1"}
     restarted: list[str] = []
-    procs: list[_Proc] = []
-    for proc in recorded.procs:
-        if proc.alive():
-            procs.append(proc)
-            continue
-        part: Any
-        if proc.name == "postgres":
-            part = PostgresCluster.start(
-                state_dir / "postgres", _port(info.postgres), log_file=logs / "postgres.log"
-            )
-        elif proc.name == "nats":
-            part = NatsServer.start(
-                state_dir / "nats", _port(info.nats), log_file=logs / "nats.log"
-            )
-        elif proc.name == "temporal":
-            part = TemporalDevServer.start(
-                state_dir / "temporal.db",
-                _port(info.temporal),
-                _port(info.ui),
-                log_file=logs / "temporal.log",
-            )
-        elif proc.name in ("worker", "api"):
-            cmd = WORKER_CMD if proc.name == "worker" else API_CMD
-            part = ChildProcess(proc.name, cmd, logs / f"{proc.name}.log", child_env, REPO_ROOT)
-            part.spawn()
-            if proc.name == "api":
-                part.wait_ready(lambda: _grpc_serving(info.grpc), API_READY_TIMEOUT_S)
-        else:
-            raise ServerError(proc.name, "cannot restart an unknown part of the stack")
-        stack = _Stack(state_dir)
-        stack.add(proc.name, part)
-        procs.extend(stack.procs())
-        stack.detach()
-        restarted.append(proc.name)
-    recorded.procs = procs
-    state = {
-        "version": 1,
-        "info": info.model_dump(),
-        "env": info.env,
-        "processes": [vars(p) for p in procs],
-        "supervisor": None,  # whatever supervised it is gone: `dev down` stops it by pid
-    }
-    _write_private(state_dir / STACK_FILE, json.dumps(state, indent=2) + "\n")
+    procs = list(recorded.procs)
+
+    def record() -> None:
+        recorded.procs = list(procs)
+        recorded.supervisor = None  # whatever supervised it is gone: `dev down` stops it by pid
+        _record(state_dir, info, procs, None)
+
+    def track(index: int, part: Any) -> None:
+        """Record a part that now has a process (before it is even ready: it is ours to stop)."""
+        found = _proc_of(procs[index].name, part)
+        if found is not None:
+            procs[index] = found
+        record()
+
+    def spawned(index: int, part: ChildProcess, ready: Callable[[], bool], timeout: float) -> None:
+        part.spawn()
+        track(index, part)
+        part.wait_ready(ready, timeout)
+
+    try:
+        for index, proc in enumerate(recorded.procs):
+            if proc.alive():
+                continue
+            part: Any
+            if proc.name == "postgres":
+                part = PostgresCluster.start(
+                    state_dir / "postgres", _port(info.postgres), log_file=logs / "postgres.log"
+                )
+            elif proc.name == "nats":
+                part = NatsServer.start(
+                    state_dir / "nats", _port(info.nats), log_file=logs / "nats.log"
+                )
+            elif proc.name == "temporal":
+                part = TemporalDevServer.start(
+                    state_dir / "temporal.db",
+                    _port(info.temporal),
+                    _port(info.ui),
+                    log_file=logs / "temporal.log",
+                )
+            elif proc.name == "witness":
+                port = _port(info.witness)
+                ledger_key = info.env.get("GOLDEN_LEDGER_KEY_FILE")
+                if port is None or not ledger_key:
+                    raise ServerError("witness", "stack.json records no witness URL or ledger key")
+                if port_in_use(HOST, port):
+                    raise ServerError("witness", f"port {HOST}:{port} is in use")
+                part, _ = _witness_process(
+                    state_dir, port, info.settings().ledger_origin, Path(ledger_key)
+                )
+                spawned(index, part, partial(port_in_use, HOST, port), WITNESS_READY_TIMEOUT_S)
+            elif proc.name == "worker":
+                part = ChildProcess("worker", WORKER_CMD, logs / "worker.log", child_env, REPO_ROOT)
+                part.spawn()
+            elif proc.name == "api":
+                part = ChildProcess("api", API_CMD, logs / "api.log", child_env, REPO_ROOT)
+                spawned(index, part, lambda: _grpc_serving(info.grpc), API_READY_TIMEOUT_S)
+            else:
+                raise ServerError(proc.name, "cannot restart an unknown part of the stack")
+            track(index, part)
+            stack = _Stack(state_dir)
+            stack.add(proc.name, part)
+            stack.detach()
+            restarted.append(proc.name)
+    finally:
+        record()
     return restarted
 
 
@@ -712,31 +754,36 @@ def _start_witness(
     stack: _Stack, state_dir: Path, settings: Settings, ledger_key_file: Path, progress: bool
 ) -> tuple[str, str]:
     """Run one witness of the dev ledger; return its URL and the GOLDEN_WITNESSES value."""
-    base = state_dir / "witness"
-    key_file = _private_file(base / "witness.key")
     port = free_port()
     url = f"http://{HOST}:{port}"
+    proc, witness = _witness_process(state_dir, port, settings.ledger_origin, ledger_key_file)
+    began = time.monotonic()
+    stack.start(proc, lambda: port_in_use(HOST, port), WITNESS_READY_TIMEOUT_S)
+    _say(progress, f"  {'witness':<9} {url}  ({time.monotonic() - began:.1f} s)")
+    return url, format_witnesses([Witness(witness, url)])
+
+
+def _witness_process(
+    state_dir: Path, port: int, ledger_origin: str, ledger_key_file: Path
+) -> tuple[ChildProcess, CosignatureVerifier]:
+    """The dev stack's witness serving on `port` (not yet spawned), its key and state under
+    state_dir/witness (kept across restarts), and the verifier of its cosignatures."""
+    base = state_dir / "witness"
+    key_file = _private_file(base / "witness.key")
     try:
         key = ensure_key_file(key_file)
         ledger_key = ensure_key_file(ledger_key_file)
     except Exception as exc:
         raise ServerError("witness", str(exc)) from exc
-    ledger_vkey = NoteVerifier(settings.ledger_origin, bytes(ledger_key.verify_key)).vkey
-    witness = CosignatureVerifier(WITNESS_NAME, bytes(key.verify_key))
+    ledger_vkey = NoteVerifier(ledger_origin, bytes(ledger_key.verify_key)).vkey
     cmd = [
         *WITNESS_CMD,
         *("--addr", f"{HOST}:{port}", "--name", WITNESS_NAME, "--key", str(key_file)),
         *("--state", str(base / "state.json"), "--log", ledger_vkey),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    began = time.monotonic()
-    stack.start(
-        ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT),
-        lambda: port_in_use(HOST, port),
-        WITNESS_READY_TIMEOUT_S,
-    )
-    _say(progress, f"  {'witness':<9} {url}  ({time.monotonic() - began:.1f} s)")
-    return url, format_witnesses([Witness(witness, url)])
+    proc = ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT)
+    return proc, CosignatureVerifier(WITNESS_NAME, bytes(key.verify_key))
 
 
 def _print_human(info: StackInfo, state_dir: Path) -> None:

@@ -8,18 +8,27 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from service.devstack.servers import find_postgres_bin_dir, pid_alive, process_start_time
+from service.devstack.servers import (
+    HOST,
+    find_postgres_bin_dir,
+    pid_alive,
+    port_in_use,
+    process_start_time,
+)
 from tests.helpers.cli_process import CLI, ROOT, run_cli
 from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER
 from tests.helpers.envelope import envelope
@@ -133,53 +142,144 @@ def test_no_verb_falls_back_to_a_database_nobody_named(
     assert "GOLDEN_PG_DSN" in done.stderr, done.stderr
 
 
-@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
-def test_dev_up_restarts_only_the_missing_part(
-    stack_env: dict[str, str], state_dir: Path, tmp_path: Path
-) -> None:
-    state_dir.chmod(0o755)  # the postgres user must reach the data dir
-    worker, api, runner = tmp_path / "worker.py", tmp_path / "api.py", tmp_path / "run.py"
-    worker.write_text(STUB_WORKER)
-    api.write_text(STUB_API)
-    runner.write_text(STUB_RUNNER)
+class StubStack:
+    """`dev up --detach` / `dev down` of a real stack (postgres, NATS, Temporal, witness) whose
+    worker and API are stand-ins, in the test's own state dir."""
 
-    def stub(*args: str) -> subprocess.CompletedProcess[str]:
+    def __init__(self, env: dict[str, str], state_dir: Path, tmp_path: Path) -> None:
+        state_dir.chmod(0o755)  # the postgres user must reach the data dir
+        self.env, self.state_dir = env, state_dir
+        self.scripts = [tmp_path / "run.py", tmp_path / "worker.py", tmp_path / "api.py"]
+        for path, text in zip(self.scripts, (STUB_RUNNER, STUB_WORKER, STUB_API), strict=True):
+            path.write_text(text)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(runner), str(worker), str(api), *args],
+            [sys.executable, *map(str, self.scripts), *args],
             capture_output=True,
             text=True,
-            env=stack_env,
+            env=self.env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             timeout=240,
         )
 
-    up = stub("up", "--detach")
+    def recorded(self) -> dict[str, dict[str, Any]]:
+        """The processes stack.json records, by name."""
+        doc = json.loads((self.state_dir / "stack.json").read_text())
+        return {p["name"]: p for p in doc["processes"]}
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one recorded part of this stack (only if that pid is still the one recorded:
+        never a process of another stack or a reused pid)."""
+        proc = self.recorded()[name]
+        assert pid_alive(proc["pid"], proc["start_time"]), f"{name} is not running"
+        os.kill(proc["pid"], signal.SIGKILL)
+        assert wait_gone(proc["pid"])
+
+    def alive(self) -> dict[str, bool]:
+        status = json.loads(run_cli(self.env, "dev", "status", "--json").stdout)
+        return {p["name"]: p["alive"] for p in status["parts"]}
+
+    def down_leaves_nothing(self) -> None:
+        """`dev down` succeeds and no process of this state dir is left (those still there are
+        killed, so a failing test leaks nothing)."""
+        down = self.run("down")
+        left = processes_of(self.state_dir)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert down.returncode == 0, down.stderr
+        assert not left, f"left running after dev down: {left}"
+
+
+def processes_of(state_dir: Path) -> dict[int, str]:
+    """Processes whose command line or environment names this state dir (every part of its
+    stack: the servers' data dirs are in it, the worker and API get GOLDEN_STATE_DIR)."""
+    needle = str(state_dir.resolve()).encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline or needle in environ:
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+@pytest.mark.parametrize("killed", [("api",), ("nats", "witness")])
+def test_dev_up_restarts_only_the_missing_part(
+    stack_env: dict[str, str], state_dir: Path, tmp_path: Path, killed: tuple[str, ...]
+) -> None:
+    """A part killed (the API; a server and the witness, which the dev stack always runs) is
+    started again by `dev up` on its recorded address, every other part is left as it was, and
+    `dev down` then stops all of it."""
+    stack = StubStack(stack_env, state_dir, tmp_path)
+    up = stack.run("up", "--detach")
     assert up.returncode == 0, up.stderr
     try:
-        before = {
-            p["name"]: p["pid"]
-            for p in json.loads((state_dir / "stack.json").read_text())["processes"]
-        }
-        os.kill(before["api"], signal.SIGKILL)
-        assert wait_gone(before["api"])
-        status = json.loads(run_cli(stack_env, "dev", "status", "--json").stdout)
-        assert {p["name"]: p["alive"] for p in status["parts"]}["api"] is False
-        again = stub("up", "--detach")
+        before = {name: p["pid"] for name, p in stack.recorded().items()}
+        assert set(killed) <= set(before), before
+        for name in killed:
+            stack.kill(name)
+        assert {n for n, alive in stack.alive().items() if not alive} == set(killed)
+        again = stack.run("up", "--detach")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout) == json.loads(up.stdout)  # same addresses
-        after = {
-            p["name"]: p["pid"]
-            for p in json.loads((state_dir / "stack.json").read_text())["processes"]
-        }
-        assert after["api"] != before["api"] and pid_alive(after["api"])
-        assert {k: v for k, v in after.items() if k != "api"} == {
-            k: v for k, v in before.items() if k != "api"
+        after = {name: p["pid"] for name, p in stack.recorded().items()}
+        assert after.keys() == before.keys()
+        for name in killed:
+            assert after[name] != before[name] and pid_alive(after[name]), name
+        assert {k: v for k, v in after.items() if k not in killed} == {
+            k: v for k, v in before.items() if k not in killed
         }
         assert run_cli(stack_env, "dev", "status").returncode == 0
+        info = json.loads(again.stdout)
+        for name in killed:  # serving again where the stack's clients were told to look
+            address = {"nats": info["nats"], "witness": info["witness"], "api": info["grpc"]}
+            port = int(address[name].rsplit(":", 1)[1].strip("/"))
+            assert port_in_use(HOST, port), f"{name} does not listen on {address[name]}"
     finally:
-        down = stub("down")
-        assert down.returncode == 0, down.stderr
+        stack.down_leaves_nothing()
+
+
+@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+def test_a_failed_restart_leaves_nothing_untracked(
+    stack_env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    """`dev up` restarts NATS, then cannot restart the witness (its port is taken): the NATS it
+    did restart is recorded all the same, so a later `dev up` restarts only the witness and
+    `dev down` stops everything (before, stack.json was written only after every restart)."""
+    stack = StubStack(stack_env, state_dir, tmp_path)
+    up = stack.run("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    try:
+        witness_port = int(json.loads(up.stdout)["witness"].rsplit(":", 1)[1].strip("/"))
+        nats_before = stack.recorded()["nats"]["pid"]
+        stack.kill("nats")
+        stack.kill("witness")
+        with socket.socket() as squatter:
+            squatter.bind((HOST, witness_port))
+            squatter.listen()
+            failed = stack.run("up", "--detach")
+            assert failed.returncode == 1, failed.stderr
+            assert "witness" in failed.stderr and "in use" in failed.stderr, failed.stderr
+            assert "Traceback" not in failed.stderr
+            nats = stack.recorded()["nats"]
+            assert nats["pid"] != nats_before and pid_alive(nats["pid"], nats["start_time"])
+            assert stack.alive()["witness"] is False
+        again = stack.run("up", "--detach")
+        assert again.returncode == 0, again.stderr
+        assert "restarted witness" in again.stderr, again.stderr
+        assert stack.recorded()["nats"]["pid"] == nats["pid"]
+        assert all(stack.alive().values())
+    finally:
+        stack.down_leaves_nothing()
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
