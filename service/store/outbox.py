@@ -103,14 +103,24 @@ class StreamRefused(Exception):
 
 
 def dropping_limits(config: StreamConfig) -> list[str]:
-    """The settings of a stream that would drop (or never keep) events, as `name=value`."""
+    """The settings of a stream that would drop (or never keep) events, as `name=value`.
+
+    Any positive max_msg_size is refused, whatever its value: a message over it is rejected
+    for good (JetStream err 10054, so the event is parked as a dead letter: dropped), and no
+    fixed number bounds every event we may ever publish (the sizes of caller-supplied fields are
+    bounded at admission, but headers such as traceparent and future event fields add to them).
+    NATS's own max_payload already bounds a message; a stream limit adds only a way to lose one.
+    A sealed stream refuses every publish (err 10109).
+    """
     found = []
     if config.retention not in (None, RetentionPolicy.LIMITS):
         found.append(f"retention={config.retention.value}")
-    for name in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject"):
+    for name in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "max_msg_size"):
         value = getattr(config, name)
         if value is not None and value > 0:
             found.append(f"{name}={value:g}")
+    if config.sealed:
+        found.append("sealed=true")
     return found
 
 
@@ -118,8 +128,9 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Create the stream, or adjust only what we rely on in an existing one.
 
     Safe from every process at every start. An existing stream whose limits would drop events
-    (a max age, message or byte limit, a non-limits retention) is refused with StreamRefused,
-    not rewritten: changing another team's limits silently is as wrong as losing our events.
+    (a max age, message, byte or message-size limit, a non-limits retention, a sealed stream:
+    dropping_limits) is refused with StreamRefused, not rewritten: changing another team's
+    limits silently is as wrong as losing our events.
     Otherwise an operator's other settings (placement) are kept; only our subject, a long
     enough dedup window, deny delete/purge (which can be switched on, never off) and, when
     GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.

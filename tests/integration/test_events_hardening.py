@@ -14,15 +14,18 @@ import asyncio
 import dataclasses
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from golden_press.models import Outcome
 from service.devstack.servers import NatsServer
 from service.store.db import PUBLISH_KEY
+from service.store.outbox import stream_subject
 from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, audit, golden_stack
@@ -116,25 +119,68 @@ async def test_stream_is_created_undeletable_and_unpurgeable(stack: Stack) -> No
 
 @pytest.mark.parametrize(
     "limits",
-    [{"max_msgs": 1000}, {"max_bytes": 1 << 20}, {"max_age": 3600.0}, {"max_msgs_per_subject": 5}],
+    [
+        {"max_msgs": 1000},
+        {"max_bytes": 1 << 20},
+        {"max_age": 3600.0},
+        {"max_msgs_per_subject": 5},
+        # Any positive size limit (every event would fit today; see dropping_limits).
+        {"max_msg_size": 1 << 20},
+        {"max_msg_size": 64},
+        # Refuses every publish (JetStream err 10109); a stream is sealed by an update only.
+        {"sealed": True},
+    ],
 )
 async def test_a_stream_whose_limits_would_drop_events_is_refused(
-    servers: Servers, session_dir: Path, client: Client, limits: dict[str, float]
+    servers: Servers, session_dir: Path, client: Client, limits: dict[str, Any]
 ) -> None:
     async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
         settings = stack.settings
+        created = {k: v for k, v in limits.items() if k != "sealed"}
         await stack.js.add_stream(
             StreamConfig(
                 name=settings.stream_name,
                 subjects=[f"{settings.subject_prefix}.>"],
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
-                **limits,  # type: ignore[arg-type]
+                **created,
             )
         )
+        if limits.get("sealed"):
+            config = (await stack.js.stream_info(settings.stream_name)).config
+            await stack.js.update_stream(dataclasses.replace(config, sealed=True))
         with pytest.raises(Exception, match="would drop events"):
             async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
                 pass
         kept = (await stack.js.stream_info(settings.stream_name)).config
         for name, value in limits.items():
             assert getattr(kept, name) == value  # refused, not silently rewritten
+
+
+async def test_an_existing_stream_gets_deny_delete_and_deny_purge_at_start_up(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """A stream made before deny_delete/deny_purge (or by an operator without them) has both
+    switched on when the worker starts: NATS allows switching them on, never off again."""
+    async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
+        settings = stack.settings
+        await stack.js.add_stream(
+            StreamConfig(
+                name=settings.stream_name,
+                subjects=[stream_subject(settings)],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+            )
+        )
+        before = (await stack.js.stream_info(settings.stream_name)).config
+        assert (before.deny_delete, before.deny_purge) == (False, False)
+        async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
+            pass
+        after = (await stack.js.stream_info(settings.stream_name)).config
+        assert (after.deny_delete, after.deny_purge) == (True, True)
+        await stack.js.publish(f"{settings.subject_prefix}.golden_ticket.issued", b"kept")
+        with pytest.raises(APIError, match=r"(?i)purge"):
+            await stack.js.purge_stream(settings.stream_name)
+        with pytest.raises(APIError):
+            await stack.js.delete_msg(settings.stream_name, 1)
+        assert (await stack.js.stream_info(settings.stream_name)).state.messages == 1
