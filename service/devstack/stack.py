@@ -381,8 +381,11 @@ def _restart_missing(state_dir: Path, recorded: _Recorded) -> list[str]:
                 part = ChildProcess("worker", WORKER_CMD, logs / "worker.log", child_env, REPO_ROOT)
                 part.spawn()
             elif proc.name == "api":
+                # A TLS API (GOLDEN_TLS_* recorded in the stack's env) is checked over TLS.
+                credentials = _api_health_credentials(info.settings())
                 part = ChildProcess("api", API_CMD, logs / "api.log", child_env, REPO_ROOT)
-                spawned(index, part, lambda: _grpc_serving(info.grpc), API_READY_TIMEOUT_S)
+                serving = partial(_grpc_serving, info.grpc, credentials)
+                spawned(index, part, serving, API_READY_TIMEOUT_S)
             else:
                 raise ServerError(proc.name, "cannot restart an unknown part of the stack")
             track(index, part)

@@ -7,12 +7,16 @@ GOLDEN_TLS_* files it is given; the certificates come from a CA made at test tim
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from service.devstack.servers import pid_alive
 from tests.helpers.cli_process import run_cli
 from tests.helpers.devstack_stubs import STUB_RUNNER, STUB_WORKER, needs_postgres
 from tests.helpers.tls import TestCA
@@ -100,6 +104,17 @@ def test_dev_up_serves_tls_and_passes_otel_on(
             seen = environ_of(proc["pid"])
             assert seen.get("OTEL_SERVICE_NAME") == "golden-press-devstack-test", proc["name"]
             assert seen.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://127.0.0.1:9", proc["name"]
+        # A killed TLS API is restarted by `dev up`, health-checked over TLS like the first time.
+        api_proc = next(p for p in recorded["processes"] if p["name"] == "api")
+        assert pid_alive(api_proc["pid"], api_proc["start_time"])
+        os.kill(api_proc["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(api_proc["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = stack("up", "--detach")
+        assert again.returncode == 0, again.stderr
+        assert "restarted api" in again.stderr, again.stderr
+        assert json.loads(again.stdout) == info
     finally:
         down = stack("down")
         assert down.returncode == 0, down.stderr
