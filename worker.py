@@ -197,7 +197,7 @@ async def run(settings: Settings) -> int:
     telemetry.setup_tracing("golden-press-worker")
     runtime = metrics_runtime(settings.metrics_port)
     client = await connect_client(settings, runtime)
-    pool = await create_pool(settings.pg_dsn, max_size=20)
+    pool = await create_pool(settings.pg_dsn, max_size=20, reset_on_release=settings.pg_pool_reset)
     nc = await connect_nats(settings, initial_attempts=None)  # sagas wait; events keep
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
@@ -237,12 +237,13 @@ def set_priority(nice: int) -> None:
 
 def main() -> None:
     """Entry point; os._exit avoids the SDK's exit-time crash hiding our exit code."""
-    configure_logging()
+    configure_logging()  # INFO until the settings parse
     try:
         settings = Settings()
     except ValidationError as err:
         log.error("invalid settings: %s", settings_problem(err))
         os._exit(EXIT_USAGE)
+    configure_logging(settings.log_level)
     set_priority(settings.worker_nice)
     try:
         code = asyncio.run(run(settings))

@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from temporalio.testing import WorkflowEnvironment
 
 from golden_press.settings import Settings
 from service.devstack.servers import free_port
-from service.store.db import skip_pool_reset
 from service.store.key_files import generate_key_file
 from tests.helpers.servers import dsn_for, migrated_template, start_local_temporal
 from tests.helpers.worker import settings_env
@@ -216,12 +214,22 @@ async def start_worker(
     return child
 
 
-#: API variants: `stock` is `python -m service.api.server`; the others run the same server with
-#: one of the herd fixes undone (see serve_api_variant), to show what each fix buys:
-#: `verbose-log` logs every RPC (DEBUG level), `pool-reset` restores asyncpg's reset round trip
-#: on every pool release, `durable-commits` flushes WAL for every rate-limit counter, `untuned`
-#: undoes all three (the API as first written).
-API_VARIANTS = ("stock", "verbose-log", "pool-reset", "durable-commits", "gate-after-db", "untuned")
+#: API variants: `stock` is `python -m service.api.server` as deployed (default settings); each
+#: other runs the same server with tuning settings (docs/operations.md, "Tuning knobs") set back
+#: to what the API did before a herd fix, to show what each fix buys: `verbose-log` logs every
+#: RPC (DEBUG level), `pool-reset` restores asyncpg's reset round trip on every pool release,
+#: `durable-commits` flushes WAL for every rate-limit counter, `gate-after-db` refuses a full
+#: in-flight gate only after the admission statement, `untuned` undoes all four (the API as
+#: first written).
+API_VARIANT_ENV: dict[str, dict[str, str]] = {
+    "stock": {},
+    "verbose-log": {"GOLDEN_LOG_LEVEL": "DEBUG"},
+    "pool-reset": {"GOLDEN_PG_POOL_RESET": "true"},
+    "durable-commits": {"GOLDEN_RATE_LIMIT_DURABLE": "true"},
+    "gate-after-db": {"GOLDEN_ADMISSION_MEMORY_GATE": "false"},
+}
+API_VARIANT_ENV["untuned"] = {k: v for env in API_VARIANT_ENV.values() for k, v in env.items()}
+API_VARIANTS = tuple(API_VARIANT_ENV)
 
 
 async def start_api(
@@ -233,11 +241,13 @@ async def start_api(
     nice: int = 0,
 ) -> Child:
     """The API server on settings.grpc_addr, once every one of its processes serves."""
-    env = settings_env(settings, GOLDEN_API_PROCESSES=str(processes), GOLDEN_API_NICE=str(nice))
-    if variant == "stock":
-        argv = [sys.executable, "-m", "service.api.server"]
-    else:
-        argv = [sys.executable, "-m", "bench.common", "serve-api", variant]
+    env = settings_env(
+        settings,
+        GOLDEN_API_PROCESSES=str(processes),
+        GOLDEN_API_NICE=str(nice),
+        **API_VARIANT_ENV[variant],
+    )
+    argv = [sys.executable, "-m", "service.api.server"]
     profile = os.environ.get("GOLDEN_BENCH_PROFILE")  # a file: py-spy records the API there
     if profile:
         spy = str(Path(sys.executable).parent / "py-spy")  # pip install py-spy
@@ -483,44 +493,6 @@ def finish(code: int) -> None:
     os._exit(code)
 
 
-def serve_api_variant(variant: str) -> None:
-    """Run service.api.server's main with fixes undone (the bench's before/after switch)."""
-    import logging
-
-    import service.api.server as api
-
-    pool_reset = variant in ("pool-reset", "untuned")
-    durable = variant in ("durable-commits", "untuned")
-
-    async def create_pool(
-        dsn: str, *, min_size: int = 1, max_size: int = 10, durable_commits: bool = True
-    ) -> asyncpg.Pool:
-        settings = {"lock_timeout": "4s", "statement_timeout": "8s"}
-        if not (durable or durable_commits):
-            settings["synchronous_commit"] = "off"
-        kwargs = {} if pool_reset else {"reset": skip_pool_reset}
-        pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, server_settings=settings, **kwargs
-        )
-        assert pool is not None
-        return pool
-
-    api.create_pool = create_pool  # type: ignore[assignment]
-    if variant in ("gate-after-db", "untuned"):
-        # Before issue 15's memory gate: a full gate refused only after the admission statement.
-        from service.sagas.admission import Admission
-
-        Admission._gate_refusal = lambda self, user_id: None  # type: ignore[method-assign]
-    verbose = variant in ("verbose-log", "untuned")
-    api.configure_logging(logging.DEBUG if verbose else logging.INFO)
-    os.nice(Settings().api_nice)  # as `python -m service.api.server` does: only the fix differs
-    try:
-        code = asyncio.run(api._main())
-    except Exception:
-        code = 1
-    finish(code)
-
-
 async def _serve_floor(addr: str, rejection_hex: str, verify_hex: str) -> None:
     """The transport floor: same proto, the same answers from memory, no work at all."""
     from google.rpc import status_pb2
@@ -580,6 +552,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "serve-floor":
         asyncio.run(_serve_floor(*sys.argv[2:5]))
         finish(0)
-    if len(sys.argv) == 3 and sys.argv[1] == "serve-api" and sys.argv[2] in API_VARIANTS:
-        serve_api_variant(sys.argv[2])
-    raise SystemExit(f"usage: {sys.argv[0]} serve-api {{{','.join(API_VARIANTS[1:])}}}")
+    raise SystemExit(f"usage: {sys.argv[0]} serve-floor ADDRESS REJECTION_HEX VERIFY_HEX")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from golden_press.cosignature import Witness, WitnessPolicy, parse_witnesses
 
 DEFAULT_STATE_DIR = Path(".golden")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class Settings(BaseSettings):
@@ -72,6 +75,25 @@ class Settings(BaseSettings):
     #: worker needs little CPU, so what it takes first costs the API little. Below 0 needs
     #: CAP_SYS_NICE; without it the worker logs a warning and runs unchanged.
     worker_nice: int = Field(0, ge=-20, le=19, alias="GOLDEN_WORKER_NICE")
+    #: Log level of the API and the worker (DEBUG, INFO, WARNING, ERROR; any case). At DEBUG
+    #: the API writes one `rpc` line per call, reads and business rejections included; at INFO
+    #: (the default) only successful writes get one: a herd's refusals are counted by the
+    #: metrics, and a line each cost ~7% of the API's CPU (docs/benchmarks.md).
+    log_level: LogLevel = Field("INFO", alias="GOLDEN_LOG_LEVEL")
+    #: asyncpg's RESET round trip (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) every time
+    #: the API or the worker hands a connection back to its pool. Off by default: nothing here
+    #: leaves session state behind (service.store.db.skip_pool_reset says why), and the trip is
+    #: ~5% of an API request. On: for code added later that sets session state.
+    pg_pool_reset: bool = Field(False, alias="GOLDEN_PG_POOL_RESET")
+    #: synchronous_commit for the API's sessions, whose only writes are rate-limit counters. Off
+    #: by default: a database crash may lose the last few counters (a user gets a few more
+    #: attempts), and a herd's refusals do not each wait for a WAL flush. Tickets, ledger and
+    #: outbox are written by the worker, always durably, whatever this says.
+    rate_limit_durable: bool = Field(False, alias="GOLDEN_RATE_LIMIT_DURABLE")
+    #: A sole API process (GOLDEN_API_PROCESSES=1) whose in-flight gate is full refuses a new
+    #: request from memory, before its admission statement (issue 15). On by default; off: the
+    #: statement (a rate-limit write) runs first, as before, and the gate refuses after it.
+    admission_memory_gate: bool = Field(True, alias="GOLDEN_ADMISSION_MEMORY_GATE")
     #: Where the worker publishes the ledger as C2SP tlog-tiles files (unset: not published).
     tiles_dir: Path | None = Field(None, alias="GOLDEN_TILES_DIR")
     #: host:port where the API serves tiles_dir over HTTP (unset: not served).
@@ -82,6 +104,12 @@ class Settings(BaseSettings):
     #: How many of them must cosign a checkpoint before verification and redemption trust it:
     #: an integer, or empty / `all` for every configured witness.
     witness_quorum: str = Field("", alias="GOLDEN_WITNESS_QUORUM")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        """GOLDEN_LOG_LEVEL=debug means DEBUG."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _files_follow_state_dir(self) -> Settings:

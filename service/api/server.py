@@ -65,7 +65,13 @@ async def serve(
     tokens = load_tokens(settings.api_tokens_file)  # first: a readable file stops us here
     owned: list[Callable[[], Awaitable[Any]]] = []
     if pool is None:
-        pool = await create_pool(settings.pg_dsn, min_size=2, max_size=20, durable_commits=False)
+        pool = await create_pool(
+            settings.pg_dsn,
+            min_size=2,
+            max_size=20,
+            durable_commits=settings.rate_limit_durable,
+            reset_on_release=settings.pg_pool_reset,
+        )
         owned.append(pool.close)
     if client is None:
         client = await connect_client(settings)
@@ -163,6 +169,11 @@ def admission_of(server: grpc.aio.Server) -> Admission:
     return _RUNNING[id(server)].admission
 
 
+def pool_of(server: grpc.aio.Server) -> asyncpg.Pool:
+    """The PostgreSQL pool behind a served server (tests inspect its sessions)."""
+    return _RUNNING[id(server)].pool
+
+
 async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
     """Stop the server, then close what serve() opened."""
     await server.stop(grace)
@@ -196,12 +207,13 @@ async def _main() -> int:
 
 def main() -> None:
     """`python -m service.api.server`: one server, or a supervisor of GOLDEN_API_PROCESSES."""
-    configure_logging(logging.DEBUG if os.environ.get("GOLDEN_DEBUG") else logging.INFO)
+    configure_logging()  # INFO until the settings parse
     try:
         settings = Settings()
     except ValidationError as err:
         log.error("invalid settings: %s", settings_problem(err))
         os._exit(EXIT_USAGE)
+    configure_logging(settings.log_level)
     if CHILD_ENV not in os.environ:
         if settings.api_nice:
             os.nice(settings.api_nice)  # the children inherit it

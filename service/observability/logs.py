@@ -164,8 +164,9 @@ class _SagaLogActivityInbound(ActivityInboundInterceptor):
             return await super().execute_activity(input)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr (never key material: keys are never logged anywhere)."""
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """JSON lines on stderr (never key material: keys are never logged anywhere); level as a
+    number or a name (GOLDEN_LOG_LEVEL)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RepeatedErrorFilter())

@@ -20,7 +20,8 @@ Order of an issuance request (each refusal is a typed GoldenError and costs no w
    join is then known here (its saga is in `_running`, kept until a snapshot read after its end;
    its row, once reserved, in the snapshot), so a full gate refuses the launch herd without a
    statement (issue 15: the herd's first second otherwise queued on PostgreSQL). With several
-   processes a retry may reach another process than its saga's, so step 4 runs first.
+   processes a retry may reach another process than its saga's, so step 4 runs first
+   (GOLDEN_ADMISSION_MEMORY_GATE=false makes a sole process do the same).
 6. start `issue-<request_id>` (conflict policy FAIL: a run that already exists is joined only
    after its request hash, kept in its memo, matches) and wait for its result.
 
@@ -185,6 +186,7 @@ class Admission:
         rate_limit_window_s: float = 60.0,
         gate_margin: int = 2,
         gate_share: int = 1,
+        memory_gate: bool = True,
         refresh_interval_s: float = 1.0,
     ) -> None:
         self._pool = pool
@@ -197,6 +199,8 @@ class Admission:
         #: API processes sharing the slots (GOLDEN_API_PROCESSES): each admits its share of the
         #: free slots at once, so N processes do not start N times the sagas a herd can use.
         self._gate_share = max(gate_share, 1)
+        #: GOLDEN_ADMISSION_MEMORY_GATE: a sole process's full gate refuses before step 4.
+        self._memory_gate = memory_gate
         self.refresh_interval_s = refresh_interval_s
         self.snapshot = Snapshot()
         self._running: dict[str, _Running] = {}
@@ -220,7 +224,11 @@ class Admission:
             task_queue=settings.task_queue,
             rate_limit_attempts=settings.rate_limit_attempts,
             rate_limit_window_s=settings.rate_limit_window_s,
-            **{"gate_share": settings.api_processes, **kwargs},
+            **{
+                "gate_share": settings.api_processes,
+                "memory_gate": settings.admission_memory_gate,
+                **kwargs,
+            },
         )
 
     @property
@@ -240,10 +248,11 @@ class Admission:
         Only for GOLDEN_API_PROCESSES=1: every saga a request could join is then in `_running`
         or, once reserved, in the snapshot; the request itself is not (the caller looked). The
         deny-list and one-per-user come first, as on the database path. No rate-limit write:
-        the attempt could not win, so there is nothing to protect.
+        the attempt could not win, so there is nothing to protect. Off
+        (GOLDEN_ADMISSION_MEMORY_GATE=false): step 4 runs first and the gate refuses after it.
         """
         snap = self.snapshot
-        if self._gate_share != 1 or not self._gate_full(snap):
+        if not self._memory_gate or self._gate_share != 1 or not self._gate_full(snap):
             return None
         if user_id in snap.denied:
             return GoldenError(Reason.USER_DENIED, f"user {user_id!r} may not receive a ticket")

@@ -134,14 +134,22 @@ async def learn_types(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, durable_commits: bool = True
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    durable_commits: bool = True,
+    reset_on_release: bool = False,
 ) -> asyncpg.Pool:
     """A pool whose sessions fail fast on lock waits instead of hanging an activity.
 
     `durable_commits=False` is for the API's pool only: its sole writes are rate-limit counters,
     where losing the last few on a database crash is harmless, and skipping the WAL flush per
     request is what lets a herd's rejections stay cheap. Tickets, ledger and outbox are written
-    by the worker's durable pool.
+    by the worker's durable pool (GOLDEN_RATE_LIMIT_DURABLE makes the API's durable too).
+
+    `reset_on_release=True` (GOLDEN_PG_POOL_RESET) keeps asyncpg's RESET round trip on every
+    release; by default it is skipped (skip_pool_reset).
     """
     settings = {"lock_timeout": "4s", "statement_timeout": "8s"}
     if not durable_commits:
@@ -151,7 +159,7 @@ async def create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            reset=skip_pool_reset,
+            reset=None if reset_on_release else skip_pool_reset,
             init=learn_types,
             server_settings=settings,
         )

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from golden_press.errors import GoldenError, Reason
+from golden_press.settings import Settings
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import admission_of, bound_port, serve, shutdown
@@ -69,9 +70,11 @@ async def idle_stack(servers: Servers, session_dir: Path, client: Client) -> Asy
 async def admissions(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
     made: list[Admission] = []
 
-    async def make(on: Stack | None = None, **kwargs: Any) -> Admission:
+    async def make(
+        on: Stack | None = None, settings: Settings | None = None, **kwargs: Any
+    ) -> Admission:
         s = on or stack
-        admission = Admission.from_settings(s.settings, s.pool, s.client, **kwargs)
+        admission = Admission.from_settings(settings or s.settings, s.pool, s.client, **kwargs)
         await admission.start()
         made.append(admission)
         return admission
@@ -199,7 +202,8 @@ async def test_a_full_gate_refuses_the_herd_from_memory(
     """Issue 15: with every free slot claimed by the sagas of the sole API process, a new request
     is refused CapReached from memory (no rate-limit row, no workflow) while a retry of a running
     saga still joins it; with GOLDEN_API_PROCESSES=2 a retry may reach another process than its
-    saga's, so the database path (which finds it) stays."""
+    saga's, so the database path (which finds it) stays, as it does for a sole process with
+    GOLDEN_ADMISSION_MEMORY_GATE=false (the same answers, after the statement)."""
     stack = idle_stack
     await stack.pool.execute("UPDATE golden_config SET cap = 1")
 
@@ -212,16 +216,19 @@ async def test_a_full_gate_refuses_the_herd_from_memory(
         sql = "SELECT count(*) FROM rate_limit WHERE user_id = $1"
         return int(await stack.pool.fetchval(sql, user))
 
-    for share, statements in ((1, 0), (2, 1)):
+    for share, memory_gate, statements in ((1, True, 0), (2, True, 1), (1, False, 1)):
+        settings = stack.settings.model_copy(
+            update={"api_processes": share, "admission_memory_gate": memory_gate}
+        )
         admission = await admissions(
-            stack, gate_margin=0, gate_share=share, refresh_interval_s=3600
+            stack, settings=settings, gate_margin=0, refresh_interval_s=3600
         )
         user, rid = uid(), uid("r")
         first = asyncio.create_task(admission.issue(user, rid))
         await eventually(partial(_started, stack, rid), 30)  # the gate is full: 1 saga, 1 slot
         loser = uid("loser")
         assert await refused(admission, loser) is Reason.CAP_REACHED
-        assert await attempts_of(loser) == statements, f"GOLDEN_API_PROCESSES={share}"
+        assert await attempts_of(loser) == statements, (share, memory_gate)
         retry = asyncio.create_task(admission.issue(user, rid))
         await asyncio.sleep(0.2)
         assert not retry.done(), retry  # joined the saga, waiting with it
