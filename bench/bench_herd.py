@@ -53,6 +53,7 @@ from bench.common import (
     cpu_seconds,
     cpu_wait_seconds,
     finish,
+    free_port,
     fresh_database,
     golden_processes,
     machine,
@@ -71,7 +72,7 @@ from bench.common import (
     wait_grpc_healthy,
 )
 from service.api.pb import golden_pb2, golden_pb2_grpc
-from service.devstack.servers import free_port
+from service.sagas.client import connect_client
 
 
 @dataclass
@@ -203,7 +204,7 @@ async def run_golden(
         for child in stack.children:
             child.check()
         if os.environ.get("GOLDEN_BENCH_TIMELINE"):
-            await print_timelines(stack, temporal_address)
+            await print_timelines(stack)
         api_child = next(c for c in stack.children if c.name == "api")
         rss = rss_mib(api_child.proc.pid)
         rejection = await one_rejection(stack.address)
@@ -303,11 +304,9 @@ async def waiting_parts(stack) -> dict[str, list[int]]:  # type: ignore[no-untyp
     return parts
 
 
-async def print_timelines(stack, temporal_address: str) -> None:  # type: ignore[no-untyped-def]
+async def print_timelines(stack) -> None:  # type: ignore[no-untyped-def]
     """Where each winner's saga spent its time (event times from its history)."""
-    from temporalio.client import Client
-
-    client = await Client.connect(temporal_address)
+    client = await connect_client(stack.settings)
     conn = await asyncpg.connect(stack.settings.pg_dsn)
     try:
         rows = await conn.fetch("SELECT workflow_id FROM tickets WHERE state = 'issued'")

@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         temporal_dev,
     )
     from golden_press.models import IssueTicketInput, IssueTicketResult, Outcome, request_hash
+    from golden_press.sagas import ISSUE_WORKFLOW, issue_workflow_id
     from service.api.pb import golden_pb2, golden_pb2_grpc
 
 
@@ -166,9 +167,9 @@ async def measure(
     async def saga(n: int) -> None:
         user, request_id = f"saga-{run}-{n}", f"req-saga-{run}-{n}"
         result = await client.execute_workflow(
-            "IssueTicketWorkflow",
+            ISSUE_WORKFLOW,
             IssueTicketInput(user_id=user, request_id=request_id, request_hash=request_hash(user)),
-            id=f"issue-{request_id}",
+            id=issue_workflow_id(request_id),
             task_queue=task_queue,
             result_type=IssueTicketResult,
         )
