@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from golden_press.bundle import TrustRoots, check_bundle_size, redact_bundle, redact_ticket
 from golden_press.errors import GoldenError, InvalidRequest, Reason
 from golden_press.models import ProofBundle, Ticket, as_shown, validate_user_id
+from golden_press.sagas import redeem_workflow_id
 from golden_press.settings import Settings
 from service.api.auth import authenticate
 from service.api.convert import (
@@ -304,7 +305,7 @@ class GoldenPressService(golden_pb2_grpc.GoldenPressServicer):
                 ticket_id=request.ticket_id, workflow_id=started, pending=True
             )
         resp = golden_pb2.RedeemTicketResponse(
-            ticket_id=str(result.ticket_id), workflow_id=f"redeem-{result.ticket_id}"
+            ticket_id=str(result.ticket_id), workflow_id=redeem_workflow_id(result.ticket_id)
         )
         if result.leaf_index is not None:
             resp.leaf_index = result.leaf_index

@@ -36,12 +36,14 @@ from golden_press.models import CapScope, TicketState
 from golden_press.monitor import SupplyState, Violation
 from golden_press.settings import Settings
 from golden_press.tiles import TreeBuilder
+from service.store.config import cap_history
 from service.store.db import create_pool
 from service.store.key_files import load_key_file
 from service.store.keys import trust_roots
 from service.store.ledger import LedgerStore
 from service.store.nats_client import connect_nats
-from service.store.outbox import EVENT_TYPES, event_id_for, events_pb2
+from service.store.outbox import EVENT_TYPES, event_id_for, events_pb2, outbox_states
+from service.store.tickets import all_tickets, expired_reservations
 
 #: Ledger entry kinds each ticket state implies (exactly these, nothing more).
 EXPECTED_KINDS: dict[TicketState, frozenset[EntryKind]] = {
@@ -434,7 +436,7 @@ async def run_audit(
     report = AuditReport()
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # One snapshot: tickets, ledger and outbox are read as of the same instant.
-        tickets = await conn.fetch("SELECT * FROM tickets ORDER BY serial")
+        tickets = await all_tickets(conn)
         report.tickets = len(tickets)
         entries: list[tuple[int, UUID, EntryKind]] = []
         tree = TreeBuilder()
@@ -468,28 +470,19 @@ async def run_audit(
         history = [
             # asyncpg gives '-infinity' as a naive datetime.min
             (_aware(r["changed_at"]), r["cap"], CapScope(r["scope"]))
-            for r in await conn.fetch(
-                "SELECT changed_at, cap, scope FROM cap_history ORDER BY changed_at, id"
-            )
+            for r in await cap_history(conn)
         ]
         if rules is not None:  # a stopped replay knows only part of the cap entries
             issued = {tid for tid, kinds in by_ticket.items() if EntryKind.ISSUED in kinds}
             _check_cap_history(report, tickets, issued, rules, history)
-        stale = await conn.fetch(
-            "SELECT ticket_id, serial, state, reserved_until FROM tickets"
-            " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
-            " AND reserved_until < now() ORDER BY serial"
-        )
+        stale = await expired_reservations(conn)
         for row in stale:
             report.add(
                 "stale_reservation",
                 f"ticket {row['ticket_id']} (serial {row['serial']}) is {row['state']} without a "
                 f"ledger entry; its lease ended {row['reserved_until'].isoformat()}",
             )
-        outbox = await conn.fetch(
-            "SELECT leaf_index, event_id, kind, ticket_id, published_at, dead_lettered_at,"
-            " last_error FROM event_outbox ORDER BY leaf_index"
-        )
+        outbox = await outbox_states(conn)
         outbox_leaves = {r["leaf_index"] for r in outbox}
         for r in outbox:
             if r["dead_lettered_at"] is not None:

@@ -90,7 +90,7 @@ from golden_press.settings import Settings
 from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
 from golden_press.waits import wait_event
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
-from service.store.admission import admit, read_snapshot, request_row
+from service.store.admission import admit, ping, read_snapshot, request_row
 from service.store.db import SLOTS_CHANNEL
 
 log = logging.getLogger("golden_press.admission")
@@ -328,7 +328,7 @@ class Admission:
         conn = self._listen_conn
         if conn is not None and not conn.is_closed():
             try:
-                await conn.execute("SELECT 1", timeout=self.refresh_interval_s + 1)
+                await ping(conn, within_s=self.refresh_interval_s + 1)
                 return True
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection unresponsive (%s); reconnecting", exc)

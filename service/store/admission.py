@@ -138,4 +138,10 @@ async def admit(
     )
 
 
-__all__ = ["Admit", "admit", "read_snapshot", "request_row", "stored_from_row"]
+async def ping(conn: asyncpg.Connection, within_s: float) -> None:
+    """One round trip on a connection that only LISTENs: a half-open one raises TimeoutError
+    instead of missing NOTIFYs silently."""
+    await conn.execute("SELECT 1", timeout=within_s)
+
+
+__all__ = ["Admit", "admit", "ping", "read_snapshot", "request_row", "stored_from_row"]

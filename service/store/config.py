@@ -109,4 +109,11 @@ async def deny_user(dsn: str, user_id: str, reason: str = "") -> None:
         await conn.close()
 
 
-__all__ = ["CapConfig", "cap_status", "deny_user", "set_cap"]
+async def cap_history(db: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every change of the cap (changed_at, cap, scope), oldest first."""
+    return list(
+        await db.fetch("SELECT changed_at, cap, scope FROM cap_history ORDER BY changed_at, id")
+    )
+
+
+__all__ = ["CapConfig", "cap_history", "cap_status", "deny_user", "set_cap"]

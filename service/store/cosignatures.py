@@ -25,6 +25,15 @@ from service.store.db import LEDGER_CHANNEL
 #: Both a pool and a connection answer fetch/fetchrow; reads need no transaction.
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
+#: pg_try_advisory_lock key of the witness submitter election ("witness" in ASCII).
+SUBMITTER_LOCK = 0x7769746E657373
+
+
+async def elect_submitter(conn: asyncpg.Connection) -> bool:
+    """Whether this session is now the one witness submitter: a session advisory lock, held
+    until the connection closes (so a submitter that dies hands over at once)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", SUBMITTER_LOCK))
+
 
 async def add_cosignature(
     db: Executor, tree_size: int, witness: str, line: str, timestamp: int
@@ -115,9 +124,11 @@ async def trusted_checkpoint_size(
 
 
 __all__ = [
+    "SUBMITTER_LOCK",
     "add_cosignature",
     "cosignature_lines",
     "cosigned_note",
+    "elect_submitter",
     "latest_cosigned_size",
     "trusted_checkpoint_size",
     "with_lines",

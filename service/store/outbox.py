@@ -345,6 +345,17 @@ class OutboxPublisher:
         log.error("event of leaf %s parked as a dead letter: %s", leaf_index, why)
 
 
+async def outbox_states(db: asyncpg.Pool | asyncpg.Connection) -> list[asyncpg.Record]:
+    """Where every outbox event stands, by leaf (leaf_index, event_id, kind, ticket_id,
+    published_at, dead_lettered_at, last_error; not the payload)."""
+    return list(
+        await db.fetch(
+            "SELECT leaf_index, event_id, kind, ticket_id, published_at, dead_lettered_at,"
+            " last_error FROM event_outbox ORDER BY leaf_index"
+        )
+    )
+
+
 __all__ = [
     "EVENT_TYPES",
     "Drained",
@@ -354,5 +365,6 @@ __all__ = [
     "ensure_stream",
     "event_id_for",
     "events_pb2",
+    "outbox_states",
     "stream_subject",
 ]

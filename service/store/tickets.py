@@ -87,6 +87,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "Executor",
+    "all_tickets",
     "count_counted",
     "expired_reservations",
     "finalise",
@@ -307,11 +308,17 @@ async def mark_revoked(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -
     return row
 
 
+async def all_tickets(db: Executor) -> list[asyncpg.Record]:
+    """Every ticket row, every column, by serial (the audit reconciles them with the ledger)."""
+    return list(await db.fetch("SELECT * FROM tickets ORDER BY serial"))
+
+
 async def expired_reservations(db: Executor) -> list[asyncpg.Record]:
-    """Rows short of the ledger whose lease ran out (the reconciler's candidates), by serial."""
+    """Rows short of the ledger whose lease ran out, by serial: the reconciler's candidates and
+    the audit's stale reservations (ticket_id, workflow_id, serial, state, reserved_until)."""
     return list(
         await db.fetch(
-            "SELECT ticket_id, workflow_id FROM tickets"
+            "SELECT ticket_id, workflow_id, serial, state, reserved_until FROM tickets"
             " WHERE state IN ('reserved', 'issued') AND issued_leaf IS NULL"
             " AND reserved_until < now() ORDER BY serial"
         )

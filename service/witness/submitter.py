@@ -34,9 +34,6 @@ from service.witness.client import HTTP_TIMEOUT_S, post
 
 log = logging.getLogger("golden_press.witness")
 
-#: pg_try_advisory_lock key of the submitter election ("witness" in ASCII).
-SUBMITTER_LOCK = 0x7769746E657373
-
 
 @dataclass
 class _Track:
@@ -75,7 +72,7 @@ class Submitter:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(dsn)
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", SUBMITTER_LOCK):
+                if await cosignatures.elect_submitter(conn):
                     await self._loop(conn, stop)
                 else:
                     await wait_event(stop, 5.0)  # another process submits; take over if it stops

@@ -127,6 +127,7 @@ async def test_every_rpc_happy_path(api: ApiHandle) -> None:
         metadata=api.auth,
     )
     assert resp.ticket_id == first.ticket_id and resp.HasField("leaf_index")
+    assert resp.workflow_id == redeem_workflow_id(first.ticket_id)
     after = await api.stub.VerifyTicket(golden_pb2.VerifyTicketRequest(ticket_id=first.ticket_id))
     assert after.valid and not after.redeemable
     assert after.state == golden_pb2.TICKET_STATE_REDEEMED
