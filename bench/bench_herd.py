@@ -20,7 +20,7 @@ winners' p99 <= 4x the idle saga p50, >= 2x the seed. GOLDEN_BENCH_PROFILE=FILE 
 with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times and
 the refusals' latencies by send time (100 ms steps).
 `--tracing off,on,sampled` runs golden-press once per mode (off: no OTEL_* variables; on: every
-call traced and exported over OTLP/gRPC to bench/otlp_sink.py; sampled: the same with
+call traced and exported over OTLP/gRPC to bench.otlp_sink; sampled: the same with
 `parentbased_traceidratio` 0.1); the JSON line then gains `tracing_api_cpu_ratio`, API CPU
 seconds per call of each mode over off's (the overhead ratio).
 """
@@ -261,7 +261,7 @@ async def traced(mode: str) -> AsyncIterator[list[str]]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
-        argv = [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), str(port)]
+        argv = [sys.executable, "-m", "bench.otlp_sink", str(port)]
         sink = Child.spawn("otlp-sink", argv, dict(os.environ), Path(tmp))
         saved = {k: os.environ.get(k) for k in variables}
         os.environ.update(variables)

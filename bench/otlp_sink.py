@@ -1,6 +1,6 @@
 """A do-nothing OTLP/gRPC trace receiver: what the tracing-on benchmark exports to.
 
-    .venv/bin/python bench/otlp_sink.py PORT
+    .venv/bin/python -m bench.otlp_sink PORT
 
 Accepts every ExportTraceServiceRequest and counts spans (printed at exit), so the benchmark
 measures what tracing costs golden-press (span creation, batching, serialisation, the export
