@@ -34,7 +34,7 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 typecheck: proto
-	$(BIN)/mypy golden_press service activities workflows worker.py starter tests
+	$(BIN)/mypy golden_press service activities workflows worker.py starter tests bench
 
 pytest: proto
 	$(BIN)/pytest -q

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -142,13 +143,13 @@ async def main_async(args: argparse.Namespace) -> int:
                         ]
                         # Warm up (connections in the pool, code paths), then measure.
                         await run_load(
-                            [lambda r=r, s=stub: s.VerifyTicket(r) for r in requests[:500]],
+                            [partial(stub.VerifyTicket, r) for r in requests[:500]],
                             args.concurrency,
                         )
                         api = next(c for c in stack.children if c.name == "api")
                         before, cpu0 = os.times(), cpu_seconds(api.proc.pid)
                         result = await run_load(
-                            [lambda r=r, s=stub: s.VerifyTicket(r, timeout=30) for r in requests],
+                            [partial(stub.VerifyTicket, r, timeout=30) for r in requests],
                             args.concurrency,
                         )
                         now = os.times()
@@ -187,12 +188,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 for mode in MODES:
                     requests = requests_by_mode[mode]
                     await run_load(
-                        [lambda r=r, s=stub: s.VerifyTicket(r) for r in requests[:500]],
+                        [partial(stub.VerifyTicket, r) for r in requests[:500]],
                         args.concurrency,
                     )
                     before, cpu0 = os.times(), cpu_seconds(child.proc.pid)
                     result = await run_load(
-                        [lambda r=r, s=stub: s.VerifyTicket(r, timeout=30) for r in requests],
+                        [partial(stub.VerifyTicket, r, timeout=30) for r in requests],
                         args.concurrency,
                     )
                     now = os.times()
