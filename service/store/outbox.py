@@ -19,7 +19,13 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    PersistMode,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import APIError, NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -103,37 +109,86 @@ class StreamRefused(Exception):
 
 
 def dropping_limits(config: StreamConfig) -> list[str]:
-    """The settings of a stream that would drop (or never keep) events, as `name=value`.
+    """The settings of a stream that would drop, lose or refuse our events, as `name=value`.
 
-    Any positive max_msg_size is refused, whatever its value: a message over it is rejected
-    for good (JetStream err 10054, so the event is parked as a dead letter: dropped), and no
-    fixed number bounds every event we may ever publish (the sizes of caller-supplied fields are
-    bounded at admission, but headers such as traceparent and future event fields add to them).
-    NATS's own max_payload already bounds a message; a stream limit adds only a way to lose one.
-    A sealed stream refuses every publish (err 10109).
+    Each setting a stream can have is refused here, updated by ensure_stream, or ignored:
+
+    Refused (an operator must decide; most cannot be changed on a stream anyway):
+    - retention other than limits: work-queue and interest streams remove acked messages.
+    - max_msgs, max_bytes, max_age, max_msgs_per_subject: any positive limit removes old events.
+    - max_msg_size, any positive value: a message over it is rejected for good (JetStream err
+      10054, so the event is parked as a dead letter: dropped), and no fixed number bounds every
+      event we may ever publish (caller-supplied fields are bounded at admission, but headers
+      such as traceparent and future event fields add to them). NATS's own max_payload already
+      bounds a message; a stream limit adds only a way to lose one.
+    - sealed: refuses every publish (err 10109), for good.
+    - storage=memory: every event is lost when the server restarts (storage is immutable).
+    - persist_mode other than default (async, nats-server 2.12+): a publish is acked before it
+      is written, so a server crash loses events the outbox has marked published (immutable).
+    - mirror: a mirror has no subjects and refuses publishes.
+    - subject_transform: our events would be stored under other subjects, outside what the
+      audit and consumers read (`<prefix>.golden_ticket.>`).
+    - allow_rollup_hdrs: any publisher's Nats-Rollup header purges a subject or the whole
+      stream; it also needs the purge permission that we deny (err 10052).
+    - allow_msg_schedules and subject_delete_marker_ttl: nats-server switches roll-ups on with
+      them (same refusal), and neither can be switched off again.
+    - allow_msg_counter: a counter stream refuses every message that is not an increment.
+
+    Updated by ensure_stream (losing nobody's messages): no_ack (publishes are never acked, so
+    the outbox could never mark an event published; a publisher without a reply subject gets no
+    ack either way), a dedup window shorter than DUPLICATE_WINDOW_S (exactly-once rests on it),
+    deny_delete and deny_purge (switched on, never off), the subjects, the replica count.
+
+    Ignored, since none removes or refuses our events: discard (there are no limits to apply it
+    to; discard_new_per_subject needs max_msgs_per_subject), allow_msg_ttl without delete
+    markers (only a message published with a Nats-TTL header expires, and we never set one),
+    sources (they add other streams' messages; ours are kept and publishes accepted),
+    republish (copies), allow_atomic and allow_batched (only for publishers using batch
+    headers), allow_direct, mirror_direct, compression, placement, first_seq, max_consumers,
+    consumer_limits, metadata, description.
     """
     found = []
-    if config.retention not in (None, RetentionPolicy.LIMITS):
-        found.append(f"retention={config.retention.value}")
+    if config.retention is not None and config.retention != RetentionPolicy.LIMITS:
+        found.append(f"retention={_text(config.retention)}")
     for name in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "max_msg_size"):
         value = getattr(config, name)
         if value is not None and value > 0:
             found.append(f"{name}={value:g}")
     if config.sealed:
         found.append("sealed=true")
+    if config.storage == StorageType.MEMORY:
+        found.append("storage=memory")
+    if config.persist_mode is not None and config.persist_mode != PersistMode.DEFAULT:
+        found.append(f"persist_mode={_text(config.persist_mode)}")
+    if config.mirror is not None:
+        found.append(f"mirror={config.mirror.name}")
+    if config.subject_transform is not None:
+        transform = config.subject_transform
+        found.append(f"subject_transform={transform.src}->{transform.dest}")
+    for flag in ("allow_rollup_hdrs", "allow_msg_schedules", "allow_msg_counter"):
+        if getattr(config, flag):
+            found.append(f"{flag}=true")
+    if config.subject_delete_marker_ttl:
+        found.append(f"subject_delete_marker_ttl={config.subject_delete_marker_ttl:g}")
     return found
+
+
+def _text(value: object) -> str:
+    """An enum setting as NATS spells it: stream_info returns plain strings, not our enums."""
+    return str(getattr(value, "value", value))
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Create the stream, or adjust only what we rely on in an existing one.
 
-    Safe from every process at every start. An existing stream whose limits would drop events
-    (a max age, message, byte or message-size limit, a non-limits retention, a sealed stream:
-    dropping_limits) is refused with StreamRefused, not rewritten: changing another team's
-    limits silently is as wrong as losing our events.
-    Otherwise an operator's other settings (placement) are kept; only our subject, a long
-    enough dedup window, deny delete/purge (which can be switched on, never off) and, when
-    GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
+    Safe from every process at every start. An existing stream whose settings would drop,
+    lose or refuse events (a max age, message, byte or message-size limit, a non-limits
+    retention, a seal, memory storage, async persistence, a mirror, a subject transform,
+    roll-ups, a counter: dropping_limits) is refused with StreamRefused, not rewritten:
+    changing another team's limits silently is as wrong as losing our events.
+    Otherwise an operator's other settings (placement) are kept; only our subject, acks (no_ack
+    off), a long enough dedup window, deny delete/purge (which can be switched on, never off)
+    and, when GOLDEN_STREAM_REPLICAS is set, the replica count are enforced.
 
     A stream made by v0.1.0 claims the whole `<prefix>.>` space. It is narrowed in place to
     `<prefix>.golden_ticket.>` when every message it holds is ours (events stay where they are);
@@ -150,9 +205,9 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     dropping = dropping_limits(current)
     if dropping:
         raise StreamRefused(
-            f"stream {settings.stream_name} has {', '.join(dropping)}, which would drop events;"
-            " golden-press needs infinite retention (remove the limits or name another stream"
-            " with GOLDEN_STREAM)"
+            f"stream {settings.stream_name} has {', '.join(dropping)}, which would drop or"
+            " refuse events; golden-press needs infinite, durable retention of every publish"
+            " (remove those settings or name another stream with GOLDEN_STREAM)"
         )
     ours, legacy = stream_subject(settings), legacy_subject(settings)
     subjects = list(current.subjects or [])
@@ -164,6 +219,8 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         subjects.append(ours)
     if subjects != list(current.subjects or []):
         changes["subjects"] = subjects
+    if current.no_ack:
+        changes["no_ack"] = False  # else no publish is ever acked and the outbox waits for ever
     if (current.duplicate_window or 0) < DUPLICATE_WINDOW_S:
         changes["duplicate_window"] = DUPLICATE_WINDOW_S
     if not current.deny_delete:

