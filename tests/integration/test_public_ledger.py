@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,6 +186,32 @@ async def every_kind(stack: Stack, faults: Faults) -> None:
     await set_cap(stack.settings.pg_dsn, 5, "live")
 
 
+@asynccontextmanager
+async def mirrored(
+    stack: Stack, size: int
+) -> AsyncIterator[tuple[object, str, bytes, list[bytes]]]:
+    """Serve the stack's tiles over HTTP and mirror them with the spec-written reader.
+
+    Yields (server, base URL, root, entries) once the mirrored tree matches the stack's latest
+    checkpoint at `size`; the server is shut down after the block.
+    """
+    server = await serve(
+        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
+    )
+    try:
+        base = tiles_url(server)
+        assert base is not None
+        got_size, root, entries = await asyncio.to_thread(
+            mirror, base, stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)
+        )
+        async with stack.pool.acquire() as conn:
+            head = await stack.ledger.latest_checkpoint(conn)
+        assert (got_size, root) == (size, head.root) == (head.size, head.root)
+        yield server, base, root, entries
+    finally:
+        await shutdown(server)
+
+
 def vkey_of(stack: Stack) -> str:
     return NoteVerifier(stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)).vkey
 
@@ -204,18 +231,7 @@ async def test_tiles_over_http_mirror_the_log_and_the_monitor_passes(
     stack, faults = tiles_stack
     await every_kind(stack, faults)
     size = await wait_published(stack)
-    server = await serve(
-        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
-    )
-    try:
-        base = tiles_url(server)
-        assert base is not None
-        got_size, root, entries = await asyncio.to_thread(
-            mirror, base, stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)
-        )
-        async with stack.pool.acquire() as conn:
-            head = await stack.ledger.latest_checkpoint(conn)
-        assert (got_size, root) == (size, head.root) == (head.size, head.root)
+    async with mirrored(stack, size) as (server, base, root, entries):
         kinds = [decode_any_entry(e).kind for e in entries]
         assert set(kinds) == {
             "cap",
@@ -306,8 +322,6 @@ async def test_tiles_over_http_mirror_the_log_and_the_monitor_passes(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     Reason.INVALID_REQUEST,
                 )
-    finally:
-        await shutdown(server)
 
 
 async def test_tiles_over_http_mirror_a_log_past_one_full_tile(
@@ -336,24 +350,11 @@ async def test_tiles_over_http_mirror_a_log_past_one_full_tile(
     assert (await stack.issue("jon")).outcome == Outcome.ISSUED  # a checkpoint past the batch
     size = await wait_published(stack)
     assert size >= 302
-    server = await serve(
-        stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
-    )
-    try:
-        base = tiles_url(server)
-        assert base is not None
-        got_size, root, entries = await asyncio.to_thread(
-            mirror, base, stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)
-        )
-        async with stack.pool.acquire() as conn:
-            head = await stack.ledger.latest_checkpoint(conn)
-        assert (got_size, root) == (head.size, head.root) == (size, head.root)
+    async with mirrored(stack, size) as (_, base, _, entries):
         assert len(await asyncio.to_thread(_get, f"{base}tile/0/000")) == 256 * 32
         assert len(await asyncio.to_thread(_get, f"{base}tile/1/000.p/1")) == 32
         kinds = [decode_any_entry(e).kind for e in entries]
         assert kinds.count(EntryKind.VOIDED) == 300 and kinds.count(EntryKind.ISSUED) == 2
-    finally:
-        await shutdown(server)
 
 
 # ---- tampered copies -------------------------------------------------------------------------
