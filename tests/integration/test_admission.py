@@ -17,6 +17,7 @@ from golden_press.sagas import issue_workflow_id
 from service.sagas.admission import Admission
 from service.store.db import SLOTS_CHANNEL
 from tests.helpers.stack import Stack
+from tests.helpers.statements import Statements, counted_pool
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -130,6 +131,43 @@ async def test_sold_out_flag_and_notify(stack: Stack, make_admission: Callable[.
     assert await wait_for(lambda: not admission.snapshot.sold_out)
     assert admission.snapshot.cap == 2
     await admission.issue(uid(), uid("r"))
+
+
+async def test_sold_out_refusals_and_replays_send_no_statement(stack: Stack) -> None:
+    """Issue 15: while sold out, UserDenied, OnePerUser and CapReached refusals and a winner's
+    replay are decided from memory, in the process that ran the winner's saga and in another:
+    not one statement reaches PostgreSQL (no request-id lookup, no rate-limit write). Counted on
+    the admissions' own pool; the re-read interval is an hour, so only the explicit reads below
+    touch it."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    statements = Statements()
+    async with counted_pool(stack.settings.pg_dsn, statements, max_size=2) as pool:
+        ran, other = (
+            Admission.from_settings(stack.settings, pool, stack.client, refresh_interval_s=3600)
+            for _ in range(2)
+        )
+        async with ran, other:
+            winner, rid = uid(), uid("r")
+            won = await ran.issue(winner, rid)
+            assert statements.sent, "a request that can win asks PostgreSQL: the pool is counted"
+            denied = uid("denied")
+            await stack.pool.execute(
+                "INSERT INTO deny_list (user_id, reason) VALUES ($1, 'x')", denied
+            )
+            await asyncio.sleep(0.3)  # re-reads the finished saga asked for are done
+            for admission in (ran, other):
+                await admission.refresh()  # holds the deny-list row and the winner's ticket
+                assert admission.snapshot.sold_out
+            assert rid not in ran._running  # its replay comes from the snapshot too
+
+            statements.sent.clear()
+            for admission in (ran, other):
+                assert await reason_of(admission.issue(uid(), uid("r"))) is Reason.CAP_REACHED
+                assert await reason_of(admission.issue(winner, uid("r"))) is Reason.ONE_PER_USER
+                assert await reason_of(admission.issue(denied, uid("r"))) is Reason.USER_DENIED
+                again = await admission.issue(winner, rid)
+                assert again.replayed and again.ticket.ticket_id == won.ticket.ticket_id
+            assert statements.sent == []
 
 
 async def test_in_flight_gate(stack: Stack, make_admission: Callable[..., Any]) -> None:

@@ -32,7 +32,7 @@ from service.sagas.runs import revoke_ticket
 from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
-from tests.helpers.statements import NoRereadPool
+from tests.helpers.statements import NoRereadPool, Statements, counted_pool
 from worker import golden_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -196,16 +196,19 @@ async def test_a_retry_reaching_another_process_joins_its_saga(
     assert await stack.pool.fetchval(sql, user) == 1
 
 
-async def test_a_full_gate_refuses_the_herd_from_memory(
-    idle_stack: Stack, admissions: Callable[..., Any]
-) -> None:
+async def test_a_full_gate_refuses_the_herd_from_memory(idle_stack: Stack, client: Client) -> None:
     """Issue 15: with every free slot claimed by the sagas of the sole API process, a new request
-    is refused CapReached from memory (no rate-limit row, no workflow) while a retry of a running
-    saga still joins it; with GOLDEN_API_PROCESSES=2 a retry may reach another process than its
-    saga's, so the database path (which finds it) stays, as it does for a sole process with
-    GOLDEN_ADMISSION_MEMORY_GATE=false (the same answers, after the statement)."""
+    is refused from memory, CapReached, OnePerUser or UserDenied in the database path's order,
+    without one statement (counted on the admission's own pool; no workflow either), while a
+    retry of a running saga still joins it; with GOLDEN_API_PROCESSES=2 a retry may reach
+    another process than its saga's, so the database path (which finds it) stays, as it does for
+    a sole process with GOLDEN_ADMISSION_MEMORY_GATE=false: the same answers, after the one
+    statement each."""
     stack = idle_stack
-    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    holder = uid("holder")  # one settled ticket: a single free slot
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys):
+        await asyncio.wait_for(stack.issue(holder), 60)
 
     async def refused(admission: Admission, user: str) -> Reason:
         with pytest.raises(GoldenError) as info:
@@ -216,28 +219,38 @@ async def test_a_full_gate_refuses_the_herd_from_memory(
         sql = "SELECT count(*) FROM rate_limit WHERE user_id = $1"
         return int(await stack.pool.fetchval(sql, user))
 
-    for share, memory_gate, statements in ((1, True, 0), (2, True, 1), (1, False, 1)):
+    statements = Statements()
+    for share, memory_gate, per_refusal in ((1, True, 0), (2, True, 1), (1, False, 1)):
         settings = stack.settings.model_copy(
             update={"api_processes": share, "admission_memory_gate": memory_gate}
         )
-        admission = await admissions(
-            stack, settings=settings, gate_margin=0, refresh_interval_s=3600
-        )
-        user, rid = uid(), uid("r")
-        first = asyncio.create_task(admission.issue(user, rid))
-        await eventually(partial(_started, stack, rid), 30)  # the gate is full: 1 saga, 1 slot
-        loser = uid("loser")
-        assert await refused(admission, loser) is Reason.CAP_REACHED
-        assert await attempts_of(loser) == statements, (share, memory_gate)
-        retry = asyncio.create_task(admission.issue(user, rid))
-        await asyncio.sleep(0.2)
-        assert not retry.done(), retry  # joined the saga, waiting with it
-        await stack.pool.execute("INSERT INTO deny_list (user_id) VALUES ($1)", loser)
-        await admission.refresh()
-        assert await refused(admission, loser) is Reason.USER_DENIED  # the same order as SQL
-        for task in (first, retry):
-            task.cancel()
-        await admission.close()
+        async with counted_pool(stack.settings.pg_dsn, statements, max_size=2) as pool:
+            admission = Admission.from_settings(
+                settings, pool, stack.client, gate_margin=0, refresh_interval_s=3600
+            )
+            async with admission:
+                user, rid = uid(), uid("r")
+                first = asyncio.create_task(admission.issue(user, rid))
+                await eventually(partial(_started, stack, rid), 30)  # 1 saga, 1 free slot
+                loser, denied = uid("loser"), uid("denied")
+                await stack.pool.execute("INSERT INTO deny_list (user_id) VALUES ($1)", denied)
+                await admission.refresh()
+                config = (share, memory_gate)
+
+                statements.sent.clear()
+                assert await refused(admission, loser) is Reason.CAP_REACHED
+                assert await refused(admission, holder) is Reason.ONE_PER_USER
+                assert await refused(admission, denied) is Reason.USER_DENIED
+                assert len(statements.sent) == 3 * per_refusal, (config, statements.sent)
+                assert await attempts_of(loser) == per_refusal, config
+
+                statements.sent.clear()
+                retry = asyncio.create_task(admission.issue(user, rid))
+                await asyncio.sleep(0.2)
+                assert not retry.done(), retry  # joined the saga, waiting with it
+                assert statements.sent == [], config  # its own process knew it
+                for task in (first, retry):
+                    task.cancel()
 
 
 async def test_a_retry_after_its_saga_ended_gets_the_ticket_before_any_reread(
