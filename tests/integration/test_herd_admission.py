@@ -21,14 +21,17 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from activities.faults import Faults
+from golden_press.bundle import TrustRoots
 from golden_press.errors import GoldenError, Reason
 from golden_press.settings import Settings
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import admission_of, bound_port, serve, shutdown
-from service.api.verify import max_age_for
+from service.api.verify import TicketVerifier, max_age_for
 from service.sagas.admission import Admission
 from service.sagas.runs import revoke_ticket
+from service.store import keys as key_store
 from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
@@ -475,6 +478,101 @@ async def test_a_revocation_stops_verifying_within_the_bound(stack: Stack) -> No
             assert await eventually(lambda: _not(valid(by_timer)), bound) <= bound
     finally:
         await shutdown(server, grace=None)
+
+
+class Parked(Faults):
+    """In-process worker faults: a saga reaching `step` waits there until `release` is set."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__()
+        self.step = step
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def before(self, step: str) -> None:
+        if step == self.step and not self.release.is_set():
+            self.waiting += 1
+            self.arrived.set()
+            try:
+                await self.release.wait()
+            finally:
+                self.waiting -= 1
+
+
+async def test_a_stale_verification_cache_cannot_redeem_a_revoked_ticket(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """Issue 15: within its staleness bound VerifyTicket may still call a revoked ticket valid
+    (its snapshot predates the revocation and no NOTIFY came), yet redemption refuses it: the
+    saga reads the stored state, and decides under the advisory lock, never from the cache; also
+    when the revocation lands after the redemption's proof checks, just before its locked step.
+    The servicer's own pieces: an admission re-reading hourly whose snapshot is not re-read after
+    the revocation (LISTEN and timer both blocked), the TicketVerifier the servicer builds over
+    it (bound: max_age_for(3600)), and the redemption RedeemTicket runs."""
+    stack = idle_stack
+    parked = Parked("redeem")  # the locked step of the redemption saga
+    admission = await admissions(stack, refresh_interval_s=3600)
+
+    async def trust_roots(_key_id: str) -> TrustRoots:
+        return await key_store.trust_roots(stack.pool, stack.settings.ledger_origin)
+
+    async def revoke(tid: uuid.UUID) -> None:  # in the store's terms, without a NOTIFY
+        await stack.pool.execute(
+            "UPDATE tickets SET state = 'revoked', revoked_at = now(), revoke_reason = 'test'"
+            " WHERE ticket_id = $1",
+            tid,
+        )
+
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys, parked):
+        holders = [uid("holder") for _ in range(2)]
+        tickets = [
+            (await asyncio.wait_for(admission.issue(user, uid("r")), 60)).ticket.ticket_id
+            for user in holders
+        ]
+        bundles = [await stack.bundle_for(tid) for tid in tickets]
+        await asyncio.sleep(0.3)  # re-reads the finished sagas asked for are done
+        await admission.refresh()
+        admission._pool = NoRereadPool(stack.pool)  # type: ignore[assignment]
+        cached = TicketVerifier(admission, stack.pool, trust_roots)
+        assert cached.max_age_s == max_age_for(3600)
+
+        async def cached_valid(tid: uuid.UUID) -> bool:
+            resp = await cached.verify(golden_pb2.VerifyTicketRequest(ticket_id=str(tid)))
+            return bool(resp.valid)
+
+        assert all([await cached_valid(tid) for tid in tickets])
+        before, during = zip(tickets, holders, bundles, strict=True)
+
+        # Revoked before the redemption starts.
+        parked.release.set()
+        await revoke(before[0])
+        assert await cached_valid(before[0])  # stale, within the bound: allowed
+        with pytest.raises(GoldenError) as info:
+            await asyncio.wait_for(admission.redeem(*before), 60)
+        assert info.value.reason is Reason.TICKET_NOT_REDEEMABLE
+
+        # Revoked once the redemption passed its proof checks, before its locked step.
+        parked.release.clear()
+        redeeming = asyncio.create_task(admission.redeem(*during))
+        await asyncio.wait_for(parked.arrived.wait(), 30)
+        await revoke(during[0])
+        assert await cached_valid(during[0])
+        parked.release.set()
+        with pytest.raises(GoldenError) as info:
+            await asyncio.wait_for(redeeming, 60)
+        assert info.value.reason is Reason.TICKET_NOT_REDEEMABLE
+
+    for tid in tickets:
+        assert await cached_valid(tid)  # the cache is still stale: it decided nothing
+        row = await stack.pool.fetchrow(
+            "SELECT state, redeemed_at FROM tickets WHERE ticket_id = $1", tid
+        )
+        assert row["state"] == "revoked" and row["redeemed_at"] is None
+    database = TicketVerifier(admission, stack.pool, trust_roots, max_age_s=0)
+    for tid in tickets:  # PostgreSQL's answer, as past the bound
+        resp = await database.verify(golden_pb2.VerifyTicketRequest(ticket_id=str(tid)))
+        assert not resp.valid
 
 
 def server_verifier_max_age(server: grpc.aio.Server) -> float:
