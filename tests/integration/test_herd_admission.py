@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from activities.faults import Faults
 from golden_press.bundle import TrustRoots
 from golden_press.errors import GoldenError, Reason
+from golden_press.models import TicketState
 from golden_press.settings import Settings
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
@@ -197,6 +198,56 @@ async def test_a_retry_reaching_another_process_joins_its_saga(
         won, again, _ = await asyncio.wait_for(asyncio.gather(first, retry, own), 60)
     assert again.ticket.ticket_id == won.ticket.ticket_id
     assert await stack.pool.fetchval(sql, user) == 1
+
+
+async def test_a_winners_retry_reaching_another_process_while_sold_out_gets_its_ticket(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """Issue 15 / 13.3 with GOLDEN_API_PROCESSES=2: process A's sagas take every slot; process B
+    learns it by NOTIFY (its snapshot is sold out and holds their reserved rows) but runs none of
+    them. A retry of A's winning request reaching B is never CapReached: B's snapshot says JOIN,
+    the request's row (one lookup) confirms it and B joins A's running saga; after the sagas
+    ended, a retry reaching B while its snapshot still predates their ledger entries gets the
+    ticket from that row. Anyone else is refused by B from memory (CapReached)."""
+    stack = idle_stack
+    await stack.pool.execute("UPDATE golden_config SET cap = 2")
+    parked = Parked("sign")  # past the reservation: the slot is held, the saga still runs
+    process_a = await admissions(stack, gate_share=2, refresh_interval_s=3600)
+    process_b = await admissions(stack, gate_share=2, refresh_interval_s=3600)
+    (user_1, rid_1), (user_2, rid_2) = winners = [(uid("w"), uid("r")) for _ in range(2)]
+
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys, parked):
+        sagas = [asyncio.create_task(process_a.issue(user, rid)) for user, rid in winners]
+        await eventually(lambda: parked.waiting == 2, 30)
+        await eventually(lambda: process_b.snapshot.sold_out, 5)  # by NOTIFY
+        held = process_b.snapshot.by_request
+        assert [held[rid].state for _, rid in winners] == [TicketState.RESERVED] * 2
+        with pytest.raises(GoldenError) as info:
+            await process_b.issue(uid(), uid("r"))
+        assert info.value.reason is Reason.CAP_REACHED
+        # From here B's snapshot stays as it is: sold out, both rows reserved.
+        process_b._pool = NoRereadPool(stack.pool)  # type: ignore[assignment]
+
+        while_running = [asyncio.create_task(process_b.issue(user_1, rid_1)) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        for retry in while_running:
+            if retry.done():  # refused: show why
+                await retry
+        assert rid_1 in process_b._running  # B joined A's saga
+        parked.release.set()
+        won = await asyncio.wait_for(asyncio.gather(*sagas), 60)
+        joined = await asyncio.wait_for(asyncio.gather(*while_running), 60)
+    assert {o.ticket.ticket_id for o in joined} == {won[0].ticket.ticket_id}
+
+    assert process_b.snapshot.sold_out and held[rid_2].state is TicketState.RESERVED
+    assert rid_2 not in process_b._running
+    for _ in range(2):  # after the sagas ended, from the row B looks up
+        after = await asyncio.wait_for(process_b.issue(user_2, rid_2), 10)
+        assert after.replayed and after.ticket.ticket_id == won[1].ticket.ticket_id
+    again = await asyncio.wait_for(process_b.issue(user_1, rid_1), 10)
+    assert again.replayed and again.ticket.ticket_id == won[0].ticket.ticket_id
+    issued = await stack.pool.fetchval("SELECT count(*) FROM tickets WHERE state = 'issued'")
+    assert issued == 2
 
 
 async def test_a_full_gate_refuses_the_herd_from_memory(idle_stack: Stack, client: Client) -> None:
