@@ -15,10 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
-from service.devstack.servers import free_port, pid_alive
+from service.devstack.servers import HOST, free_port, pid_alive, port_in_use
 from tests.helpers.stack import Stack
 from tests.helpers.worker import settings_env
 
@@ -36,6 +37,48 @@ def children_of(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too: the children's metrics ports (port, port+1)."""
+    for _ in range(50):
+        port = free_port()
+        if not port_in_use(HOST, port + 1):
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def listener_pid(port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the TCP socket listening on `port` (/proc/net/tcp and fd links)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def issue_calls_served(metrics_port: int) -> int:
+    """IssueTicket calls one child answered, by its golden_rpc_total (whatever the code)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "golden_rpc_total" and sample.labels.get("method") == "IssueTicket"
+        )
+    )
 
 
 async def wait_gone(pids: list[int], within_s: float = 15.0) -> None:
@@ -76,10 +119,15 @@ async def start_supervisor(
 async def test_two_processes_share_one_port_and_leave_nothing_behind(
     stack: Stack, tmp_path: Path
 ) -> None:
-    proc, address, token = await start_supervisor(stack, tmp_path / "api.log")
+    metrics = free_port_pair()  # child i serves its metrics on metrics + i
+    proc, address, token = await start_supervisor(
+        stack, tmp_path / "api.log", GOLDEN_METRICS_PORT=str(metrics)
+    )
     try:
         children = children_of(proc.pid)
         assert len(children) == 2
+        by_port = {port: listener_pid(port, children) for port in (metrics, metrics + 1)}
+        assert sorted(pid for pid in by_port.values() if pid) == sorted(children), by_port
         # Several connections (SO_REUSEPORT spreads connections): every one is served, and the
         # cap holds across the processes' separate snapshots.
         await stack.pool.execute("UPDATE golden_config SET cap = 1")
@@ -106,9 +154,22 @@ async def test_two_processes_share_one_port_and_leave_nothing_behind(
                 return "ok"
 
             outcomes = await asyncio.gather(*(issue(ch) for ch in channels * 3))
+            # Both children answered: each one's own counter (its metrics port, its pid). The
+            # kernel picks a child per connection, so fresh connections until both did.
+            for _ in range(40):
+                served = {port: issue_calls_served(port) for port in by_port}
+                if all(served.values()):
+                    break
+                fresh = grpc.aio.insecure_channel(
+                    address, options=[("grpc.use_local_subchannel_pool", 1)]
+                )
+                channels.append(fresh)
+                outcomes.append(await issue(fresh))
         finally:
             for ch in channels:
                 await ch.close()
+        assert all(served.values()), {by_port[port]: n for port, n in served.items()}
+        assert sum(served.values()) == len(outcomes), (served, len(outcomes))
         assert outcomes.count("ok") == 1, outcomes
         assert set(outcomes) == {"ok", "CapReached"}, outcomes
 
