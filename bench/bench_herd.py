@@ -17,8 +17,9 @@ with a bearer token, `--concurrency` in flight. Asserts exactly 5 tickets. Ends 
 bench, rate, floor_rate, rate_vs_floor, reject_p99_ms, floor_p99_ms, winner_p99_ms,
 idle_saga_p50_ms, vs_seed, tickets. Targets: rate_vs_floor >= 0.6, reject p99 <= 2x the floor's,
 winners' p99 <= 4x the idle saga p50, >= 2x the seed. GOLDEN_BENCH_PROFILE=FILE records the API
-with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times and
-the refusals' latencies by send time (100 ms steps).
+with py-spy (raw format); GOLDEN_BENCH_TIMELINE=1 prints each winner's saga event times, the
+refusals' latencies by send time and each process's CPU (on a CPU / waiting for one) in the
+herd's first two seconds (100 ms steps).
 `--tracing off,on,sampled` runs golden-press once per mode (off: no OTEL_* variables; on: every
 call traced and exported over OTLP/gRPC to bench.otlp_sink; sampled: the same with
 `parentbased_traceidratio` 0.1); the JSON line then gains `tracing_api_cpu_ratio`, API CPU
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -64,6 +66,7 @@ from bench.common import (
     renice,
     rss_mib,
     run_load,
+    schedstat_seconds,
     server_latencies,
     start_floor_server,
     status_details,
@@ -196,7 +199,13 @@ async def run_golden(
         cpu0 = {c.name: tree_cpu_seconds(c.proc.pid) for c in stack.children}
         waiting = await waiting_parts(stack)
         wait0 = {name: cpu_wait_seconds(pids) for name, pids in waiting.items()}
+        sampler = None
+        if os.environ.get("GOLDEN_BENCH_TIMELINE"):
+            sampler = asyncio.create_task(sample_schedstat(waiting))
         result = await herd(stack.address, attempts, args.concurrency, args.channels)
+        if sampler is not None:
+            sampler.cancel()
+            print_cpu_timeline(await sampler)
         wait = {name: cpu_wait_seconds(pids) - wait0[name] for name, pids in waiting.items()}
         cpu = {"client": _self_cpu(before)}
         for c in stack.children:
@@ -302,6 +311,40 @@ async def waiting_parts(stack) -> dict[str, list[int]]:  # type: ignore[no-untyp
     finally:
         await conn.close()
     return parts
+
+
+async def sample_schedstat(
+    parts: dict[str, list[int]], step_s: float = 0.1, until_s: float = 2.0
+) -> list[tuple[float, dict[str, tuple[float, float]]]]:
+    """(time, {part: (on-CPU s, waiting-for-CPU s)}) every step_s from now until cancelled or
+    until_s: the launch second's profile by process (a few /proc reads per step)."""
+    t0 = time.perf_counter()
+    samples: list[tuple[float, dict[str, tuple[float, float]]]] = []
+    try:
+        while True:
+            now = time.perf_counter() - t0
+            samples.append((now, {k: schedstat_seconds(v) for k, v in parts.items()}))
+            if now >= until_s:
+                return samples
+            await asyncio.sleep(step_s - (time.perf_counter() - t0) % step_s)
+    except asyncio.CancelledError:
+        return samples
+
+
+def print_cpu_timeline(samples: list[tuple[float, dict[str, tuple[float, float]]]]) -> None:
+    """Per step: each part's CPU (ms on a CPU / ms runnable but waiting for one)."""
+    if len(samples) < 2:
+        return
+    names = list(samples[0][1])
+    print("CPU by process from the herd's start (ms on a CPU / ms waiting for one, per step):")
+    print("  t(s)  " + "  ".join(f"{n:>13}" for n in names))
+    for (t, before), (_, after) in itertools.pairwise(samples):
+        cells = []
+        for n in names:
+            run = (after[n][0] - before[n][0]) * 1e3
+            wait = (after[n][1] - before[n][1]) * 1e3
+            cells.append(f"{run:6.0f}/{wait:<6.0f}")
+        print(f"  {t:4.1f}  " + "  ".join(f"{c:>13}" for c in cells))
 
 
 async def print_timelines(stack) -> None:  # type: ignore[no-untyped-def]

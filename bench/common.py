@@ -354,15 +354,22 @@ def renice(pids: list[int], nice: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
 
 
-def cpu_wait_seconds(pids: list[int]) -> float:
-    """Seconds the threads of these processes spent runnable but waiting for a CPU so far
-    (/proc/<pid>/task/<tid>/schedstat, second field): where a starved process's latency goes."""
-    total = 0
+def schedstat_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on a CPU, runnable but waiting for one) seconds of these processes' threads so far
+    (/proc/<pid>/task/<tid>/schedstat, first two fields, nanoseconds)."""
+    run = wait = 0
     for pid in pids:
         for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int(stat.read_text().split()[1])
-    return total / 1e9
+                fields = stat.read_text().split()
+                run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
+def cpu_wait_seconds(pids: list[int]) -> float:
+    """Seconds the threads of these processes spent runnable but waiting for a CPU so far:
+    where a starved process's latency goes."""
+    return schedstat_seconds(pids)[1]
 
 
 def tree_cpu_seconds(pid: int) -> float:
