@@ -35,6 +35,12 @@ ledger append, void, redeem, revoke, set-cap, deny), after every saga this proce
 `refresh_interval_s` whatever the scope (a half-open LISTEN connection misses NOTIFYs silently;
 the timer also checks that connection and reconnects it). The refresher survives any exception
 (logged, retried on the next tick), so the sold-out flag can never freeze (issue 13.8).
+
+A NOTIFY that may have freed a slot (void, redeem, revoke, set-cap) holds this process's
+sold-out refusals until the re-read it triggered: meanwhile another process may already have
+admitted a request into the freed slot, and that request's retry, reaching this process, must
+find its row rather than a stale "sold out" (issue 13.3 with GOLDEN_API_PROCESSES > 1). The
+herd never pays for it: a launch only takes slots.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
 from golden_press.waits import wait_event
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
 from service.store.admission import admit, ping, read_snapshot, request_row
-from service.store.db import SLOTS_CHANNEL
+from service.store.db import SLOTS_CHANNEL, SLOTS_TAKEN_NOTICES
 
 log = logging.getLogger("golden_press.admission")
 
@@ -205,6 +211,9 @@ class Admission:
         self.snapshot = Snapshot()
         self._running: dict[str, _Running] = {}
         self._refresh_wanted = asyncio.Event()
+        #: When the latest NOTIFY that may have freed a slot arrived (time.monotonic()): a
+        #: snapshot read before then may call sold out what is not.
+        self._freed_at = 0.0
         self._refresh_lock = asyncio.Lock()
         self._listen_conn: asyncpg.Connection | None = None
         self._refresher_task: asyncio.Task[None] | None = None
@@ -313,7 +322,9 @@ class Admission:
         conn.add_termination_listener(self._on_listen_lost)
         self._listen_conn = conn
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload not in SLOTS_TAKEN_NOTICES:
+            self._freed_at = time.monotonic()
         self._refresh_wanted.set()
 
     def _on_listen_lost(self, _conn: object) -> None:
@@ -419,6 +430,10 @@ class Admission:
             return await self._await_running(running, request)
 
         decision = self.snapshot.decide(user_id, request_id, request.request_hash)
+        if decision.verdict is Verdict.REFUSE and self._freed_at > self.snapshot.read_at:
+            # A slot may have freed since this snapshot's read; its re-read is on the way.
+            fresh_snapshot = await self.snapshot_since(self._freed_at)
+            decision = fresh_snapshot.decide(user_id, request_id, request.request_hash)
         if decision.verdict is Verdict.JOIN:
             # Memory may predate the saga's end (its NOTIFY still on the way): ask the row before
             # starting anything. Only a retry of an unfinished winner ever pays this round trip.

@@ -22,8 +22,12 @@ MIGRATIONS_KEY = 0x601DEC
 
 #: Channel NOTIFYed whenever what an API process keeps in memory changes (reserve, ledger append,
 #: void, redeem, revoke, set-cap, deny): every API process LISTENs and re-reads its snapshot
-#: (service/sagas/admission.py). The payload is informational only.
+#: (service/sagas/admission.py). The payload names the change.
 SLOTS_CHANNEL = "golden_slots"
+#: SLOTS_CHANNEL payloads that can never free a slot (a reservation, a ledger append, a denial):
+#: any other payload may have (void, redeem, revoke, set-cap, or one this list does not know),
+#: so API processes hold their sold-out refusals until the re-read it triggered.
+SLOTS_TAKEN_NOTICES = frozenset({"reserved", "issued", "denied"})
 #: Channel NOTIFYed by a trigger on every ledger append (migrations/006): the tile publisher
 #: LISTENs to sign a checkpoint for unsigned entries and publish new tiles at once.
 LEDGER_CHANNEL = "golden_ledger"

@@ -3,6 +3,7 @@ assert round trips or their absence rather than time them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -56,6 +57,30 @@ class NoRereadPool:
 
     def acquire(self) -> Any:
         raise RuntimeError("injected: the snapshot re-read is down")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+class GatedRereadPool:
+    """A pool whose connections (admission's snapshot re-read) wait until `open` is set, while
+    its one-statement calls (fetch, fetchrow, execute) run at once: a re-read held back, as
+    when a NOTIFY has arrived and its re-read is still on the way."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.open = asyncio.Event()
+        self.waiting = 0
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        self.waiting += 1
+        try:
+            await self.open.wait()
+        finally:
+            self.waiting -= 1
+        async with self._pool.acquire() as conn:
+            yield conn
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)

@@ -36,7 +36,7 @@ from service.store import keys as key_store
 from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
-from tests.helpers.statements import NoRereadPool, Statements, counted_pool
+from tests.helpers.statements import GatedRereadPool, NoRereadPool, Statements, counted_pool
 from worker import golden_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -246,6 +246,54 @@ async def test_a_winners_retry_reaching_another_process_while_sold_out_gets_its_
         assert after.replayed and after.ticket.ticket_id == won[1].ticket.ticket_id
     again = await asyncio.wait_for(process_b.issue(user_1, rid_1), 10)
     assert again.replayed and again.ticket.ticket_id == won[0].ticket.ticket_id
+    issued = await stack.pool.fetchval("SELECT count(*) FROM tickets WHERE state = 'issued'")
+    assert issued == 2
+
+
+async def test_a_retry_is_not_refused_from_a_snapshot_a_freed_slot_made_stale(
+    idle_stack: Stack, admissions: Callable[..., Any], client: Client
+) -> None:
+    """Issue 13.3 / 15 with GOLDEN_API_PROCESSES=2: a slot frees (here: the cap raised), process
+    A re-reads and admits request R into it; R's retry reaches process B, whose re-read for the
+    same NOTIFY is still on the way. B's snapshot still says sold out and does not know R, yet it
+    must not answer CapReached: a NOTIFY that frees a slot holds B's sold-out refusals until the
+    re-read it triggered, which finds R's row; the retry joins R's saga and gets its ticket."""
+    stack = idle_stack
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    parked = Parked("sign")  # past the reservation: the slot is held, the saga still runs
+    async with golden_worker(stack.settings, client, stack.pool, stack.nc, stack.keys, parked):
+        parked.release.set()
+        await asyncio.wait_for(stack.issue(uid("holder")), 60)  # sold out: cap 1, one ticket
+        parked.release.clear()
+
+        process_a = await admissions(stack, gate_share=2, refresh_interval_s=3600)
+        process_b = await admissions(stack, gate_share=2, refresh_interval_s=3600)
+        assert process_a.snapshot.sold_out and process_b.snapshot.sold_out
+        gated = GatedRereadPool(stack.pool)
+        process_b._pool = gated  # type: ignore[assignment]  # B's next re-read waits
+
+        await set_cap(stack.settings.pg_dsn, 2, "live")  # NOTIFY set-cap: a slot is free
+        await eventually(lambda: not process_a.snapshot.sold_out, 5)
+        await eventually(lambda: gated.waiting > 0, 5)  # B's re-read is on the way, held
+        user, rid = uid("w"), uid("r")
+        won = asyncio.create_task(process_a.issue(user, rid))
+        await eventually(lambda: parked.waiting == 1, 30)  # R holds the freed slot
+
+        assert process_b.snapshot.sold_out  # still the stale read
+        retry = asyncio.create_task(process_b.issue(user, rid))
+        newcomer = asyncio.create_task(process_b.issue(uid("late"), uid("r")))
+        await asyncio.sleep(0.3)
+        if retry.done():  # refused from the stale snapshot: show why
+            await retry
+        assert not newcomer.done()  # waits for the re-read too, then is refused truly
+        gated.open.set()
+        with pytest.raises(GoldenError) as info:
+            await asyncio.wait_for(newcomer, 10)
+        assert info.value.reason is Reason.CAP_REACHED
+        parked.release.set()
+        first = await asyncio.wait_for(won, 60)
+        again = await asyncio.wait_for(retry, 60)
+    assert again.ticket.ticket_id == first.ticket.ticket_id
     issued = await stack.pool.fetchval("SELECT count(*) FROM tickets WHERE state = 'issued'")
     assert issued == 2
 
