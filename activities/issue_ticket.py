@@ -35,7 +35,7 @@ from golden_press.models import (
 from golden_press.settings import Settings
 from golden_press.signing import canonical_payload, key_id_for, sign_payload
 from service.store import tickets
-from service.store.db import cap_transaction, read_committed
+from service.store.db import SlotNotice, cap_transaction, read_committed
 from service.store.ledger import LedgerStore, record_entry
 from service.store.outbox import events_pb2, timestamp
 
@@ -187,7 +187,7 @@ class IssuanceActivities:
                 at=row["issued_at"],
                 head=head,
                 leaf_write=partial(tickets.issued_leaf, ref.ticket_id) if first else None,
-                notify=tickets.slots_notice("issued") if first else None,
+                notify=tickets.slots_notice(SlotNotice.ISSUED) if first else None,
             )
         if appended.created:
             count("tickets_issued_total")
@@ -239,6 +239,6 @@ async def void_ticket(pool: asyncpg.Pool, ledger: LedgerStore, req: VoidInput) -
             ),
             at=voided["voided_at"],
             reason=req.reason,
-            notify=tickets.slots_notice("voided"),
+            notify=tickets.slots_notice(SlotNotice.VOIDED),
         )
     return VoidResult(voided=True, state=TicketState.VOIDED, leaf_index=appended.leaf_index)

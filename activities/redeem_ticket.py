@@ -26,7 +26,7 @@ from golden_press.models import (
 from golden_press.signing import canonical_payload, verify_payload
 from service.store import tickets
 from service.store.cosignatures import with_stored_cosignatures
-from service.store.db import cap_transaction
+from service.store.db import SlotNotice, cap_transaction
 from service.store.keys import issuer_public_key, trust_roots
 from service.store.ledger import LedgerStore, record_entry
 from service.store.outbox import events_pb2, timestamp
@@ -162,7 +162,7 @@ class RedemptionActivities:
                 ),
                 at=redeemed["redeemed_at"],
                 leaf_write=partial(tickets.redeemed_leaf, req.ticket_id),
-                notify=tickets.slots_notice("redeemed"),
+                notify=tickets.slots_notice(SlotNotice.REDEEMED),
             )
         count("tickets_redeemed_total")
         activity.logger.info("ticket %s redeemed at leaf %s", req.ticket_id, appended.leaf_index)

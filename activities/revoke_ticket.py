@@ -9,7 +9,7 @@ from golden_press.errors import Reason
 from golden_press.ledger_entry import EntryKind
 from golden_press.models import RevokeTicketInput, RevokeTicketResult, TicketState
 from service.store import tickets
-from service.store.db import cap_transaction
+from service.store.db import SlotNotice, cap_transaction
 from service.store.ledger import LedgerStore, record_entry
 from service.store.outbox import events_pb2, timestamp
 
@@ -57,7 +57,7 @@ class RevocationActivities:
                 ),
                 at=revoked["revoked_at"],
                 reason=req.reason,
-                notify=tickets.slots_notice("revoked"),
+                notify=tickets.slots_notice(SlotNotice.REVOKED),
             )
         return RevokeTicketResult(
             outcome="revoked", ticket_id=req.ticket_id, leaf_index=appended.leaf_index

@@ -164,12 +164,31 @@ class _SagaLogActivityInbound(ActivityInboundInterceptor):
             return await super().execute_activity(input)
 
 
+#: The loggers of golden-press's own code (module names; `__main__`: the API or worker run as
+#: a module): GOLDEN_LOG_LEVEL applies to these.
+OWN_LOGGERS = (
+    "golden_press",
+    "service",
+    "activities",
+    "workflows",
+    "worker",
+    "starter",
+    "__main__",
+)
+
+
 def configure_logging(level: int | str = logging.INFO) -> None:
     """JSON lines on stderr (never key material: keys are never logged anywhere); level as a
-    number or a name (GOLDEN_LOG_LEVEL)."""
+    number or a name (GOLDEN_LOG_LEVEL).
+
+    The level is golden-press's own: libraries stay at INFO, because their DEBUG output is not
+    ours to vet (the Temporal SDK's logs whole workflow activations, with user ids and a
+    redemption's bundle and salt)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RepeatedErrorFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.INFO)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)

@@ -7,8 +7,10 @@ Order of an issuance request (each refusal is a typed GoldenError and costs no w
    started again; with another request hash                             -> IdempotencyKeyReused
 3. the snapshot (golden_press.snapshot), from memory: a request id whose ticket is in the
    ledger gets it back; one whose ticket is reserved or not yet in the ledger joins its saga;
-   when sold out, everyone else is refused with NO I/O at all (no rate-limit write: there is
-   nothing left to protect)                          -> UserDenied / OnePerUser / CapReached
+   when sold out, everyone else is refused from memory, no statement of its own (no
+   rate-limit write: there is nothing left to protect); only after a NOTIFY that may have freed
+   a slot does a refusal wait, at most the re-read interval, for the one re-read it triggered
+   (below)                                           -> UserDenied / OnePerUser / CapReached
 4. only a request that can still win reaches PostgreSQL, in ONE statement: its request id's
    row, its rate-limit attempt (a request id already sent in the window is a retry, not a new
    attempt), deny-list, one per user               -> UserDenied / RateLimited / OnePerUser
@@ -40,7 +42,9 @@ A NOTIFY that may have freed a slot (void, redeem, revoke, set-cap) holds this p
 sold-out refusals until the re-read it triggered: meanwhile another process may already have
 admitted a request into the freed slot, and that request's retry, reaching this process, must
 find its row rather than a stale "sold out" (issue 13.3 with GOLDEN_API_PROCESSES > 1). The
-herd never pays for it: a launch only takes slots.
+held callers share one read and wait at most `refresh_interval_s`; if the read fails or takes
+longer, the snapshot in hand answers as before. A launch only takes slots, so the herd waits
+only if a saga is voided during it, and then for one read.
 """
 
 from __future__ import annotations
@@ -97,7 +101,7 @@ from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
 from golden_press.waits import wait_event
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
 from service.store.admission import admit, ping, read_snapshot, request_row
-from service.store.db import SLOTS_CHANNEL, SLOTS_TAKEN_NOTICES
+from service.store.db import NEVER_FREES_A_SLOT, SLOTS_CHANNEL
 
 log = logging.getLogger("golden_press.admission")
 
@@ -164,6 +168,13 @@ async def _ready(handle: WorkflowHandle[Any, IssueTicketResult]) -> WorkflowHand
     return handle
 
 
+def _consume_failure(task: asyncio.Task[Any]) -> None:
+    """Mark a shared background read's failure as seen: its waiters may all have stopped
+    waiting (and the refresher logs read failures itself)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _slots_claimed() -> GoldenError:
     return GoldenError(
         Reason.CAP_REACHED,
@@ -214,6 +225,7 @@ class Admission:
         #: When the latest NOTIFY that may have freed a slot arrived (time.monotonic()): a
         #: snapshot read before then may call sold out what is not.
         self._freed_at = 0.0
+        self._freeing_read: asyncio.Task[Snapshot] | None = None
         self._refresh_lock = asyncio.Lock()
         self._listen_conn: asyncpg.Connection | None = None
         self._refresher_task: asyncio.Task[None] | None = None
@@ -292,11 +304,13 @@ class Admission:
     async def close(self) -> None:
         """Stop the refresher and the LISTEN connection (the pool and client are the caller's)."""
         self._closed = True
-        task, self._refresher_task = self._refresher_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        tasks = (self._refresher_task, self._freeing_read)
+        self._refresher_task = self._freeing_read = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for running in list(self._running.values()):
             running.task.cancel()
         if self._listen_conn is not None:
@@ -323,7 +337,7 @@ class Admission:
         self._listen_conn = conn
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        if payload not in SLOTS_TAKEN_NOTICES:
+        if payload not in NEVER_FREES_A_SLOT:
             self._freed_at = time.monotonic()
         self._refresh_wanted.set()
 
@@ -332,6 +346,7 @@ class Admission:
             return
         log.warning("LISTEN connection lost; reconnecting, re-reading every tick meanwhile")
         self._listen_conn = None
+        self._freed_at = time.monotonic()  # a NOTIFY that freed a slot may be the one missed
         self._refresh_wanted.set()
 
     async def _listen_alive(self) -> bool:
@@ -343,6 +358,7 @@ class Admission:
                 return True
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection unresponsive (%s); reconnecting", exc)
+                self._freed_at = time.monotonic()  # it may have missed a freeing NOTIFY
                 conn.terminate()
         self._listen_conn = None
         await self._listen()
@@ -388,6 +404,22 @@ class Admission:
                 self._forget_finished(self.snapshot.read_at)
         return self.snapshot
 
+    async def _snapshot_after_freeing(self) -> Snapshot:
+        """A snapshot read after the latest NOTIFY that may have freed a slot: one read shared by
+        every caller held meanwhile, waited for at most `refresh_interval_s`. When it fails or
+        takes longer (PostgreSQL unreachable), the snapshot in hand answers, as it did before the
+        freeing: the refresher logs and retries the read, and a held caller never queues behind
+        other callers' reads."""
+        read = self._freeing_read
+        if read is None or read.done():
+            read = asyncio.create_task(self.snapshot_since(self._freed_at))
+            read.add_done_callback(_consume_failure)
+            self._freeing_read = read
+        try:
+            return await asyncio.wait_for(asyncio.shield(read), self.refresh_interval_s)
+        except Exception:  # whatever stopped the read, the answer falls back to memory
+            return self.snapshot
+
     def _forget_finished(self, read_at: float) -> None:
         """Drop sagas that ended before `read_at`: the snapshot read then holds their rows."""
         for request_id, running in list(self._running.items()):
@@ -432,7 +464,7 @@ class Admission:
         decision = self.snapshot.decide(user_id, request_id, request.request_hash)
         if decision.verdict is Verdict.REFUSE and self._freed_at > self.snapshot.read_at:
             # A slot may have freed since this snapshot's read; its re-read is on the way.
-            fresh_snapshot = await self.snapshot_since(self._freed_at)
+            fresh_snapshot = await self._snapshot_after_freeing()
             decision = fresh_snapshot.decide(user_id, request_id, request.request_hash)
         if decision.verdict is Verdict.JOIN:
             # Memory may predate the saga's end (its NOTIFY still on the way): ask the row before

@@ -16,7 +16,7 @@ from golden_press.models import (
     CapScope,
     validate_user_id,
 )
-from service.store.db import SLOTS_CHANNEL, lock_cap, read_committed
+from service.store.db import SlotNotice, lock_cap, read_committed
 from service.store.ledger import LedgerStore
 from service.store.tickets import count_counted, notify_slots
 
@@ -56,7 +56,7 @@ async def set_cap(dsn: str, cap: int, scope: str) -> CapConfig:
                 await append_cap_entry(conn, cap, parsed)
             used = await count_counted(conn, parsed)
             # Delivered at commit: every admission re-reads its sold-out flag.
-            await conn.execute("SELECT pg_notify($1, 'set-cap')", SLOTS_CHANNEL)
+            await notify_slots(conn, SlotNotice.SET_CAP)
     finally:
         await conn.close()
     return CapConfig(cap=cap, scope=parsed.value, used=int(used))
@@ -104,7 +104,7 @@ async def deny_user(dsn: str, user_id: str, reason: str = "") -> None:
             reason,
         )
         # API processes refuse deny-listed users from their snapshot while sold out.
-        await notify_slots(conn, "denied")
+        await notify_slots(conn, SlotNotice.DENIED)
     finally:
         await conn.close()
 

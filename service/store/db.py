@@ -6,6 +6,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from pathlib import Path
 
 import asyncpg
@@ -22,12 +23,26 @@ MIGRATIONS_KEY = 0x601DEC
 
 #: Channel NOTIFYed whenever what an API process keeps in memory changes (reserve, ledger append,
 #: void, redeem, revoke, set-cap, deny): every API process LISTENs and re-reads its snapshot
-#: (service/sagas/admission.py). The payload names the change.
+#: (service/sagas/admission.py). The payload is a SlotNotice naming the change.
 SLOTS_CHANNEL = "golden_slots"
-#: SLOTS_CHANNEL payloads that can never free a slot (a reservation, a ledger append, a denial):
-#: any other payload may have (void, redeem, revoke, set-cap, or one this list does not know),
-#: so API processes hold their sold-out refusals until the re-read it triggered.
-SLOTS_TAKEN_NOTICES = frozenset({"reserved", "issued", "denied"})
+
+
+class SlotNotice(StrEnum):
+    """The payload of a NOTIFY on SLOTS_CHANNEL: what changed."""
+
+    RESERVED = "reserved"
+    ISSUED = "issued"  # the ledger entry: a reserved slot becomes a ticket
+    VOIDED = "voided"
+    REDEEMED = "redeemed"
+    REVOKED = "revoked"
+    SET_CAP = "set-cap"
+    DENIED = "denied"
+
+
+#: Notices that can never free a slot. Any other payload (a void; a redeem or revoke, which free
+#: one in `live` scope; a cap change; one this list does not know) may have, so API processes hold
+#: their sold-out refusals until the re-read it triggered (service/sagas/admission.py).
+NEVER_FREES_A_SLOT = frozenset({SlotNotice.RESERVED, SlotNotice.ISSUED, SlotNotice.DENIED})
 #: Channel NOTIFYed by a trigger on every ledger append (migrations/006): the tile publisher
 #: LISTENs to sign a checkpoint for unsigned entries and publish new tiles at once.
 LEDGER_CHANNEL = "golden_ledger"

@@ -10,7 +10,7 @@ import asyncpg
 
 from golden_press.errors import Reason
 from golden_press.models import COUNTED_STATES, CapScope, Ticket, TicketState
-from service.store.db import SLOTS_CHANNEL
+from service.store.db import SLOTS_CHANNEL, SlotNotice
 from service.store.statements import Write
 
 #: Both a pool and a connection answer fetch/fetchrow; reads need no transaction.
@@ -114,7 +114,7 @@ async def lock_ticket(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Reco
     return await conn.fetchrow("SELECT * FROM tickets WHERE ticket_id = $1 FOR UPDATE", ticket_id)
 
 
-async def notify_slots(conn: asyncpg.Connection, why: str) -> None:
+async def notify_slots(conn: asyncpg.Connection, why: SlotNotice) -> None:
     """Tell API processes their snapshot changed (delivered at commit; see SLOTS_CHANNEL)."""
     notice = slots_notice(why)
     await conn.execute(notice.sql, *notice.args)
@@ -212,7 +212,7 @@ async def insert_reservation(
         " workflow_id, state, issued_at, reserved_until, user_salt)"
         " VALUES ($1, nextval('ticket_serial_seq'), $2, $3, $4, $5, 'reserved',"
         " clock_timestamp(), clock_timestamp() + $6::interval, $7) RETURNING *),"
-        " n AS (SELECT pg_notify($8, 'reserved'))"
+        " n AS (SELECT pg_notify($8, $9))"
         " SELECT ins.* FROM ins, n",
         ticket_id,
         user_id,
@@ -222,6 +222,7 @@ async def insert_reservation(
         lease,
         user_salt,
         SLOTS_CHANNEL,
+        SlotNotice.RESERVED.value,
     )
     assert row is not None
     return row
@@ -255,11 +256,11 @@ def issued_leaf(ticket_id: UUID, leaf_index: int) -> Write:
     )
 
 
-def slots_notice(why: str) -> Write:
+def slots_notice(why: SlotNotice) -> Write:
     """NOTIFY SLOTS_CHANNEL as the last part of a step's statement (delivered at commit): from
     then on API processes replay an issued ticket to its request id, VerifyTicket calls it
     valid, a freed slot is admitted again."""
-    return Write("SELECT pg_notify($1::text, $2::text)", (SLOTS_CHANNEL, why))
+    return Write("SELECT pg_notify($1::text, $2::text)", (SLOTS_CHANNEL, why.value))
 
 
 async def mark_voided(conn: asyncpg.Connection, ticket_id: UUID, reason: str) -> asyncpg.Record:

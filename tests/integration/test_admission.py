@@ -15,9 +15,9 @@ from temporalio.service import RPCError
 from golden_press.errors import GoldenError, Reason
 from golden_press.sagas import issue_workflow_id
 from service.sagas.admission import Admission
-from service.store.db import SLOTS_CHANNEL
+from service.store.db import SLOTS_CHANNEL, SlotNotice
 from tests.helpers.stack import Stack
-from tests.helpers.statements import Statements, counted_pool
+from tests.helpers.statements import GatedRereadPool, Statements, counted_pool
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -131,6 +131,32 @@ async def test_sold_out_flag_and_notify(stack: Stack, make_admission: Callable[.
     assert await wait_for(lambda: not admission.snapshot.sold_out)
     assert admission.snapshot.cap == 2
     await admission.issue(uid(), uid("r"))
+
+
+async def test_a_freeing_notice_holds_refusals_for_one_shared_bounded_read(
+    stack: Stack, make_admission: Callable[..., Any]
+) -> None:
+    """After a NOTIFY that may free a slot, sold-out refusals wait for a re-read, but for one
+    read shared by all of them and at most the re-read interval: with that read hanging
+    (PostgreSQL unreachable) every caller still gets its answer from memory within the bound,
+    not one after another, and none sends a statement of its own."""
+    await stack.pool.execute("UPDATE golden_config SET cap = 1")
+    admission = await make_admission(refresh_interval_s=0.5)
+    await admission.issue(uid(), uid("r"))
+    assert await wait_for(lambda: admission.snapshot.sold_out)
+    await admission.snapshot_since(time.monotonic())
+
+    gated = GatedRereadPool(stack.pool)  # every re-read from here on hangs
+    admission._pool = gated  # type: ignore[assignment]
+    await stack.pool.execute("SELECT pg_notify($1, $2)", SLOTS_CHANNEL, SlotNotice.VOIDED.value)
+    assert await wait_for(lambda: admission._freed_at > admission.snapshot.read_at)
+
+    # 20 callers: one after another behind their own reads they would need 20 x 0.5 s.
+    refusals = [reason_of(admission.issue(uid(), uid("r"))) for _ in range(20)]
+    reasons = await asyncio.wait_for(asyncio.gather(*refusals), 8)
+    assert set(reasons) == {Reason.CAP_REACHED}
+    assert gated.waiting <= 2  # the shared read and, at most, the refresher's own
+    gated.open.set()
 
 
 async def test_sold_out_refusals_and_replays_send_no_statement(stack: Stack) -> None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from golden_press.settings import Settings, settings_problem
 from service.api.decode import BadRequest
 from service.api.servicer import GoldenPressService
-from service.observability.logs import configure_logging
+from service.observability.logs import OWN_LOGGERS, configure_logging
 
 
 class _Aborted(Exception):
@@ -43,12 +43,15 @@ def rpc_lines() -> Iterator[_RpcLines]:
     """Every `rpc` record that passes the level configure_logging set (root restored after)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    own = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
     keep = _RpcLines()
     try:
         yield keep
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        for name, was in own.items():
+            logging.getLogger(name).setLevel(was)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,21 @@ async def test_a_rejected_call_is_logged_at_debug_only(
     assert len(rpc_lines.lines) == (1 if logged else 0)
     if logged:
         assert rpc_lines.lines[0].levelno == logging.DEBUG
+
+
+def test_debug_is_ours_only_libraries_stay_at_info(
+    monkeypatch: pytest.MonkeyPatch, rpc_lines: _RpcLines
+) -> None:
+    """GOLDEN_LOG_LEVEL=DEBUG shows golden-press's own debug lines, never a library's: the
+    Temporal SDK's debug output carries whole workflow activations (user ids, a redemption's
+    bundle and salt)."""
+    monkeypatch.setenv("GOLDEN_LOG_LEVEL", "DEBUG")
+    configure_logging(Settings().log_level)
+    for ours in ("golden_press.api", "service.sagas.admission", "activities.issue_ticket"):
+        assert logging.getLogger(ours).isEnabledFor(logging.DEBUG), ours
+    for theirs in ("temporalio.worker._workflow", "asyncpg", "nats", "grpc._cython"):
+        assert not logging.getLogger(theirs).isEnabledFor(logging.DEBUG), theirs
+        assert logging.getLogger(theirs).isEnabledFor(logging.INFO), theirs
 
 
 def test_an_unknown_level_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
