@@ -106,12 +106,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a golden-press process for these settings (the variables they name),
     this process's own GOLDEN_* and TEMPORAL_* left out; `extra` last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    for name, info in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if info.alias and value is not None:  # unset optional files stay unset
-            env[info.alias] = str(value)
-    env.update(extra)
-    return env
+    return env | settings.environment() | extra
 
 
 @asynccontextmanager

@@ -130,6 +130,16 @@ class Settings(BaseSettings):
         self.witness_policy()
         return self
 
+    def environment(self) -> dict[str, str]:
+        """The variables (GOLDEN_*, TEMPORAL_ADDRESS/NAMESPACE) that give a child process these
+        settings, unset optional files left unset: what tests and benches start processes with."""
+        env = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if info.alias and value is not None:
+                env[info.alias] = str(value)
+        return env
+
     def witness_list(self) -> list[Witness]:
         """The configured witnesses (ValueError names a malformed GOLDEN_WITNESSES)."""
         return parse_witnesses(self.witnesses)

@@ -17,12 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a worker process needs to join this stack (names from the settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "TEMPORAL_"))}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if field.alias and value is not None:  # unset optional files stay unset
-            env[field.alias] = str(value)
-    env.update(extra)
-    return env
+    return env | settings.environment() | extra
 
 
 class WorkerProcess:
