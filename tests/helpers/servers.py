@@ -17,15 +17,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from golden_press import sagas as sa
-from service.devstack.servers import NatsServer, PostgresCluster, port_in_use
+from service.devstack.servers import (
+    TEMPORAL_FAST_FLAGS,
+    NatsServer,
+    PostgresCluster,
+    port_in_use,
+)
 from service.store.db import apply_migrations
-
-TEMPORAL_FAST_FLAGS = [
-    # ~4x lower saga latency on a dev server (runtime-facts.md).
-    "--dynamic-config-value",
-    "history.transferProcessorMaxPollRPS=1000",
-]
-
 
 #: How long a test Temporal server may take to answer after its start.
 SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
