@@ -64,6 +64,30 @@ async def serve(
     """Build, bind and start the server; pool/client given by the caller stay the caller's."""
     tokens = load_tokens(settings.api_tokens_file)  # first: a readable file stops us here
     owned: list[Callable[[], Awaitable[Any]]] = []
+    tiles: TilesServer | None = None
+    if settings.http_addr and settings.tiles_dir:
+        # The public ledger as static files (c2sp.org/tlog-tiles); a CDN may serve the same dir.
+        # Bound before anything else is opened: a port in use stops us with nothing to undo.
+        tiles = start_tiles_server(settings.tiles_dir, settings.http_addr)
+        owned.append(_stopper(tiles))
+    try:
+        return await _serve(settings, tokens, owned, tiles, pool, client, address)
+    except BaseException:
+        # Whatever failed later (the gRPC bind, a database error): close what was opened, so an
+        # in-process caller is not left with ports, tasks and connections it cannot reach.
+        await _close_all(owned)
+        raise
+
+
+async def _serve(
+    settings: Settings,
+    tokens: frozenset[str],
+    owned: list[Callable[[], Awaitable[Any]]],
+    tiles: TilesServer | None,
+    pool: asyncpg.Pool | None,
+    client: Client | None,
+    address: str | None,
+) -> grpc.aio.Server:
     if pool is None:
         pool = await create_pool(
             settings.pg_dsn,
@@ -76,8 +100,8 @@ async def serve(
     if client is None:
         client = await connect_client(settings)
     admission = Admission.from_settings(settings, pool, client)
+    owned.insert(0, admission.close)  # before start: it undoes a partial start too
     await admission.start()
-    owned.insert(0, admission.close)
     ledger = make_ledger_store(settings)
     witnesses = settings.witness_list()
     if witnesses:
@@ -104,17 +128,17 @@ async def serve(
     # Served with the .proto comments when `make proto` wrote the descriptor set.
     enable_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     addr = address or settings.grpc_addr
-    port, tls = _bind(server, addr, settings)
-    await server.start()
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        port, tls = _bind(server, addr, settings)
+        await server.start()
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        await server.stop(None)
+        raise
     server.golden_port = port  # type: ignore[attr-defined]
-    server.golden_tiles = None  # type: ignore[attr-defined]
-    if settings.http_addr and settings.tiles_dir:
-        # The public ledger as static files (c2sp.org/tlog-tiles); a CDN may serve the same dir.
-        tiles = start_tiles_server(settings.tiles_dir, settings.http_addr)
-        server.golden_tiles = tiles  # type: ignore[attr-defined]
-        deps.owned.append(_stopper(tiles))
+    server.golden_tiles = tiles  # type: ignore[attr-defined]
+    if tiles is not None:
         log.info("tiles over HTTP", extra={"address": settings.http_addr, "port": tiles.port})
     _RUNNING[id(server)] = deps
     log.info("gRPC API listening", extra={"address": addr, "port": port, "tls": tls})
@@ -179,11 +203,15 @@ async def shutdown(server: grpc.aio.Server, grace: float | None = 2.0) -> None:
     await server.stop(grace)
     deps = _RUNNING.pop(id(server), None)
     if deps is not None:
-        for close in deps.owned:
-            try:
-                await close()
-            except Exception:
-                log.exception("error while closing API resources")
+        await _close_all(deps.owned)
+
+
+async def _close_all(owned: list[Callable[[], Awaitable[Any]]]) -> None:
+    for close in owned:
+        try:
+            await close()
+        except Exception:
+            log.exception("error while closing API resources")
 
 
 # ---- logging and main -------------------------------------------------------------------------

@@ -3,27 +3,37 @@
 Never UNAVAILABLE or UNKNOWN (clients retry those forever), never a traceback per bad request,
 never more than ~100 characters of the caller's input echoed back. Also: a redemption bundle
 padded with extra checkpoint signatures is refused at admission (its event would be a poison
-message), two `authorization` headers are refused, the tokens file must be private, and big
-public requests are refused by size before anything parses them.
+message), two `authorization` headers are refused, the tokens file must be private, big
+public requests are refused by size before anything parses them, and a port in use stops the
+server with nothing left open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import errno
 import json
 import logging
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
 from nacl.signing import SigningKey
 
 from golden_press.errors import Reason
+from service.api import server as server_module
 from service.api.pb import golden_pb2
 from service.api.server import serve
+from service.devstack.servers import HOST, free_port, port_in_use
+from service.store.db import create_pool
 from tests.helpers.api import API_TOKEN as TOKEN
 from tests.helpers.api import ServedApi as ApiHandle
 from tests.helpers.api import expect_error as expect
@@ -214,3 +224,50 @@ async def test_a_readable_tokens_file_is_refused(stack: Stack) -> None:
     os.chmod(path, 0o644)
     with pytest.raises(Exception, match=r"0600|group|others"):
         await serve(stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0")
+
+
+@pytest.mark.parametrize("taken", ["tiles", "grpc"])
+async def test_a_port_in_use_stops_serve_with_nothing_left_open(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken: str
+) -> None:
+    """GOLDEN_HTTP_ADDR (bound first) or the gRPC address (bound after the pool and admission
+    started) taken by another socket: serve() raises, and an in-process caller is left
+    with no port bound, no admission refresher and no pool open."""
+    path = stack.settings.api_tokens_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{TOKEN}\n")
+    os.chmod(path, 0o600)
+    pools: list[asyncpg.Pool] = []
+
+    async def recorded_pool(*args: Any, **kwargs: Any) -> asyncpg.Pool:
+        pool = await create_pool(*args, **kwargs)
+        pools.append(pool)
+        return pool
+
+    monkeypatch.setattr(server_module, "create_pool", recorded_pool)
+
+    def refreshers() -> int:
+        return sum(
+            1 for t in asyncio.all_tasks() if t.get_name() == "admission-refresh" and not t.done()
+        )
+
+    before = refreshers()
+    with socket.socket() as holder:  # a plain socket: no SO_REUSEPORT to share the port with
+        holder.bind((HOST, 0))
+        holder.listen()
+        held = holder.getsockname()[1]
+        grpc_port, http_port = (free_port(), held) if taken == "tiles" else (held, free_port())
+        settings = stack.settings.model_copy(
+            update={"http_addr": f"{HOST}:{http_port}", "tiles_dir": tmp_path / "tiles"}
+        )
+        # grpcio reports a failed bind as RuntimeError; the tiles server as the bind's OSError.
+        with pytest.raises(OSError if taken == "tiles" else RuntimeError) as raised:
+            await serve(settings, client=stack.client, address=f"{HOST}:{grpc_port}")
+        if taken == "tiles":
+            assert getattr(raised.value, "errno", None) == errno.EADDRINUSE, raised.value
+    assert not port_in_use(HOST, grpc_port), "the gRPC server still listens"
+    assert not port_in_use(HOST, http_port), "the tiles server still listens"
+    assert refreshers() == before, "the admission refresher still runs"
+    if taken == "grpc":
+        assert len(pools) == 1  # opened before the gRPC bind
+    assert all(pool.is_closing() for pool in pools), "the API's own pool is still open"
