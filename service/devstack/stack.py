@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
 from pydantic import BaseModel, Field
 
 from golden_press.checkpoint import NoteVerifier
@@ -50,7 +51,7 @@ from service.devstack.servers import (
     stop_pid,
     with_fresh_ports,
 )
-from service.store.key_files import ensure_key_file, read_tokens
+from service.store.key_files import KeyFileError, ensure_key_file, load_key_file, read_tokens
 from service.store.migrate import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -374,7 +375,7 @@ def _restart_missing(state_dir: Path, recorded: _Recorded) -> list[str]:
                 if port_in_use(HOST, port):
                     raise ServerError("witness", f"port {HOST}:{port} is in use")
                 part, _ = _witness_process(
-                    state_dir, port, info.settings().ledger_origin, Path(ledger_key)
+                    state_dir, port, info.settings().ledger_origin, Path(ledger_key), restart=True
                 )
                 spawned(index, part, partial(port_in_use, HOST, port), WITNESS_READY_TIMEOUT_S)
             elif proc.name == "worker":
@@ -767,15 +768,30 @@ def _start_witness(
 
 
 def _witness_process(
-    state_dir: Path, port: int, ledger_origin: str, ledger_key_file: Path
+    state_dir: Path, port: int, ledger_origin: str, ledger_key_file: Path, *, restart: bool = False
 ) -> tuple[ChildProcess, CosignatureVerifier]:
     """The dev stack's witness serving on `port` (not yet spawned), its key and state under
-    state_dir/witness (kept across restarts), and the verifier of its cosignatures."""
+    state_dir/witness (kept across restarts), and the verifier of its cosignatures.
+
+    On a restart both keys must already exist: the stack's GOLDEN_WITNESSES names the witness's
+    public key and the log is signed with the ledger's, so a fresh key would make the API drop
+    every cosignature (or the witness refuse every checkpoint) without a word.
+    """
     base = state_dir / "witness"
     key_file = _private_file(base / "witness.key")
     try:
-        key = ensure_key_file(key_file)
-        ledger_key = ensure_key_file(ledger_key_file)
+        if restart:
+            key = _kept_key(
+                key_file,
+                "the stack's GOLDEN_WITNESSES names the key it held; restore it, or "
+                "`golden-press dev down` and `dev up` to announce a new witness key",
+            )
+            ledger_key = _kept_key(
+                ledger_key_file, "the stack's ledger is signed with it; restore it"
+            )
+        else:
+            key = ensure_key_file(key_file)
+            ledger_key = ensure_key_file(ledger_key_file)
     except Exception as exc:
         raise ServerError("witness", str(exc)) from exc
     ledger_vkey = NoteVerifier(ledger_origin, bytes(ledger_key.verify_key)).vkey
@@ -787,6 +803,13 @@ def _witness_process(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = ChildProcess("witness", cmd, state_dir / "logs" / "witness.log", env, REPO_ROOT)
     return proc, CosignatureVerifier(WITNESS_NAME, bytes(key.verify_key))
+
+
+def _kept_key(path: Path, why: str) -> SigningKey:
+    """A key the running stack already uses: loaded, never generated again."""
+    if not path.exists():
+        raise KeyFileError(f"key file {path} is missing and is not generated again: {why}")
+    return load_key_file(path)
 
 
 def _print_human(info: StackInfo, state_dir: Path) -> None:

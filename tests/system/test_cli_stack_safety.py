@@ -282,6 +282,31 @@ def test_a_failed_restart_leaves_nothing_untracked(
         stack.down_leaves_nothing()
 
 
+@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+def test_a_restart_never_generates_the_witness_key_again(
+    stack_env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    """The witness is killed and its key file deleted: `dev up` exits 1 naming the missing file
+    instead of restarting it with a fresh key that the stack's GOLDEN_WITNESSES does not name
+    (its cosignatures would be dropped without a word); `dev down` still stops everything."""
+    stack = StubStack(stack_env, state_dir, tmp_path)
+    up = stack.run("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    try:
+        key_file = state_dir.resolve() / "witness" / "witness.key"
+        assert key_file.exists()
+        stack.kill("witness")
+        key_file.unlink()
+        failed = stack.run("up", "--detach")
+        assert failed.returncode == 1, failed.stderr
+        assert "witness" in failed.stderr and f"key file {key_file} is missing" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert not key_file.exists()
+        assert stack.alive() == {name: name != "witness" for name in stack.recorded()}
+    finally:
+        stack.down_leaves_nothing()
+
+
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     """Whether pid is gone within timeout."""
     deadline = time.monotonic() + timeout
