@@ -229,7 +229,9 @@ async def test_a_winners_retry_reaching_another_process_while_sold_out_gets_its_
         process_b._pool = NoRereadPool(stack.pool)  # type: ignore[assignment]
 
         while_running = [asyncio.create_task(process_b.issue(user_1, rid_1)) for _ in range(3)]
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: rid_1 in process_b._running or any(r.done() for r in while_running), 30
+        )
         for retry in while_running:
             if retry.done():  # refused: show why
                 await retry
