@@ -4,12 +4,14 @@ assert round trips or their absence rather than time them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
+from service.sagas.admission import Admission
 from service.store.db import learn_types, skip_pool_reset
 
 
@@ -46,6 +48,17 @@ async def counted_pool(
         yield pool
     finally:
         await pool.close()
+
+
+async def settled(admission: Admission, within_s: float = 10.0) -> None:
+    """Once every row committed so far is in the admission's snapshot (a read started after
+    now) and its refresher neither wants nor runs a re-read: none started earlier lands later,
+    in a counted pool or after the test swapped its pool."""
+    await admission.snapshot_since(time.monotonic())
+    deadline = time.monotonic() + within_s
+    while admission._refresh_wanted.is_set() or admission._refresh_lock.locked():
+        assert time.monotonic() < deadline, f"the refresher was still busy after {within_s} s"
+        await asyncio.sleep(0.01)
 
 
 class NoRereadPool:

@@ -17,7 +17,7 @@ from golden_press.sagas import issue_workflow_id
 from service.sagas.admission import Admission
 from service.store.db import SLOTS_CHANNEL, SlotNotice
 from tests.helpers.stack import Stack
-from tests.helpers.statements import GatedRereadPool, Statements, counted_pool
+from tests.helpers.statements import GatedRereadPool, Statements, counted_pool, settled
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -180,9 +180,8 @@ async def test_sold_out_refusals_and_replays_send_no_statement(stack: Stack) -> 
             await stack.pool.execute(
                 "INSERT INTO deny_list (user_id, reason) VALUES ($1, 'x')", denied
             )
-            await asyncio.sleep(0.3)  # re-reads the finished saga asked for are done
             for admission in (ran, other):
-                await admission.refresh()  # holds the deny-list row and the winner's ticket
+                await settled(admission)  # holds the deny-list row and the winner's ticket
                 assert admission.snapshot.sold_out
             assert rid not in ran._running  # its replay comes from the snapshot too
 

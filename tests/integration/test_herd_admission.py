@@ -36,7 +36,13 @@ from service.store import keys as key_store
 from service.store.config import set_cap
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
-from tests.helpers.statements import GatedRereadPool, NoRereadPool, Statements, counted_pool
+from tests.helpers.statements import (
+    GatedRereadPool,
+    NoRereadPool,
+    Statements,
+    counted_pool,
+    settled,
+)
 from worker import golden_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -632,8 +638,7 @@ async def test_a_stale_verification_cache_cannot_redeem_a_revoked_ticket(
             for user in holders
         ]
         bundles = [await stack.bundle_for(tid) for tid in tickets]
-        await asyncio.sleep(0.3)  # re-reads the finished sagas asked for are done
-        await admission.refresh()
+        await settled(admission)  # holds both tickets; no re-read lands after the swap
         admission._pool = NoRereadPool(stack.pool)  # type: ignore[assignment]
         cached = TicketVerifier(admission, stack.pool, trust_roots)
         assert cached.max_age_s == max_age_for(3600)
