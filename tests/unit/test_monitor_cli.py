@@ -380,23 +380,37 @@ async def test_follow_waits_out_an_unreachable_source(
 ) -> None:
     """Under --follow an unreachable source is polled again (it comes back), not an exit."""
     log = MemLog(entries(20))
-    directory = publish(tmp_path, log)
+    directory = publish(tmp_path / "log", log)
+    state = tmp_path / "state.json"
     port = _closed_port()
     servers = []
+    ended = threading.Event()
+
+    def verified_20() -> bool:
+        return state.exists() and json.loads(state.read_text())["size"] == 20
 
     def comes_back_then_rolls_back() -> None:
         time.sleep(0.5)
         servers.append(start_tiles_server(directory, f"127.0.0.1:{port}"))
-        time.sleep(0.5)
+        # Only a follower that verified size 20 sees a rollback: wait for its state file.
+        deadline = time.monotonic() + 60
+        while not verified_20():
+            if ended.wait(0.02):
+                return
+            if time.monotonic() > deadline:  # ends the follower (exit 1, not a rollback)
+                (directory / "checkpoint").write_text("not a checkpoint\n")
+                return
         publish(directory, MemLog(log.entries[:10]))  # a rollback ends the follower
 
     mover = threading.Thread(target=comes_back_then_rolls_back)
     mover.start()
     args = [f"http://127.0.0.1:{port}/", "--vkey", VERIFIER.vkey, "--follow"]
+    args += ["--state", str(state)]
     capsys.readouterr()
     try:
         code = await cli.run(["monitor", *args, "--interval", "0.05", "--json"])
     finally:
+        ended.set()
         mover.join()
         for server in servers:
             server.stop()
