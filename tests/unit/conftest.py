@@ -8,6 +8,8 @@ process environment, so unit tests also run without the machine's GOLDEN_* and T
 from __future__ import annotations
 
 import os
+import socket
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,21 @@ def settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("GOLDEN_", "TEMPORAL_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def invalid_names_fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names under .invalid (RFC 6761) fail to resolve at once, as a resolver's NXDOMAIN does:
+    with no nameserver reachable, getaddrinfo may take 10 s or more to give up."""
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name.rstrip(".").endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def _no_server(request: pytest.FixtureRequest) -> None:

@@ -358,6 +358,7 @@ def _closed_port() -> int:
         pytest.param(lambda: f"grpc://127.0.0.1:{_closed_port()}", id="grpc-unavailable"),
     ],
 )
+@pytest.mark.usefixtures("invalid_names_fail_fast")
 async def test_an_unreachable_source_is_exit_3_in_one_line_not_a_violation(
     capsys: pytest.CaptureFixture[str], source: Callable[[], str]
 ) -> None:

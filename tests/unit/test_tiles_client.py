@@ -189,6 +189,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.usefixtures("invalid_names_fail_fast")
 def test_a_source_that_cannot_be_reached_is_unreachable_not_unreadable(
     hostile: Callable[[Behaviour], str],
 ) -> None:
