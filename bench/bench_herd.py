@@ -76,6 +76,7 @@ from bench.common import (
 )
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.sagas.client import connect_client
+from service.store.config import cap_status, set_cap
 
 
 @dataclass
@@ -400,28 +401,25 @@ async def idle_saga_ms(temporal_address: str, runs: int) -> tuple[list[float], b
     """IssueTicket latencies through the API with nothing else running (cap raised for it),
     and the status a sold-out golden-press returns (cap set back to 5): the floor's rejection."""
     async with golden_processes(temporal_address) as stack:
-        conn = await asyncpg.connect(stack.settings.pg_dsn)
-        try:
-            await conn.execute("UPDATE golden_config SET cap = $1", runs + 10)
-            await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
-            await asyncio.sleep(0.2)
-            out = []
-            async with grpc.aio.insecure_channel(stack.address) as channel:
-                stub = golden_pb2_grpc.GoldenPressStub(channel)
-                for i in range(runs + 5):
-                    t0 = time.perf_counter()
-                    await stub.IssueTicket(
-                        golden_pb2.IssueTicketRequest(user_id=f"idle-{i}"),
-                        metadata=auth_metadata(),
-                        timeout=30,
-                    )
-                    if i >= 5:  # the first few warm up connections and caches
-                        out.append(time.perf_counter() - t0)
-            await conn.execute("UPDATE golden_config SET cap = 5")
-            await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
-            await asyncio.sleep(0.2)
-        finally:
-            await conn.close()
+        # As `admin set-cap` does: the cap's ledger entry, and the NOTIFY the API re-reads on.
+        dsn = stack.settings.pg_dsn
+        scope = (await cap_status(dsn)).scope
+        await set_cap(dsn, runs + 10, scope)
+        await asyncio.sleep(0.2)
+        out = []
+        async with grpc.aio.insecure_channel(stack.address) as channel:
+            stub = golden_pb2_grpc.GoldenPressStub(channel)
+            for i in range(runs + 5):
+                t0 = time.perf_counter()
+                await stub.IssueTicket(
+                    golden_pb2.IssueTicketRequest(user_id=f"idle-{i}"),
+                    metadata=auth_metadata(),
+                    timeout=30,
+                )
+                if i >= 5:  # the first few warm up connections and caches
+                    out.append(time.perf_counter() - t0)
+        await set_cap(dsn, 5, scope)
+        await asyncio.sleep(0.2)
         rejection = await one_rejection(stack.address)
     return out, rejection
 

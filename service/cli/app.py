@@ -93,26 +93,26 @@ def version() -> str:
 
 
 def _verb(
-    verbs: Any, name: str, help: str, example: str, parents: Sequence[argparse.ArgumentParser]
+    verbs: Any, name: str, summary: str, example: str, parents: Sequence[argparse.ArgumentParser]
 ) -> argparse.ArgumentParser:
     """One verb: a one-line help, the same as its description, and an example as epilog."""
     return verbs.add_parser(  # type: ignore[no-any-return]
         name,
-        help=help,
-        description=help[0].upper() + help[1:] + ".",
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=parents,
     )
 
 
-def _group(verbs: Any, name: str, help: str, example: str, dest: str) -> Any:
+def _group(verbs: Any, name: str, summary: str, example: str, dest: str) -> Any:
     """A verb that groups sub-verbs (`dev`, `ledger`, ...): like _verb, a one-line help that is
     also its description and an example; its --help lists each sub-verb with its one line."""
     group = verbs.add_parser(
         name,
-        help=help,
-        description=help[0].upper() + help[1:] + ".",
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
         epilog=f"example:\n  {example}\n\n`golden-press {name} VERB --help` describes each verb.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

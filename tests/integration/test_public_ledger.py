@@ -324,6 +324,22 @@ async def test_tiles_over_http_mirror_the_log_and_the_monitor_passes(
                 )
 
 
+def voided_entries(count: int) -> list[LedgerEntry]:
+    """`count` VOIDED entries (serials 1..count) to append straight to the ledger: a log of
+    hundreds of entries without as many issuances through the sagas."""
+    return [
+        LedgerEntry(
+            kind=EntryKind.VOIDED,
+            ticket_id=uuid.uuid4(),
+            serial=i,
+            user_commitment="ab" * 32,
+            at=datetime.now(UTC),
+            reason="test",
+        )
+        for i in range(1, count + 1)
+    ]
+
+
 async def test_tiles_over_http_mirror_a_log_past_one_full_tile(
     tiles_stack: tuple[Stack, Faults],
 ) -> None:
@@ -333,20 +349,7 @@ async def test_tiles_over_http_mirror_a_log_past_one_full_tile(
     stack, _ = tiles_stack
     assert (await stack.issue("ivy")).outcome == Outcome.ISSUED
     async with stack.pool.acquire() as conn, conn.transaction():
-        await stack.ledger.append_many(
-            conn,
-            [
-                LedgerEntry(
-                    kind=EntryKind.VOIDED,
-                    ticket_id=uuid.uuid4(),
-                    serial=i,
-                    user_commitment="ef" * 32,
-                    at=datetime.now(UTC),
-                    reason="test",
-                )
-                for i in range(1, 301)
-            ],
-        )
+        await stack.ledger.append_many(conn, voided_entries(300))
     assert (await stack.issue("jon")).outcome == Outcome.ISSUED  # a checkpoint past the batch
     size = await wait_published(stack)
     assert size >= 302
@@ -482,17 +485,7 @@ async def test_publisher_catches_up_idempotently_and_never_rewrites_full_tiles(
     """300 entries, a crash that lost the checkpoint and a partial tile, growth, a cap change."""
     directory = tmp_path / "tiles"
     publisher = TilePublisher(directory, stack.ledger)
-    entries = [
-        LedgerEntry(
-            kind=EntryKind.VOIDED,
-            ticket_id=uuid.uuid4(),
-            serial=i,
-            user_commitment="ab" * 32,
-            at=datetime.now(UTC),
-            reason="test",
-        )
-        for i in range(1, 301)
-    ]
+    entries = voided_entries(300)
     async with stack.pool.acquire() as conn, conn.transaction():
         await stack.ledger.append_many(conn, entries[:290])
     assert await publisher.catch_up(stack.pool) == 290
@@ -555,22 +548,9 @@ async def test_publisher_writes_the_partial_tiles_of_every_checkpointed_size(
     directory = tmp_path / "tiles"
     publisher = TilePublisher(directory, stack.ledger)
 
-    def voided(count: int) -> list[LedgerEntry]:
-        return [
-            LedgerEntry(
-                kind=EntryKind.VOIDED,
-                ticket_id=uuid.uuid4(),
-                serial=i,
-                user_commitment="cd" * 32,
-                at=datetime.now(UTC),
-                reason="test",
-            )
-            for i in range(1, count + 1)
-        ]
-
     async def append(count: int) -> None:
         async with stack.pool.acquire() as conn, conn.transaction():
-            await stack.ledger.append_many(conn, voided(count))
+            await stack.ledger.append_many(conn, voided_entries(count))
 
     base = await stack.pool.fetchval("SELECT count(*) FROM ledger_entries")
     await append(3)
