@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from golden_press.models import IssueTicketInput, IssueTicketResult, Outcome, request_hash
     from golden_press.sagas import ISSUE_WORKFLOW, issue_workflow_id
     from service.api.pb import golden_pb2, golden_pb2_grpc
+    from service.store.config import set_cap
 
 
 class Step(BaseModel):
@@ -100,12 +101,9 @@ async def main_async(args: argparse.Namespace) -> int:
             floor_worker,
             fresh_database("golden_bench_seed", migrate=False) as seed_dsn,
         ):
-            conn = await asyncpg.connect(stack.settings.pg_dsn)
-            try:  # the API re-reads its snapshot on this NOTIFY, as after `admin set-cap`
-                await conn.execute("UPDATE golden_config SET cap = 1000000")
-                await conn.execute("SELECT pg_notify('golden_slots', 'set-cap')")
-            finally:
-                await conn.close()
+            # As an operator does (`admin set-cap`): the cap's ledger entry, and the NOTIFY on
+            # which the API re-reads its snapshot.
+            await set_cap(stack.settings.pg_dsn, 1_000_000, "live")
             await create_schema(seed_dsn)
             seed_pool = await asyncpg.create_pool(seed_dsn, min_size=2, max_size=20)
             channel = grpc.aio.insecure_channel(stack.address)
