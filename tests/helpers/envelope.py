@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from service.cli import app as cli
+
 
 def envelope(stdout: str, code: int) -> dict[str, Any]:
     """The document stdout holds, checked: `ok` first; an error names reason, message and the
@@ -18,3 +22,13 @@ def envelope(stdout: str, code: int) -> dict[str, Any]:
         assert set(error) == {"reason", "message", "exit_code"}, doc
         assert error["exit_code"] == code != 0 and error["reason"] and error["message"], doc
     return doc
+
+
+async def run_monitor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """`golden-press monitor ARGV --json` in this process: its exit code and the report (the
+    envelope's `monitor`; ok exactly when the code is 0, never a usage error)."""
+    capsys.readouterr()
+    code = await cli.run(["monitor", *argv, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is (code == 0) and "monitor" in doc, doc
+    return code, doc["monitor"]

@@ -36,11 +36,11 @@ from golden_press.tiles import Tile, TreeBuilder, encode_bundle, encode_tile
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import serve, shutdown, tiles_url
 from service.api.servicer import MAX_ENTRIES_PAGE
-from service.cli import app as cli
 from service.store.config import set_cap
 from service.store.tile_files import TilePublisher, published_size
 from tests.helpers.api import expect_error
 from tests.helpers.cli_process import unconfigured_env
+from tests.helpers.envelope import run_monitor
 from tests.helpers.ledger import populated
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
@@ -216,15 +216,6 @@ def vkey_of(stack: Stack) -> str:
     return NoteVerifier(stack.settings.ledger_origin, bytes(stack.keys.ledger.verify_key)).vkey
 
 
-async def monitor(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
-    capsys.readouterr()
-    code = await cli.run(["monitor", *argv, "--json"])
-    out = capsys.readouterr().out.strip().splitlines()
-    doc = json.loads("\n".join(out))  # the CLI's one JSON document (envelope)
-    assert doc["ok"] is (code == 0), doc
-    return code, doc["monitor"]
-
-
 async def test_tiles_over_http_mirror_the_log_and_the_monitor_passes(
     tiles_stack: tuple[Stack, Faults], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -253,14 +244,14 @@ async def test_tiles_over_http_mirror_the_log_and_the_monitor_passes(
 
         state = tmp_path / "monitor-state.json"
         vkey = vkey_of(stack)
-        code, doc = await monitor(base, "--vkey", vkey, "--state", str(state), capsys=capsys)
+        code, doc = await run_monitor(capsys, base, "--vkey", vkey, "--state", str(state))
         assert (code, doc["violation"], doc["tree_size"]) == (0, None, size), doc
-        code, doc = await monitor(
-            str(stack.settings.tiles_dir), "--vkey", vkey, "--state", str(state), capsys=capsys
+        code, doc = await run_monitor(
+            capsys, str(stack.settings.tiles_dir), "--vkey", vkey, "--state", str(state)
         )
         assert code == 0, doc
         addr = f"127.0.0.1:{server.golden_port}"  # type: ignore[attr-defined]
-        code, doc = await monitor(f"grpc://{addr}", "--vkey", vkey, capsys=capsys)
+        code, doc = await run_monitor(capsys, f"grpc://{addr}", "--vkey", vkey)
         assert code == 0, doc
 
         # gRPC: entries pages and consistency proofs.
@@ -401,8 +392,8 @@ async def test_monitor_fails_on_each_tampered_copy(
     origin, key, vkey = stack.settings.ledger_origin, stack.keys.ledger, vkey_of(stack)
     state = tmp_path / "state.json"
     assert (
-        await monitor(
-            str(stack.settings.tiles_dir), "--vkey", vkey, "--state", str(state), capsys=capsys
+        await run_monitor(
+            capsys, str(stack.settings.tiles_dir), "--vkey", vkey, "--state", str(state)
         )
     )[0] == 0
     _, _, entries = await asyncio.to_thread(mirror_dir, stack.settings.tiles_dir)
@@ -436,7 +427,7 @@ async def test_monitor_fails_on_each_tampered_copy(
     for name, (directory, kind) in cases.items():
         # The test-only log is smaller than the real one: judged fresh, not as a rollback.
         with_state = [] if name == "sixth live ticket" else ["--state", str(state)]
-        code, doc = await monitor(str(directory), "--vkey", vkey, *with_state, capsys=capsys)
+        code, doc = await run_monitor(capsys, str(directory), "--vkey", vkey, *with_state)
         violation = doc.get("violation")
         assert code == 1 and isinstance(violation, dict), (name, doc)
         assert violation["kind"] == kind, (name, doc)
@@ -510,7 +501,7 @@ async def test_publisher_catches_up_idempotently_and_never_rewrites_full_tiles(
         assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 301
     assert await publisher.catch_up(stack.pool) == 301
     vkey = vkey_of(stack)
-    code, doc = await monitor(str(directory), "--vkey", vkey, capsys=capsys)
+    code, doc = await run_monitor(capsys, str(directory), "--vkey", vkey)
     assert (code, doc["tree_size"]) == (0, 301), doc
 
 

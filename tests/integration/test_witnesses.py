@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from service.witness.submitter import Submitter
 from tests.helpers.api import ServedApi as ApiHandle
 from tests.helpers.api import expect_error as expect
 from tests.helpers.api import served_api
+from tests.helpers.envelope import run_monitor
 from tests.helpers.servers import Servers
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
 
@@ -254,10 +256,8 @@ async def test_the_monitor_holds_a_real_log_to_its_witness_quorum(
         published = (tiles / "checkpoint").read_text()
         line = next(x for x in published.splitlines() if x.startswith(f"\u2014 {WITNESS_NAME} "))
 
-        async def monitor() -> tuple[int, dict[str, Any]]:
-            capsys.readouterr()
-            code = await cli.run(["monitor", str(tiles), "--keys", str(keys), "--json"])
-            return code, json.loads(capsys.readouterr().out)["monitor"]
+        def monitor() -> Awaitable[tuple[int, dict[str, Any]]]:
+            return run_monitor(capsys, str(tiles), "--keys", str(keys))
 
         code, doc = await monitor()
         assert (code, doc["cosigned_by"]) == (0, [WITNESS_NAME]), doc
@@ -296,12 +296,8 @@ async def test_the_monitor_takes_the_vkeys_file_keys_export_writes(
         tiles = tmp_path / "tiles"
         size = await TilePublisher(tiles, stack.ledger).catch_up(stack.pool)
 
-        async def monitor(*flags: str) -> tuple[int, dict[str, Any]]:
-            capsys.readouterr()
-            code = await cli.run(["monitor", str(tiles), *flags, "--json"])
-            doc = json.loads(capsys.readouterr().out)
-            assert "monitor" in doc, doc  # not a usage error
-            return code, doc["monitor"]
+        def monitor(*flags: str) -> Awaitable[tuple[int, dict[str, Any]]]:
+            return run_monitor(capsys, str(tiles), *flags)
 
         code, doc = await monitor("--vkey", str(vkeys))
         assert (code, doc["tree_size"], doc["violation"]) == (0, size, None), doc

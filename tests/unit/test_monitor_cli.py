@@ -27,6 +27,7 @@ from golden_press.tiles import Tile
 from service.api.tiles_http import start_tiles_server
 from service.cli import app as cli
 from service.cli.monitor import HttpSource
+from tests.helpers.envelope import run_monitor
 from tests.helpers.memlog import KEY, VERIFIER, MemLog, cap_entry, ticket_entry
 
 W1 = SigningKey(b"\x0a" * 32)
@@ -65,25 +66,17 @@ def json_documents(text: str) -> list[dict[str, Any]]:
     return docs
 
 
-async def monitor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
-    capsys.readouterr()
-    code = await cli.run(["monitor", *argv, "--json"])
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["ok"] is (code == 0), doc
-    return code, doc["monitor"]
-
-
 async def test_witness_flags_require_their_quorum(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory = publish(tmp_path, MemLog(entries(300)), (W1, W1_V))
     base = [str(directory), "--vkey", VERIFIER.vkey]
-    code, doc = await monitor(capsys, *base, "--witness", W1_V.vkey)
+    code, doc = await run_monitor(capsys, *base, "--witness", W1_V.vkey)
     assert (code, doc["cosigned_by"], doc["tree_size"]) == (0, [W1_V.name], 300), doc
-    code, doc = await monitor(capsys, *base, "--witness", W1_V.vkey, "--witness", W2_V.vkey)
+    code, doc = await run_monitor(capsys, *base, "--witness", W1_V.vkey, "--witness", W2_V.vkey)
     assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
     assert W2_V.name in str(doc["violation"])
-    code, doc = await monitor(
+    code, doc = await run_monitor(
         capsys, *base, "--witness", W1_V.vkey, "--witness", W2_V.vkey, "--quorum", "1"
     )
     assert code == 0, doc
@@ -97,9 +90,9 @@ async def test_bad_cosignature_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
     forged = type(line)(line.name, W1_V.key_id, line.signature)
     log.note = add_signature_lines(log.note, [forged])
     directory = log.write_to(tmp_path)
-    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey, "--quorum", "0")
+    code, doc = await run_monitor(capsys, str(directory), "--vkey", VERIFIER.vkey, "--quorum", "0")
     assert code == 0, doc  # no witnesses configured: the line is someone else's, ignored
-    code, doc = await monitor(
+    code, doc = await run_monitor(
         capsys, str(directory), "--vkey", VERIFIER.vkey, "--witness", W1_V.vkey, "--quorum", "0"
     )
     assert code == 1 and doc["violation"]["kind"] == "bad-cosignature", doc  # type: ignore[index]
@@ -112,10 +105,10 @@ async def test_witnesses_from_the_environment(
     monkeypatch.setenv(
         "GOLDEN_WITNESSES", f"{W1_V.vkey} http://127.0.0.1:1,{W2_V.vkey} http://127.0.0.1:2"
     )
-    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    code, doc = await run_monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
     assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
     monkeypatch.setenv("GOLDEN_WITNESS_QUORUM", "1")
-    code, doc = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    code, doc = await run_monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
     assert (code, doc["cosigned_by"]) == (0, [W1_V.name]), doc
 
 
@@ -136,10 +129,10 @@ async def test_witnesses_from_the_trust_roots(
     roots = trust_roots_with_one_witness()
     keys = tmp_path / "public-keys.json"
     keys.write_text(json.dumps(roots))
-    code, doc = await monitor(capsys, str(directory), "--keys", str(keys))
+    code, doc = await run_monitor(capsys, str(directory), "--keys", str(keys))
     assert code == 1 and doc["violation"]["kind"] == "witness-quorum", doc  # type: ignore[index]
     publish(directory, MemLog(entries(20)), (W1, W1_V))
-    assert (await monitor(capsys, str(directory), "--keys", str(keys)))[0] == 0
+    assert (await run_monitor(capsys, str(directory), "--keys", str(keys)))[0] == 0
 
 
 async def test_trust_roots_default_to_the_state_dir_as_the_help_says(
@@ -154,7 +147,7 @@ async def test_trust_roots_default_to_the_state_dir_as_the_help_says(
     (state_dir / "public-keys.json").write_text(json.dumps(roots))
     monkeypatch.setenv("GOLDEN_STATE_DIR", str(state_dir))
     monkeypatch.chdir(tmp_path)
-    assert (await monitor(capsys, str(directory)))[0] == 0
+    assert (await run_monitor(capsys, str(directory)))[0] == 0
     with pytest.raises(SystemExit):
         cli.parse(["monitor", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -339,7 +332,7 @@ async def test_the_source_is_closed_when_the_monitor_ends(
             closed.append(True)
 
     monkeypatch.setattr(monitor_cli, "open_source", lambda spec, parallel, tls: Closing(Path(spec)))
-    code, _ = await monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
+    code, _ = await run_monitor(capsys, str(directory), "--vkey", VERIFIER.vkey)
     assert code == 0 and closed == [True]
 
 
