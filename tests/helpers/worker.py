@@ -1,4 +1,5 @@
-"""A worker in its own process (a SIGKILL there is a real crash, not a cancelled task)."""
+"""golden-press processes of their own, the worker and the API (a SIGKILL there is a real crash,
+not a cancelled task)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 from golden_press.settings import Settings
+from service.devstack.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,14 +73,52 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL; never leaves the process behind."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; never leaves the process behind."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+async def start_api_process(
+    settings: Settings, log: Path, *, processes: int = 1, **extra_env: str
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`python -m service.api.server` on a free port with a fresh bearer token, once its
+    `processes` API processes listen (GOLDEN_API_PROCESSES; a child restarted meanwhile fails
+    the caller). Returns the process, its gRPC address and the token; stop it with
+    stop_process."""
+    token = f"t-{uuid.uuid4().hex}"
+    settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.api_tokens_file.write_text(f"{token}\n")
+    os.chmod(settings.api_tokens_file, 0o600)
+    address = f"127.0.0.1:{free_port()}"
+    env = settings_env(
+        settings, GOLDEN_API_PROCESSES=str(processes), GOLDEN_GRPC_ADDR=address, **extra_env
+    )
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.api.server"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while (text := log.read_text(errors="replace")).count("gRPC API listening") < processes:
+        assert "restarting it" not in text, text[-3000:]
+        assert proc.poll() is None, text[-2000:]
+        assert time.monotonic() < deadline, text[-2000:]
+        await asyncio.sleep(0.1)
+    return proc, address, token
 
 
 # ---- reliability helpers (reliability helper; appended) ----------------------------------------

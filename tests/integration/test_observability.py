@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 import urllib.request
-import uuid
 from pathlib import Path
 
 import grpc
@@ -29,7 +25,7 @@ from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.waiting import wait_until
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
-from tests.helpers.worker import REPO_ROOT, WorkerProcess, settings_env
+from tests.helpers.worker import WorkerProcess, start_api_process, stop_process
 
 
 def scrape(port: int) -> str:
@@ -152,41 +148,17 @@ async def test_api_metrics_endpoint(stack: Stack, tmp_path: Path) -> None:
     """`python -m service.api.server` with GOLDEN_METRICS_PORT serves prometheus_client's
     endpoint: each call counted by method and code, its latency histogram, process metrics."""
     metrics_port = free_port()
-    address = f"127.0.0.1:{free_port()}"
-    stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    stack.settings.api_tokens_file.write_text(f"t-{uuid.uuid4().hex}\n")
-    os.chmod(stack.settings.api_tokens_file, 0o600)
-    env = settings_env(
-        stack.settings, GOLDEN_GRPC_ADDR=address, GOLDEN_METRICS_PORT=str(metrics_port)
+    proc, address, _ = await start_api_process(
+        stack.settings, tmp_path / "api.log", GOLDEN_METRICS_PORT=str(metrics_port)
     )
-    log_path = tmp_path / "api.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.api.server"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-
-        async def listening() -> bool:
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
-            return "gRPC API listening" in log_path.read_text(errors="replace")
-
-        await wait_until(listening, timeout=60)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = golden_pb2_grpc.GoldenPressStub(channel)
             await stub.ListTickets(golden_pb2.ListTicketsRequest(), timeout=10)
             await stub.ListTickets(golden_pb2.ListTicketsRequest(), timeout=10)
         text = await asyncio.to_thread(scrape, metrics_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
     families = {family.name: family for family in text_string_to_metric_families(text)}
 
     def values(family: str, sample_name: str, **labels: str) -> dict[str, float]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -21,7 +19,7 @@ from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.devstack.servers import HOST, free_port, pid_alive, port_in_use
 from tests.helpers.stack import Stack
-from tests.helpers.worker import settings_env
+from tests.helpers.worker import start_api_process, stop_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -88,40 +86,12 @@ async def wait_gone(pids: list[int], within_s: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def start_supervisor(
-    stack: Stack, log: Path, **extra_env: str
-) -> tuple[subprocess.Popen[bytes], str, str]:
-    token = f"t-{uuid.uuid4().hex}"
-    stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    stack.settings.api_tokens_file.write_text(f"{token}\n")
-    os.chmod(stack.settings.api_tokens_file, 0o600)
-    address = f"127.0.0.1:{free_port()}"
-    env = settings_env(
-        stack.settings, GOLDEN_API_PROCESSES="2", GOLDEN_GRPC_ADDR=address, **extra_env
-    )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.api.server"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while log.read_text(errors="replace").count("gRPC API listening") < 2:
-        assert "restarting it" not in log.read_text(errors="replace"), log.read_text()[-3000:]
-        assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
-        await asyncio.sleep(0.1)
-    return proc, address, token
-
-
 async def test_two_processes_share_one_port_and_leave_nothing_behind(
     stack: Stack, tmp_path: Path
 ) -> None:
     metrics = free_port_pair()  # child i serves its metrics on metrics + i
-    proc, address, token = await start_supervisor(
-        stack, tmp_path / "api.log", GOLDEN_METRICS_PORT=str(metrics)
+    proc, address, token = await start_api_process(
+        stack.settings, tmp_path / "api.log", processes=2, GOLDEN_METRICS_PORT=str(metrics)
     )
     try:
         children = children_of(proc.pid)
@@ -199,8 +169,8 @@ async def test_every_process_serves_the_tiles_on_one_http_port(
     (tiles / "checkpoint").write_text(note)
     http = f"127.0.0.1:{free_port()}"
     log = tmp_path / "api.log"
-    proc, _, _ = await start_supervisor(
-        stack, log, GOLDEN_HTTP_ADDR=http, GOLDEN_TILES_DIR=str(tiles)
+    proc, _, _ = await start_api_process(
+        stack.settings, log, processes=2, GOLDEN_HTTP_ADDR=http, GOLDEN_TILES_DIR=str(tiles)
     )
     try:
         children = children_of(proc.pid)
@@ -219,9 +189,4 @@ async def test_every_process_serves_the_tiles_on_one_http_port(
         assert text.count("tiles over HTTP") == 2, text[-3000:]
         assert sorted(children_of(proc.pid)) == sorted(children)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
