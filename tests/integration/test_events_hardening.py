@@ -216,6 +216,21 @@ async def test_a_stream_whose_limits_would_drop_events_is_refused(
                 await stack.js.delete_stream(limits["mirror"].name)
 
 
+async def add_stream_by_hand(stack: Stack, **config: Any) -> None:
+    """The stack's stream as an operator (or an older release) might have made it before the
+    worker starts: its name and subjects, limits retention on file, plus `config`."""
+    settings = stack.settings
+    await stack.js.add_stream(
+        StreamConfig(
+            name=settings.stream_name,
+            subjects=[stream_subject(settings)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            **config,
+        )
+    )
+
+
 async def test_an_existing_stream_gets_acks_and_a_day_of_dedup_at_start_up(
     servers: Servers, session_dir: Path, client: Client
 ) -> None:
@@ -224,16 +239,7 @@ async def test_an_existing_stream_gets_acks_and_a_day_of_dedup_at_start_up(
     async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
         settings = stack.settings
         subject = f"{settings.subject_prefix}.golden_ticket.issued"
-        await stack.js.add_stream(
-            StreamConfig(
-                name=settings.stream_name,
-                subjects=[stream_subject(settings)],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                no_ack=True,
-                duplicate_window=120.0,
-            )
-        )
+        await add_stream_by_hand(stack, no_ack=True, duplicate_window=120.0)
         with pytest.raises(asyncio.TimeoutError):
             await stack.js.publish(subject, b"unacked", timeout=0.5)
         async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
@@ -251,14 +257,7 @@ async def test_an_existing_stream_gets_deny_delete_and_deny_purge_at_start_up(
     switched on when the worker starts: NATS allows switching them on, never off again."""
     async with golden_stack(servers, session_dir, client, run_worker=False) as stack:
         settings = stack.settings
-        await stack.js.add_stream(
-            StreamConfig(
-                name=settings.stream_name,
-                subjects=[stream_subject(settings)],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-            )
-        )
+        await add_stream_by_hand(stack)
         before = (await stack.js.stream_info(settings.stream_name)).config
         assert (before.deny_delete, before.deny_purge) == (False, False)
         async with golden_worker(settings, client, stack.pool, stack.nc, stack.keys):
