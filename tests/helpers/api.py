@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from golden_press.errors import Reason
+from golden_press.settings import Settings
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import bound_port, serve, shutdown
@@ -53,13 +54,19 @@ class ServedApi:
         return str(resp.bundle_json)
 
 
+def write_tokens(settings: Settings, *tokens: str) -> Path:
+    """The API's tokens file with these bearer tokens, private as the API requires."""
+    path = settings.api_tokens_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{token}\n" for token in tokens))
+    os.chmod(path, 0o600)
+    return path
+
+
 @asynccontextmanager
 async def served_api(stack: Stack) -> AsyncIterator[ServedApi]:
     """The API on a free port, sharing the stack's pool and client; API_TOKEN may write."""
-    tokens = stack.settings.api_tokens_file
-    tokens.parent.mkdir(parents=True, exist_ok=True)
-    tokens.write_text(f"# test tokens\n{API_TOKEN}\n")
-    os.chmod(tokens, 0o600)
+    write_tokens(stack.settings, "# test tokens", API_TOKEN)
     server = await serve(
         stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
     )

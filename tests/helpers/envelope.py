@@ -24,6 +24,14 @@ def envelope(stdout: str, code: int) -> dict[str, Any]:
     return doc
 
 
+async def run_doc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """Run the CLI in this process with --json: the exit code and the ONE JSON document stdout
+    holds (nothing else), checked as an envelope."""
+    capsys.readouterr()
+    code = await cli.run([*argv, "--json"])
+    return code, envelope(capsys.readouterr().out, code)
+
+
 async def run_monitor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     """`golden-press monitor ARGV --json` in this process: its exit code and the report (the
     envelope's `monitor`; ok exactly when the code is 0, never a usage error)."""

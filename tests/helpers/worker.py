@@ -13,6 +13,7 @@ from pathlib import Path
 
 from golden_press.settings import Settings
 from service.devstack.servers import free_port
+from tests.helpers.api import write_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,9 +98,7 @@ async def start_api_process(
     the caller). Returns the process, its gRPC address and the token; stop it with
     stop_process."""
     token = f"t-{uuid.uuid4().hex}"
-    settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.api_tokens_file.write_text(f"{token}\n")
-    os.chmod(settings.api_tokens_file, 0o600)
+    write_tokens(settings, token)
     address = f"127.0.0.1:{free_port()}"
     env = settings_env(
         settings, GOLDEN_API_PROCESSES=str(processes), GOLDEN_GRPC_ADDR=address, **extra_env

@@ -37,7 +37,7 @@ from service.store.db import create_pool
 from tests.helpers.api import API_TOKEN as TOKEN
 from tests.helpers.api import ServedApi as ApiHandle
 from tests.helpers.api import expect_error as expect
-from tests.helpers.api import served_api
+from tests.helpers.api import served_api, write_tokens
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -233,10 +233,7 @@ async def test_a_port_in_use_stops_serve_with_nothing_left_open(
     """GOLDEN_HTTP_ADDR (bound first) or the gRPC address (bound after the pool and admission
     started) taken by another socket: serve() raises, and an in-process caller is left
     with no port bound, no admission refresher and no pool open."""
-    path = stack.settings.api_tokens_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{TOKEN}\n")
-    os.chmod(path, 0o600)
+    write_tokens(stack.settings, TOKEN)
     pools: list[asyncpg.Pool] = []
 
     async def recorded_pool(*args: Any, **kwargs: Any) -> asyncpg.Pool:

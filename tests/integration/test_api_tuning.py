@@ -7,7 +7,6 @@ state that survives a release, or does not.
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ import asyncpg
 import pytest
 
 from service.api.server import pool_of, serve, shutdown
+from tests.helpers.api import write_tokens
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -46,9 +46,7 @@ async def test_the_api_pool_follows_its_settings(
     stack: Stack, knobs: dict[str, bool], synchronous_commit: str, reset: bool
 ) -> None:
     settings = stack.settings.model_copy(update=knobs)
-    settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.api_tokens_file.write_text(f"token-{uuid.uuid4().hex}\n")
-    os.chmod(settings.api_tokens_file, 0o600)
+    write_tokens(settings, f"token-{uuid.uuid4().hex}")
     server = await serve(settings, client=stack.client, address="127.0.0.1:0")  # its own pool
     try:
         pool = pool_of(server)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +18,8 @@ import pytest_asyncio
 from service.api.server import bound_port, serve, shutdown
 from service.cli import app as cli
 from service.cli.client import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
-from tests.helpers.envelope import envelope
+from tests.helpers.api import write_tokens
+from tests.helpers.envelope import run_doc
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -32,10 +32,7 @@ async def api_addr(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
     """Serve the API and point the CLI's environment at it (never at a real dev stack)."""
-    tokens = stack.settings.api_tokens_file
-    tokens.parent.mkdir(parents=True, exist_ok=True)
-    tokens.write_text(TOKEN + "\n")
-    os.chmod(tokens, 0o600)
+    tokens = write_tokens(stack.settings, TOKEN)
     server = await serve(
         stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
     )
@@ -138,13 +135,6 @@ async def test_cli_rejections_are_one_line(
 
 
 # ---- the contract: one JSON document per call, the same envelope for every verb ----------------
-
-
-async def run_doc(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    """Run with --json: the exit code and the ONE JSON document stdout holds (nothing else)."""
-    capsys.readouterr()
-    code = await cli.run([*argv, "--json"])
-    return code, envelope(capsys.readouterr().out, code)
 
 
 def leaf_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from golden_press.sagas import issue_workflow_id, redeem_workflow_id, ticket_id_
 from service.cli.app import run
 from service.cli.client import EXIT_REJECTED, EXIT_STILL_RUNNING
 from tests.helpers.api import point_cli_at, served_api
-from tests.helpers.envelope import envelope
+from tests.helpers.envelope import run_doc
 from tests.helpers.faults import OUTAGE, OutageFaults, outage_message
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
@@ -62,18 +62,11 @@ async def cli_stack(
             faults.plan.clear()  # a failed assertion must not leave a saga retrying forever
 
 
-async def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    """Run one CLI call with --json: its exit code and its one envelope document."""
-    capsys.readouterr()
-    code = await run([*argv, "--json"])
-    return code, envelope(capsys.readouterr().out, code)
-
-
 async def saga_status(
     capsys: pytest.CaptureFixture[str], subject: str, workflow_id: str
 ) -> dict[str, Any]:
     """`status SUBJECT --json`: the latest run of `workflow_id` among the sagas it lists."""
-    code, doc = await cli_json(capsys, "status", subject)
+    code, doc = await run_doc(capsys, "status", subject)
     assert code == 0, doc
     runs = [saga for saga in doc["sagas"] if saga["workflow_id"] == workflow_id]
     assert runs, doc
@@ -95,7 +88,7 @@ async def test_status_shows_a_bounded_step_in_its_retries(
     faults.plan["sign"] = OUTAGE
     request_id = f"st-{uuid.uuid4().hex[:8]}"
     wid, tid = issue_workflow_id(request_id), str(ticket_id_for(request_id))
-    code, doc = await cli_json(
+    code, doc = await run_doc(
         capsys, "issue", "--user", "stella", "--request-id", request_id, "--no-wait"
     )
     assert code == 0 and doc["saga"]["workflow_id"] == wid, doc
@@ -138,7 +131,7 @@ async def test_status_shows_a_bounded_step_in_its_retries(
 
 async def issued_ticket(capsys: pytest.CaptureFixture[str], user: str) -> str:
     """A ticket issued through the CLI (no fault in the plan yet): its id."""
-    code, doc = await cli_json(capsys, "issue", "--user", user)
+    code, doc = await run_doc(capsys, "issue", "--user", user)
     assert code == 0 and doc["ticket"]["state"] == "issued", doc
     return str(doc["ticket"]["ticket_id"])
 
@@ -160,7 +153,7 @@ async def test_status_shows_a_forward_step_in_its_retries(
     tid = await issued_ticket(capsys, "rhea")
     wid = redeem_workflow_id(tid)
     faults.plan["redeem"] = OUTAGE
-    code, doc = await cli_json(capsys, "redeem", tid, "--user", "rhea", "--no-wait")
+    code, doc = await run_doc(capsys, "redeem", tid, "--user", "rhea", "--no-wait")
     assert code == 0 and doc["saga"] == {"workflow_id": wid, "pending": True}, doc
 
     seen: list[dict[str, Any]] = []
@@ -203,14 +196,14 @@ async def test_redeem_past_its_deadline_says_still_running_and_names_status(
     tid = await issued_ticket(capsys, "rowan")
     wid = redeem_workflow_id(tid)
     faults.plan["redeem"] = OUTAGE
-    code, doc = await cli_json(capsys, "redeem", tid, "--user", "rowan", "--timeout", "2")
+    code, doc = await run_doc(capsys, "redeem", tid, "--user", "rowan", "--timeout", "2")
     assert code == EXIT_STILL_RUNNING == 4, doc
     assert doc["error"]["reason"] == "StillRunning", doc
     assert doc["error"]["message"] == (
         f"still running: workflow {wid}; `golden-press status {tid}` follows it"
     )
     # README: a second redeem while one runs is RedemptionInProgress (it does not start another)
-    code, doc = await cli_json(capsys, "redeem", tid, "--user", "rowan", "--timeout", "2")
+    code, doc = await run_doc(capsys, "redeem", tid, "--user", "rowan", "--timeout", "2")
     assert code == EXIT_REJECTED and doc["error"]["reason"] == "RedemptionInProgress", doc
 
     saga = await saga_status(capsys, tid, wid)  # the hint works: it names the running saga

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,7 @@ from service.sagas.admission import Admission
 from service.sagas.runs import revoke_ticket
 from service.store import keys as key_store
 from service.store.config import set_cap
+from tests.helpers.api import write_tokens
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.statements import (
@@ -95,9 +95,7 @@ async def admissions(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
 
 
 async def served(stack: Stack) -> tuple[grpc.aio.Server, str]:
-    stack.settings.api_tokens_file.parent.mkdir(parents=True, exist_ok=True)
-    stack.settings.api_tokens_file.write_text(f"{TOKEN}\n")
-    os.chmod(stack.settings.api_tokens_file, 0o600)
+    write_tokens(stack.settings, TOKEN)
     server = await serve(
         stack.settings, pool=stack.pool, client=stack.client, address="127.0.0.1:0"
     )

@@ -24,6 +24,7 @@ from service.api.tls import channel_credentials
 from service.cli import app as cli
 from service.cli.client import EXIT_UNAVAILABLE
 from starter import issue_via_api
+from tests.helpers.api import write_tokens
 from tests.helpers.stack import Stack
 from tests.helpers.tls import Leaf, TestCA, served_certificate_serial
 
@@ -38,18 +39,10 @@ def ca(tmp_path: Path) -> TestCA:
     return TestCA(tmp_path / "pki")
 
 
-def write_tokens(stack: Stack) -> Path:
-    tokens = stack.settings.api_tokens_file
-    tokens.parent.mkdir(parents=True, exist_ok=True)
-    tokens.write_text(TOKEN + "\n")
-    os.chmod(tokens, 0o600)
-    return tokens
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def tls_api(stack: Stack, ca: TestCA) -> AsyncIterator[tuple[str, Leaf]]:
     """The API served with a server certificate (no client certificate asked)."""
-    write_tokens(stack)
+    write_tokens(stack.settings, TOKEN)
     leaf = ca.server()
     settings = stack.settings.model_copy(
         update={"tls_cert_file": leaf.cert_file, "tls_key_file": leaf.key_file}
@@ -64,7 +57,7 @@ async def tls_api(stack: Stack, ca: TestCA) -> AsyncIterator[tuple[str, Leaf]]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def mtls_api(stack: Stack, ca: TestCA) -> AsyncIterator[str]:
     """The API served with mutual TLS: client certificates from `ca` required."""
-    write_tokens(stack)
+    write_tokens(stack.settings, TOKEN)
     leaf = ca.server()
     settings = stack.settings.model_copy(
         update={
@@ -249,7 +242,7 @@ async def test_certificate_rotation_without_restart(tls_api: tuple[str, Leaf], c
 async def test_plaintext_on_a_public_address_warns(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_tokens(stack)
+    write_tokens(stack.settings, TOKEN)
     with caplog.at_level(logging.WARNING, logger="golden_press.api"):
         server = await serve(
             stack.settings, pool=stack.pool, client=stack.client, address="0.0.0.0:0"

@@ -8,7 +8,6 @@ row and in the message headers; the consumer example continues that trace.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.api.server import bound_port, serve, shutdown
 from service.observability.tracing import disable_tracing, enable_tracing
 from starter.consume_events import JsonlSink, consume
+from tests.helpers.api import write_tokens
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.tracing import in_memory_tracing, traced_client
@@ -48,11 +48,8 @@ async def test_one_trace_from_issue_ticket_to_publish(
     try:
         traced = traced_client(client, tracing.temporal_interceptors())
         async with golden_stack(servers, session_dir, traced) as stack:
-            tokens = stack.settings.api_tokens_file
-            tokens.parent.mkdir(parents=True, exist_ok=True)
             token = uuid.uuid4().hex
-            tokens.write_text(token + "\n")
-            os.chmod(tokens, 0o600)
+            write_tokens(stack.settings, token)
             server = await serve(
                 stack.settings, pool=stack.pool, client=traced, address="127.0.0.1:0"
             )
