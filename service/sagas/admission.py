@@ -382,14 +382,10 @@ class Admission:
                 await wait_event(self._refresh_wanted, self.refresh_interval_s)
 
     async def refresh(self) -> Snapshot:
-        """Re-read the snapshot (one connection, two statements); concurrent calls coalesce."""
-        if self._refresh_lock.locked():
-            async with self._refresh_lock:  # someone is reading right now: their answer will do
-                return self.snapshot
-        async with self._refresh_lock:
-            self.snapshot = await read_snapshot(self._pool)
-            self._forget_finished(self.snapshot.read_at)
-            return self.snapshot
+        """A snapshot read from now on (one connection, two statements). Concurrent callers
+        share reads, but a read already under way when this is called does not do: it may
+        predate the change the caller (say, the refresher after a NOTIFY) wants to see."""
+        return await self.snapshot_since(time.monotonic())
 
     async def snapshot_since(self, moment: float) -> Snapshot:
         """A snapshot whose read started at or after `moment` (time.monotonic()), so it holds
