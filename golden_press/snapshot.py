@@ -140,6 +140,15 @@ class Snapshot:
             return _ASK
         return decide_known(stored, request_id, request_hash)
 
+    def user_refusal(self, user_id: str) -> Decision | None:
+        """What refuses this user whatever the slots: the deny-list, then one per user (the
+        database path's order)."""
+        if user_id in self.denied:
+            return Decision(Verdict.REFUSE, reason=Reason.USER_DENIED, message=denied(user_id))
+        if user_id in self.holders:
+            return Decision(Verdict.REFUSE, reason=Reason.ONE_PER_USER, message=holds(user_id))
+        return None
+
     def decide(self, user_id: str, request_id: str, request_hash: str) -> Decision:
         """The request id first (a winner's retry is never refused), then sold-out refusals."""
         known = self.lookup(request_id, request_hash)
@@ -147,23 +156,24 @@ class Snapshot:
             return known
         # Sold out: nothing this request could win. No rate-limit write (nothing to protect);
         # the reasons keep the order of the database path so callers see the same answers.
-        if user_id in self.denied:
-            return Decision(
-                Verdict.REFUSE,
-                reason=Reason.USER_DENIED,
-                message=f"user {user_id!r} may not receive a ticket",
-            )
-        if user_id in self.holders:
-            return Decision(
-                Verdict.REFUSE,
-                reason=Reason.ONE_PER_USER,
-                message=f"user {user_id!r} already holds a ticket",
-            )
+        refused = self.user_refusal(user_id)
+        if refused is not None:
+            return refused
         return Decision(
             Verdict.REFUSE,
             reason=Reason.CAP_REACHED,
             message=f"all {self.cap} golden tickets are taken ({self.scope})",
         )
+
+
+def denied(user_id: str) -> str:
+    """The UserDenied message, the same from memory and from the database."""
+    return f"user {user_id!r} may not receive a ticket"
+
+
+def holds(user_id: str) -> str:
+    """The OnePerUser message, the same from memory and from the database."""
+    return f"user {user_id!r} already holds a ticket"
 
 
 def decide_known(stored: StoredTicket, request_id: str, request_hash: str) -> Decision:

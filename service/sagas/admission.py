@@ -97,7 +97,7 @@ from golden_press.sagas import (
     redeem_workflow_id,
 )
 from golden_press.settings import Settings
-from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known
+from golden_press.snapshot import Decision, Snapshot, Verdict, decide_known, denied, holds
 from golden_press.waits import wait_event
 from service.sagas.runs import SagaFailed, parse_ticket_id, rejection
 from service.store.admission import admit, ping, read_snapshot, request_row
@@ -275,10 +275,10 @@ class Admission:
         snap = self.snapshot
         if not self._memory_gate or self._gate_share != 1 or not self._gate_full(snap):
             return None
-        if user_id in snap.denied:
-            return GoldenError(Reason.USER_DENIED, f"user {user_id!r} may not receive a ticket")
-        if user_id in snap.holders:
-            return GoldenError(Reason.ONE_PER_USER, f"user {user_id!r} already holds a ticket")
+        refused = snap.user_refusal(user_id)
+        if refused is not None:
+            assert refused.reason is not None
+            return GoldenError(refused.reason, refused.message)
         return _slots_claimed()
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -481,7 +481,7 @@ class Admission:
             known = decide_known(found.stored, request_id, request.request_hash)
             return await self._act(known, request, workflow_id)
         if found.denied:
-            raise GoldenError(Reason.USER_DENIED, f"user {user_id!r} may not receive a ticket")
+            raise GoldenError(Reason.USER_DENIED, denied(user_id))
         if found.attempts is not None and found.attempts > self._rate_attempts:
             raise GoldenError(
                 Reason.RATE_LIMITED,
@@ -489,7 +489,7 @@ class Admission:
                 "try again later",
             )
         if found.holds_ticket:
-            raise GoldenError(Reason.ONE_PER_USER, f"user {user_id!r} already holds a ticket")
+            raise GoldenError(Reason.ONE_PER_USER, holds(user_id))
 
         running = self._running.get(request_id)  # started by a concurrent call meanwhile
         if running is not None:
