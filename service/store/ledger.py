@@ -41,6 +41,7 @@ from golden_press.merkle import (
     consistency_ranges,
     fold_nodes,
     frontier_nodes,
+    hash_b64,
     inclusion_ranges,
     leaf_hash,
     node_hash,
@@ -548,7 +549,7 @@ class LedgerStore:
             entry=_b64(data),
             leaf_index=leaf,
             tree_size=head.size,
-            inclusion_proof=[_b64(h) for h in proof],
+            inclusion_proof=[hash_b64(h) for h in proof],
             checkpoint=head.note,
         )
 
@@ -610,6 +611,7 @@ def _stored_checkpoint(row: asyncpg.Record) -> StoredCheckpoint:
 
 
 def _b64(raw: bytes) -> str:
+    """Salt and entry bytes in a bundle (hashes go through merkle.hash_b64)."""
     return base64.b64encode(raw).decode("ascii")
 
 
