@@ -34,32 +34,9 @@ def ca(tmp_path: Path) -> TestCA:
 @pytest.fixture
 def tls_nats(tmp_path: Path, ca: TestCA) -> Iterator[str]:
     """A private nats-server that requires TLS and verifies client certificates."""
-    binary = find_binary("nats-server")
-    if binary is None:
-        pytest.skip("no nats-server binary")
     leaf = ca.server("nats")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "-a", "127.0.0.1", "-p", str(port),
-            "--tls", "--tlscert", str(leaf.cert_file), "--tlskey", str(leaf.key_file),
-            "--tlscacert", str(ca.cert_file), "--tlsverify",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "nats.log").open("wb"),
-    )  # fmt: skip
-    try:
-        for _ in range(200):
-            if port_in_use("127.0.0.1", port):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "nats.log").read_text())
-            time.sleep(0.02)
-        yield f"tls://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with configured_nats(nats_binary(), tmp_path / "nats", leaf, client_ca=ca) as url:
+        yield url
 
 
 async def test_nats_mutual_tls_from_settings(tls_nats: str, ca: TestCA) -> None:
@@ -70,38 +47,25 @@ async def test_nats_mutual_tls_from_settings(tls_nats: str, ca: TestCA) -> None:
         nats_tls_cert_file=client.cert_file,
         nats_tls_key_file=client.key_file,
     )
-    nc = await connect_nats(settings, max_reconnect_attempts=0, allow_reconnect=False)
-    try:
-        sub = await nc.subscribe("golden.tls.check")
-        await nc.publish("golden.tls.check", b"over tls")
-        msg = await sub.next_msg(timeout=5)
-        assert msg.data == b"over tls"
-    finally:
-        await nc.close()
+    await round_trip(settings, "golden.tls.check")
 
     # Without the client certificate the server refuses the connection.
     bare = settings.model_copy(update={"nats_tls_cert_file": None, "nats_tls_key_file": None})
-    with pytest.raises((NoServersError, OSError, asyncio.TimeoutError)):
-        nc = await connect_nats(
-            bare, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
-        )
-        await nc.close()
+    await refused(bare, (NoServersError, OSError, asyncio.TimeoutError))
 
 
 def nkey_seed_file(path: Path) -> str:
     """A fresh user nkey: its seed written to `path` (mode 0600); returns the public key."""
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    path.write_bytes(seed + b"\n")
+    user = Identity.new(nkeys.PREFIX_BYTE_USER)
+    path.write_bytes(user.seed + b"\n")
     os.chmod(path, 0o600)
-    return str(nkeys.from_seed(seed).public_key.decode())
+    return user.public_key
 
 
 @pytest.fixture
 def nkey_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
     """A private nats-server: TLS (server certificate only) and one user who signs with an nkey."""
-    binary = find_binary("nats-server")
-    if binary is None:
-        pytest.skip("no nats-server binary")
+    binary = nats_binary()
     leaf = ca.server("nats-nkey")
     seed = tmp_path / "user.nk"
     public = nkey_seed_file(seed)
@@ -110,16 +74,27 @@ def nkey_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
         yield url, seed
 
 
+def nats_binary() -> Path:
+    """The nats-server binary, or the test is skipped."""
+    binary = find_binary("nats-server")
+    if binary is None:
+        pytest.skip("no nats-server binary")
+    return binary
+
+
 @contextlib.contextmanager
-def configured_nats(binary: Path, stem: Path, leaf: Leaf, auth: str) -> Iterator[str]:
-    """nats-server from a config file (`stem`.conf, its log `stem`.log): TLS with `leaf`, the
-    `auth` lines as given; yields its tls:// URL once it listens."""
+def configured_nats(
+    binary: Path, stem: Path, leaf: Leaf, auth: str = "", client_ca: TestCA | None = None
+) -> Iterator[str]:
+    """nats-server from a config file (`stem`.conf, its log `stem`.log): TLS with `leaf` (and,
+    given `client_ca`, a client certificate it signed required), the `auth` lines as given;
+    yields its tls:// URL once it listens."""
     port = free_port()
     config = stem.with_suffix(".conf")
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        f'tls {{ cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}" }}\n' + auth
-    )
+    tls = f'cert_file: "{leaf.cert_file}", key_file: "{leaf.key_file}"'
+    if client_ca is not None:
+        tls += f', ca_file: "{client_ca.cert_file}", verify: true'
+    config.write_text(f"listen: 127.0.0.1:{port}\ntls {{ {tls} }}\n" + auth)
     log = stem.with_suffix(".log")
     proc = subprocess.Popen(
         [str(binary), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log.open("wb")
@@ -148,6 +123,20 @@ async def round_trip(settings: Settings, subject: str) -> None:
         await nc.close()
 
 
+async def refused(
+    settings: Settings,
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    match: str | None = None,
+) -> None:
+    """A connection as the settings say (no retry, 2 s to connect) fails with `errors` (its
+    message matching `match`)."""
+    with pytest.raises(errors, match=match):
+        nc = await connect_nats(
+            settings, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
+        )
+        await nc.close()
+
+
 async def test_nats_nkey_over_tls_from_settings(
     nkey_nats: tuple[str, Path], ca: TestCA, tmp_path: Path
 ) -> None:
@@ -161,15 +150,11 @@ async def test_nats_nkey_over_tls_from_settings(
 
     stranger = tmp_path / "stranger.nk"
     nkey_seed_file(stranger)
-    for refused in (
+    for denied in (
         settings.model_copy(update={"nats_nkey_seed_file": None}),
         settings.model_copy(update={"nats_nkey_seed_file": stranger}),
     ):
-        with pytest.raises((NatsError, NoServersError, OSError, asyncio.TimeoutError)):
-            nc = await connect_nats(
-                refused, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
-            )
-            await nc.close()
+        await refused(denied, (NatsError, NoServersError, OSError, asyncio.TimeoutError))
 
 
 @pytest.fixture
@@ -177,9 +162,7 @@ def operator_nats(tmp_path: Path, ca: TestCA) -> Iterator[tuple[str, Path]]:
     """A private nats-server in operator (decentralised JWT) mode over TLS: it trusts a fresh
     operator and knows one account (MEMORY resolver); yields its URL and the `.creds` file of a
     user that account signed. No system account: the server only warns without one."""
-    binary = find_binary("nats-server")
-    if binary is None:
-        pytest.skip("no nats-server binary")
+    binary = nats_binary()
     leaf = ca.server("nats-operator")
     operator = Identity.new(nkeys.PREFIX_BYTE_OPERATOR)
     account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
@@ -210,13 +193,9 @@ async def test_nats_creds_file_in_operator_mode_from_settings(
     rogue_account = Identity.new(nkeys.PREFIX_BYTE_ACCOUNT)
     rogue = Identity.new(nkeys.PREFIX_BYTE_USER)
     rogue_creds = write_creds(tmp_path / "rogue.creds", user_jwt(rogue, rogue_account), rogue)
-    for refused in (
+    for denied in (
         settings.model_copy(update={"nats_creds_file": None}),
         settings.model_copy(update={"nats_creds_file": rogue_creds}),
     ):
         # The server's own verdict (not a TLS or network failure): the JWT chain is checked.
-        with pytest.raises(NatsError, match="Authorization Violation"):
-            nc = await connect_nats(
-                refused, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2
-            )
-            await nc.close()
+        await refused(denied, NatsError, match="Authorization Violation")
