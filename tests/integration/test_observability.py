@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from golden_press.models import Outcome
@@ -20,17 +18,13 @@ from service.ops.metrics import GAUGES, PROCESS_SAMPLES
 from service.store.cosignatures import latest_cosigned_size
 from service.store.gauges import read_gauges
 from tests.helpers.api import served_api
+from tests.helpers.metrics import families, sample_values, scrape
 from tests.helpers.poison import poison_events
 from tests.helpers.servers import Servers
 from tests.helpers.stack import Stack, golden_stack
 from tests.helpers.waiting import wait_until
 from tests.helpers.witness import WITNESS_NAME, stack_with_witness
 from tests.helpers.worker import WorkerProcess, start_api_process, stop_process
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
 
 
 def sample(text: str, name: str) -> float | None:
@@ -159,31 +153,25 @@ async def test_api_metrics_endpoint(stack: Stack, tmp_path: Path) -> None:
         text = await asyncio.to_thread(scrape, metrics_port)
     finally:
         stop_process(proc)
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-
-    def values(family: str, sample_name: str, **labels: str) -> dict[str, float]:
-        """The family's samples of that name with these labels, by their `le` (or "")."""
-        return {
-            s.labels.get("le", ""): s.value
-            for s in families[family].samples
-            if s.name == sample_name and labels.items() <= s.labels.items()
-        }
+    by_name = families(text)
 
     # Two calls of the method, counted under its status code.
-    assert families["golden_rpc"].type == "counter"
-    assert values("golden_rpc", "golden_rpc_total", method="ListTickets", code="OK") == {"": 2}
+    assert by_name["golden_rpc"].type == "counter"
+    assert sample_values(
+        by_name, "golden_rpc", "golden_rpc_total", method="ListTickets", code="OK"
+    ) == {"": 2}
     # Their latency: a histogram in seconds, every bucket present, +Inf holding both calls.
-    assert families["golden_rpc_seconds"].type == "histogram"
+    assert by_name["golden_rpc_seconds"].type == "histogram"
     ok = {"method": "ListTickets", "outcome": "ok"}
-    buckets = values("golden_rpc_seconds", "golden_rpc_seconds_bucket", **ok)
+    buckets = sample_values(by_name, "golden_rpc_seconds", "golden_rpc_seconds_bucket", **ok)
     assert list(buckets) == [
         "0.002", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
         "10.0", "+Inf",
     ], buckets  # fmt: skip
     assert buckets["+Inf"] == 2
-    assert values("golden_rpc_seconds", "golden_rpc_seconds_count", **ok) == {"": 2}
+    assert sample_values(by_name, "golden_rpc_seconds", "golden_rpc_seconds_count", **ok) == {"": 2}
     # The process's own metrics; CPU seconds are a counter (a `_total` name is one).
-    assert families["process_resident_memory_bytes"].samples[0].value > 10e6
-    assert families["process_cpu_seconds"].type == "counter"
-    assert families["process_cpu_seconds"].samples[0].name == "process_cpu_seconds_total"
-    assert families["process_cpu_seconds"].samples[0].value > 0
+    assert by_name["process_resident_memory_bytes"].samples[0].value > 10e6
+    assert by_name["process_cpu_seconds"].type == "counter"
+    assert by_name["process_cpu_seconds"].samples[0].name == "process_cpu_seconds_total"
+    assert by_name["process_cpu_seconds"].samples[0].value > 0

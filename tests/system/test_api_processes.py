@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.convert import error_reason
 from service.api.pb import golden_pb2, golden_pb2_grpc
 from service.devstack.servers import HOST, free_port, pid_alive, port_in_use
+from tests.helpers.metrics import families, sample_values, scrape
 from tests.helpers.stack import Stack
 from tests.helpers.worker import start_api_process, stop_process
 
@@ -66,16 +66,9 @@ def listener_pid(port: int, pids: list[int]) -> int | None:
 
 def issue_calls_served(metrics_port: int) -> int:
     """IssueTicket calls one child answered, by its golden_rpc_total (whatever the code)."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        text = answer.read().decode()
+    served = families(scrape(metrics_port))
     return int(
-        sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "golden_rpc_total" and sample.labels.get("method") == "IssueTicket"
-        )
+        sum(sample_values(served, "golden_rpc", "golden_rpc_total", method="IssueTicket").values())
     )
 
 

@@ -4,15 +4,14 @@ are gauges."""
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any, cast
 
 import asyncpg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.devstack.servers import free_port
 from service.ops.metrics import PROCESS_SAMPLES, GaugePublisher, metrics_runtime
+from tests.helpers.metrics import families, scrape
 
 
 class FakeProcess:
@@ -27,26 +26,20 @@ class FakeProcess:
         return [cpu, rss]
 
 
-def scrape(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
 def test_cpu_seconds_is_a_counter_and_the_rest_are_gauges() -> None:
     port = free_port()
     runtime = metrics_runtime(port)
     assert runtime is not None
     publisher = GaugePublisher(cast(asyncpg.Pool, None), runtime.metric_meter)
     publisher.set_process()  # the real ProcessCollector
-    families = scrape(port)
+    by_name = families(scrape(port))
     # prometheus_client's parser names a counter's family without its `_total`.
-    assert families["process_cpu_seconds"].type == "counter"
-    (cpu,) = families["process_cpu_seconds"].samples
+    assert by_name["process_cpu_seconds"].type == "counter"
+    (cpu,) = by_name["process_cpu_seconds"].samples
     assert cpu.name == "process_cpu_seconds_total" and cpu.value >= 0
     for name in PROCESS_SAMPLES:
         if name != "process_cpu_seconds_total":
-            assert families[name].type == "gauge", name
+            assert by_name[name].type == "gauge", name
 
 
 def test_cpu_counter_follows_the_process_in_whole_seconds() -> None:
@@ -62,6 +55,6 @@ def test_cpu_counter_follows_the_process_in_whole_seconds() -> None:
     for cpu in (0.4, 2.7, 3.2, 3.9, 3.9, 7.0):
         fake.cpu = cpu
         publisher.set_process()
-        seen.append(scrape(port)["process_cpu_seconds"].samples[0].value)
+        seen.append(families(scrape(port))["process_cpu_seconds"].samples[0].value)
     assert seen == [0, 2, 3, 3, 3, 7]
-    assert scrape(port)["process_resident_memory_bytes"].samples[0].value == 50e6
+    assert families(scrape(port))["process_resident_memory_bytes"].samples[0].value == 50e6
