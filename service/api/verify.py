@@ -202,39 +202,37 @@ class TicketVerifier:
             known = snap.by_id.get(ticket_id)
         return snap, known
 
-    async def _stored_ticket(self, ticket_id: UUID) -> Ticket | None:
-        """The stored ticket for a public bundle: from a fresh snapshot (or the next read, for an
-        id it lacks), else from PostgreSQL; an unsigned row in memory is re-read (it may be signed
-        by now, and a public bundle exists only for a signed ticket)."""
+    async def _stored(
+        self, ticket_id: UUID, *, signed: bool = False
+    ) -> tuple[Ticket | None, Snapshot | None]:
+        """The stored ticket and the snapshot it came from (None: read from PostgreSQL, never
+        memoised): from a fresh snapshot (or the next read, for an id it lacks), else from
+        PostgreSQL. `signed`: an unsigned row in memory is re-read (it may be signed by now; a
+        public bundle exists only for a signed ticket)."""
         snap = self._fresh_snapshot()
         if snap is not None:
-            _, known = await self._known(snap, ticket_id)
+            later, known = await self._known(snap, ticket_id)
             if known is None:
-                return None
-            if not is_redacted(known.ticket):
-                return known.ticket
-        return await queries.get_ticket(self._pool, ticket_id)
+                return None, None  # a read that started after the question holds no such row
+            if not (signed and is_redacted(known.ticket)):
+                if later is not snap:
+                    snap = self._fresh_snapshot()  # the memo follows the newer snapshot
+                return known.ticket, snap
+        return await queries.get_ticket(self._pool, ticket_id), None
 
     async def stored_response(self, ticket_id: UUID) -> golden_pb2.VerifyTicketResponse | None:
         """The answer for a stored ticket (its signature checked), or None if there is none."""
-        snap = self._fresh_snapshot()
-        if snap is not None:
+        if self._fresh_snapshot() is not None:
             cached = self._responses.get(ticket_id)
             if cached is not None:
                 return cached
-            later, known = await self._known(snap, ticket_id)
-            if known is None:
-                return None  # a read that started after the question holds no such row
-            if later is not snap:
-                snap = self._fresh_snapshot()  # the memo follows the newer snapshot
-            stored = known.ticket
-        else:
-            stored = None
-        if stored is None:  # the snapshot is too old: PostgreSQL answers
-            stored = await queries.get_ticket(self._pool, ticket_id)
-            if stored is None:
-                return None
-            snap = None  # read from PostgreSQL: never memoised under a snapshot
+        stored, snap = await self._stored(ticket_id)
+        return None if stored is None else await self._respond(stored, snap)
+
+    async def _respond(
+        self, stored: Ticket, snap: Snapshot | None
+    ) -> golden_pb2.VerifyTicketResponse:
+        """The answer for this stored ticket, memoised under `snap` while it is current."""
         if not stored.signature:
             resp = _response_for(stored)
             resp.signature_valid = False
@@ -244,7 +242,7 @@ class TicketVerifier:
         verify_ticket(stored, await self._roots(stored.key_id))
         resp = _response_for(stored)
         if snap is not None and snap is self._responses_of:
-            self._responses[ticket_id] = resp
+            self._responses[stored.ticket_id] = resp
         return resp
 
     async def verify(
@@ -284,15 +282,17 @@ class TicketVerifier:
                 # A public bundle: the proof is the bundle's; the issuer signature is the stored
                 # ticket's, bound to the same ledger entry by its signature digest.
                 checkpoint = verify_public_bundle(bundle, roots, self._policy)
-                stored = await self._stored_ticket(bundle.ticket.ticket_id)
+                stored, snap = await self._stored(bundle.ticket.ticket_id, signed=True)
                 if stored is None or is_redacted(stored):
                     raise GoldenError(
                         Reason.TICKET_NOT_FOUND, f"no signed ticket {bundle.ticket.ticket_id}"
                     )
                 full = bundle.model_copy(update={"ticket": stored})
                 verify_public_bundle(full, roots, self._policy)
-            else:
-                checkpoint = verify_bundle(bundle, roots, self._policy)
+                self._bundles.put(digest, (bundle.ticket.key_id, bundle.ticket, checkpoint.size))
+                # The row just read answers: reading it again could find an older one in memory.
+                return self._proof_checked(await self._respond(stored, snap), checkpoint.size)
+            checkpoint = verify_bundle(bundle, roots, self._policy)
             self._bundles.put(digest, (bundle.ticket.key_id, bundle.ticket, checkpoint.size))
             return await self._bundle_response(bundle.ticket, checkpoint.size)
         raise InvalidRequest("give ticket_id, ticket or bundle_json")
@@ -302,11 +302,15 @@ class TicketVerifier:
     ) -> golden_pb2.VerifyTicketResponse:
         """The answer for a bundle whose proof verified: the stored ticket's standing now."""
         found = await self.stored_response(ticket.ticket_id)
+        return self._proof_checked(found or self._not_found(ticket), checkpoint_size)
+
+    @staticmethod
+    def _proof_checked(
+        answer: golden_pb2.VerifyTicketResponse, checkpoint_size: int
+    ) -> golden_pb2.VerifyTicketResponse:
+        """A copy of `answer` (memoised answers are shared) saying the bundle's proof held."""
         out = golden_pb2.VerifyTicketResponse()
-        if found is None:
-            out = self._not_found(ticket)
-        else:
-            out.CopyFrom(found)
+        out.CopyFrom(answer)
         out.proof_valid = True
         out.checkpoint_tree_size = checkpoint_size
         return out
