@@ -8,29 +8,19 @@ traceback.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from service.devstack.servers import (
-    HOST,
-    find_postgres_bin_dir,
-    pid_alive,
-    port_in_use,
-    process_start_time,
-)
+from service.devstack.servers import HOST, pid_alive, port_in_use, process_start_time
 from tests.helpers.cli_process import CLI, ROOT, run_cli
-from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER
+from tests.helpers.devstack_stubs import StubStack, needs_postgres
 from tests.helpers.envelope import envelope
 
 
@@ -142,76 +132,7 @@ def test_no_verb_falls_back_to_a_database_nobody_named(
     assert "GOLDEN_PG_DSN" in done.stderr, done.stderr
 
 
-class StubStack:
-    """`dev up --detach` / `dev down` of a real stack (postgres, NATS, Temporal, witness) whose
-    worker and API are stand-ins, in the test's own state dir."""
-
-    def __init__(self, env: dict[str, str], state_dir: Path, tmp_path: Path) -> None:
-        state_dir.chmod(0o755)  # the postgres user must reach the data dir
-        self.env, self.state_dir = env, state_dir
-        self.scripts = [tmp_path / "run.py", tmp_path / "worker.py", tmp_path / "api.py"]
-        for path, text in zip(self.scripts, (STUB_RUNNER, STUB_WORKER, STUB_API), strict=True):
-            path.write_text(text)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, *map(str, self.scripts), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            timeout=240,
-        )
-
-    def recorded(self) -> dict[str, dict[str, Any]]:
-        """The processes stack.json records, by name."""
-        doc = json.loads((self.state_dir / "stack.json").read_text())
-        return {p["name"]: p for p in doc["processes"]}
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one recorded part of this stack (only if that pid is still the one recorded:
-        never a process of another stack or a reused pid)."""
-        proc = self.recorded()[name]
-        assert pid_alive(proc["pid"], proc["start_time"]), f"{name} is not running"
-        os.kill(proc["pid"], signal.SIGKILL)
-        assert wait_gone(proc["pid"])
-
-    def alive(self) -> dict[str, bool]:
-        status = json.loads(run_cli(self.env, "dev", "status", "--json").stdout)
-        return {p["name"]: p["alive"] for p in status["parts"]}
-
-    def down_leaves_nothing(self) -> None:
-        """`dev down` succeeds and no process of this state dir is left (those still there are
-        killed, so a failing test leaks nothing)."""
-        down = self.run("down")
-        left = processes_of(self.state_dir)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        assert down.returncode == 0, down.stderr
-        assert not left, f"left running after dev down: {left}"
-
-
-def processes_of(state_dir: Path) -> dict[int, str]:
-    """Processes whose command line or environment names this state dir (every part of its
-    stack: the servers' data dirs are in it, the worker and API get GOLDEN_STATE_DIR)."""
-    needle = str(state_dir.resolve()).encode()
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline or needle in environ:
-            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
-    return found
-
-
-@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+@needs_postgres
 @pytest.mark.parametrize("killed", [("api",), ("nats", "witness")])
 def test_dev_up_restarts_only_the_missing_part(
     stack_env: dict[str, str], state_dir: Path, tmp_path: Path, killed: tuple[str, ...]
@@ -248,7 +169,7 @@ def test_dev_up_restarts_only_the_missing_part(
         stack.down_leaves_nothing()
 
 
-@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+@needs_postgres
 def test_a_failed_restart_leaves_nothing_untracked(
     stack_env: dict[str, str], state_dir: Path, tmp_path: Path
 ) -> None:
@@ -282,7 +203,7 @@ def test_a_failed_restart_leaves_nothing_untracked(
         stack.down_leaves_nothing()
 
 
-@pytest.mark.skipif(find_postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine")
+@needs_postgres
 def test_a_restart_never_generates_the_witness_key_again(
     stack_env: dict[str, str], state_dir: Path, tmp_path: Path
 ) -> None:
@@ -305,16 +226,6 @@ def test_a_restart_never_generates_the_witness_key_again(
         assert stack.alive() == {name: name != "witness" for name in stack.recorded()}
     finally:
         stack.down_leaves_nothing()
-
-
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    """Whether pid is gone within timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from service.devstack import servers
 from service.devstack import stack as devstack
 from service.devstack.servers import pid_alive, port_in_use
 from tests.helpers.cli_process import run_cli
-from tests.helpers.devstack_stubs import STUB_API, STUB_RUNNER, STUB_WORKER, needs_postgres
+from tests.helpers.devstack_stubs import StubStack, gone, needs_postgres, processes_mentioning
 from tests.helpers.envelope import envelope
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,53 +42,14 @@ KEYS = (
 
 
 @pytest.fixture
-def stubs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    worker, api, runner = tmp_path / "worker.py", tmp_path / "api.py", tmp_path / "run.py"
-    worker.write_text(STUB_WORKER)
-    api.write_text(STUB_API)
-    runner.write_text(STUB_RUNNER)
-    return runner, worker, api
-
-
-def run_stub(
-    stubs: tuple[Path, Path, Path], env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    runner, worker, api = stubs
-    return subprocess.run(
-        [sys.executable, str(runner), str(worker), str(api), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-    )
-
-
-def processes_mentioning(*needles: str) -> list[str]:
-    """Command lines of live processes that mention any needle (the state dir, the stubs)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(n in cmdline for n in needles) and pid_alive(int(entry.name)):
-            found.append(cmdline)
-    return found
-
-
-def gone(pid: int, timeout: float = 10.0) -> bool:
-    """Whether pid is gone within timeout (polled)."""
-    return servers._poll(lambda: not pid_alive(pid), timeout)
+def stack(stack_env: dict[str, str], state_dir: Path, tmp_path: Path) -> StubStack:
+    return StubStack(stack_env, state_dir, tmp_path)
 
 
 def assert_all_gone(state_dir: Path, recorded: dict, *needles: str) -> None:
     for proc in recorded["processes"]:
         assert gone(proc["pid"]), proc
-    assert processes_mentioning(str(state_dir), *needles) == []
+    assert processes_mentioning(str(state_dir), *needles) == {}
     info = recorded["info"]
     for addr in (info["temporal"], info["grpc"], info["nats"].removeprefix("nats://")):
         host, port = addr.rsplit(":", 1)
@@ -121,11 +82,9 @@ def one_line_error(stderr: str) -> str:
 
 
 @needs_postgres
-def test_up_detach_then_down_leaves_no_process(
-    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
-) -> None:
+def test_up_detach_then_down_leaves_no_process(stack: StubStack, state_dir: Path) -> None:
     began = time.monotonic()
-    up = run_stub(stubs, stack_env, "up", "--detach")
+    up = stack.run("up", "--detach")
     startup = time.monotonic() - began
     assert up.returncode == 0, up.stderr
     lines = up.stdout.splitlines()
@@ -145,23 +104,22 @@ def test_up_detach_then_down_leaves_no_process(
     for key in ("keys/issuer.key", "keys/ledger.key", "api-tokens", "witness/witness.key"):
         assert (state_dir / key).stat().st_mode & 0o077 == 0, key
 
-    again = run_stub(stubs, stack_env, "up", "--detach")  # idempotent: the same stack
+    again = stack.run("up", "--detach")  # idempotent: the same stack
     assert again.returncode == 0 and json.loads(again.stdout) == info
 
-    down = run_stub(stubs, stack_env, "down")
+    down = stack.run("down")
     assert down.returncode == 0, down.stderr
     assert not (state_dir / "stack.json").exists()
-    assert_all_gone(state_dir, recorded, str(stubs[0].parent))
+    assert_all_gone(state_dir, recorded, str(stack.script_dir))
     print(f"dev up --detach (stub worker/api): {startup:.1f} s")
 
 
 @needs_postgres
 def test_foreground_up_stops_everything_when_dev_down_signals_it(
-    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
+    stack: StubStack, stack_env: dict[str, str], state_dir: Path
 ) -> None:
-    runner, worker, api = stubs
     proc = subprocess.Popen(
-        [sys.executable, str(runner), str(worker), str(api), "up"],
+        stack.command("up"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -172,7 +130,7 @@ def test_foreground_up_stops_everything_when_dev_down_signals_it(
         assert servers._poll(lambda: (state_dir / "stack.json").exists(), 120), proc.poll()
         recorded = json.loads((state_dir / "stack.json").read_text())
         assert recorded["supervisor"]["pid"] == proc.pid
-        down = run_stub(stubs, stack_env, "down")
+        down = stack.run("down")
         assert down.returncode == 0, down.stderr
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -181,18 +139,18 @@ def test_foreground_up_stops_everything_when_dev_down_signals_it(
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
-    assert_all_gone(state_dir, recorded, str(stubs[0].parent))
+    assert_all_gone(state_dir, recorded, str(stack.script_dir))
 
 
 def test_grpc_port_in_use_is_one_line_and_starts_nothing(
-    stubs: tuple[Path, Path, Path], stack_env: dict[str, str], state_dir: Path
+    stack_env: dict[str, str], state_dir: Path, tmp_path: Path
 ) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         env = {**stack_env, "GOLDEN_GRPC_ADDR": f"127.0.0.1:{port}"}
-        up = run_stub(stubs, env, "up", "--detach")
+        up = StubStack(env, state_dir, tmp_path).run("up", "--detach")
         as_json = run_cli(env, "dev", "up", "--detach", "--json")
     assert up.returncode == 1
     line = one_line_error(up.stderr)
@@ -202,7 +160,7 @@ def test_grpc_port_in_use_is_one_line_and_starts_nothing(
     assert error["reason"] == "DevStackFailed" and error["exit_code"] == 1
     assert "in use" in error["message"] and str(port) in error["message"]
     assert not (state_dir / "stack.json").exists()
-    assert processes_mentioning(str(state_dir)) == []
+    assert processes_mentioning(str(state_dir)) == {}
 
 
 @needs_postgres
@@ -225,7 +183,7 @@ def test_missing_binary_is_one_line_and_stops_what_started(
     line = one_line_error(err)
     assert line.startswith("error: DevStackFailed: nats: nats-server not found"), line
     assert not (state_dir / "postgres" / "postmaster.pid").exists()
-    assert processes_mentioning(str(state_dir)) == []
+    assert processes_mentioning(str(state_dir)) == {}
 
 
 @pytest.mark.skipif(

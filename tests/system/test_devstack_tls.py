@@ -7,22 +7,14 @@ GOLDEN_TLS_* files it is given; the certificates come from a CA made at test tim
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from service.devstack.servers import pid_alive
 from tests.helpers.cli_process import run_cli
-from tests.helpers.devstack_stubs import STUB_RUNNER, STUB_WORKER, needs_postgres
+from tests.helpers.devstack_stubs import StubStack, needs_postgres
 from tests.helpers.tls import TestCA
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 STUB_TLS_API = """
 import os
@@ -69,28 +61,14 @@ def test_dev_up_serves_tls_and_passes_otel_on(
     state_dir: Path, tmp_path: Path, tls_env: tuple[dict[str, str], TestCA]
 ) -> None:
     env, ca = tls_env
-    runner, worker, api = tmp_path / "run.py", tmp_path / "worker.py", tmp_path / "api.py"
-    runner.write_text(STUB_RUNNER)
-    worker.write_text(STUB_WORKER)
-    api.write_text(STUB_TLS_API)
     env.update(
         # Nothing listens there: the stand-ins never export, they only must be given it.
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
         OTEL_SERVICE_NAME="golden-press-devstack-test",
     )
 
-    def stack(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(runner), str(worker), str(api), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            timeout=240,
-        )
-
-    up = stack("up", "--detach")
+    stack = StubStack(env, state_dir, tmp_path, api=STUB_TLS_API)
+    up = stack.run("up", "--detach")
     try:
         assert up.returncode == 0, up.stderr
         info = json.loads(up.stdout)
@@ -105,18 +83,13 @@ def test_dev_up_serves_tls_and_passes_otel_on(
             assert seen.get("OTEL_SERVICE_NAME") == "golden-press-devstack-test", proc["name"]
             assert seen.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://127.0.0.1:9", proc["name"]
         # A killed TLS API is restarted by `dev up`, health-checked over TLS like the first time.
-        api_proc = next(p for p in recorded["processes"] if p["name"] == "api")
-        assert pid_alive(api_proc["pid"], api_proc["start_time"])
-        os.kill(api_proc["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(api_proc["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        again = stack("up", "--detach")
+        stack.kill("api")
+        again = stack.run("up", "--detach")
         assert again.returncode == 0, again.stderr
         assert "restarted api" in again.stderr, again.stderr
         assert json.loads(again.stdout) == info
     finally:
-        down = stack("down")
+        down = stack.run("down")
         assert down.returncode == 0, down.stderr
 
 
