@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +99,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+class RepeatWindow:
+    """Lets the first of each kind through per window and counts the rest it holds back."""
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # key -> (window start, held-back count)
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
+    def admit(self, key: Hashable) -> int | None:
+        """None: held back (its window is open); else how many were held back before it."""
+        now = self._clock()
+        with self._lock:
+            started, held = self._seen.get(key, (None, 0))
+            if started is not None and now - started < self._window_s:
+                self._seen[key] = (started, held + 1)
+                return None
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # bounded: forget the oldest windows
+                for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
+                    del self._seen[old]
+        return held
+
+
 class RepeatedErrorFilter(logging.Filter):
     """One traceback per (logger, step, exception type) per window; the repeats are counted.
 
@@ -108,11 +137,7 @@ class RepeatedErrorFilter(logging.Filter):
 
     def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
-        self._window_s = window_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        # key -> (window start, suppressed count)
-        self._seen: dict[tuple[str, ...], tuple[float, int]] = {}
+        self._window = RepeatWindow(window_s, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -126,16 +151,9 @@ class RepeatedErrorFilter(logging.Filter):
         if not step and ids:
             step = ids.get("step", "")
         key = (record.name, step, type(exc).__module__, type(exc).__qualname__)
-        now = self._clock()
-        with self._lock:
-            started, suppressed = self._seen.get(key, (None, 0))
-            if started is not None and now - started < self._window_s:
-                self._seen[key] = (started, suppressed + 1)
-                return False
-            self._seen[key] = (now, 0)
-            if len(self._seen) > 1000:  # bounded: forget the oldest windows
-                for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
-                    del self._seen[old]
+        suppressed = self._window.admit(key)
+        if suppressed is None:
+            return False
         if suppressed:
             record.repeats_suppressed = suppressed
         return True

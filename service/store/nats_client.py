@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +25,7 @@ from nats.errors import NoServersError
 
 from golden_press.errors import Unreachable
 from golden_press.settings import Settings
+from service.observability.logs import RepeatWindow
 
 log = logging.getLogger("golden_press.nats")
 
@@ -38,19 +38,15 @@ class QuietErrors:
     the repeats it held back (nats-py's default logs a traceback per reconnect attempt)."""
 
     def __init__(self, window_s: float = 60.0) -> None:
-        self._window_s = window_s
-        self._seen: dict[str, tuple[float, int]] = {}
+        self._window = RepeatWindow(window_s)
 
     async def report(self, exc: Exception) -> None:
         """The callback (nats-py accepts only coroutine functions, not callable objects)."""
         kind = type(exc).__name__
-        now = time.monotonic()
-        started, held = self._seen.get(kind, (None, 0))
-        if started is not None and now - started < self._window_s:
-            self._seen[kind] = (started, held + 1)
+        held = self._window.admit(kind)
+        if held is None:
             return
-        self._seen[kind] = (now, 0)
-        more = f" ({held} more in the last {self._window_s:g} s)" if held else ""
+        more = f" ({held} more in the last {self._window.window_s:g} s)" if held else ""
         detail = next(iter(str(exc).splitlines()), "") or "no detail"
         log.warning("NATS: %s: %s%s", kind, detail, more)
 
